@@ -1,0 +1,74 @@
+"""WAV read/write (soundfile) and loudness normalisation (BS.1770, pyloudnorm).
+
+audiocraft's own `audio_write` pipes every format through an ffmpeg binary and peak-normalises by
+default; acr writes exactly what the model produced unless normalisation is asked for, and then
+returns what it did so the caller records it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from acr.atomic import replacing
+
+SUBTYPES = {"pcm16": "PCM_16", "float32": "FLOAT"}
+
+
+def count_clipped(wav: torch.Tensor) -> int:
+    """Samples beyond full scale: what a pcm16 WAV clips."""
+    return int((wav.abs() > 1.0).sum())
+
+
+def write_wav(path: Path, wav: torch.Tensor, sample_rate: int, sample_format: str = "pcm16") -> None:
+    """Write [channels, samples] audio atomically (pcm16 clips at full scale)."""
+    data = wav.detach().to("cpu", torch.float32).numpy().T  # soundfile wants [samples, channels]
+    if sample_format == "pcm16":
+        data = np.clip(data, -1.0, 1.0)
+    with replacing(path) as tmp:
+        sf.write(str(tmp), data, sample_rate, subtype=SUBTYPES[sample_format], format="WAV")
+
+
+def read_wav(path: Path) -> tuple[torch.Tensor, int]:
+    """Read any soundfile-readable file as float32 [channels, samples] and its sample rate."""
+    data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    return torch.from_numpy(data.T.copy()), int(sample_rate)
+
+
+def integrated_loudness(wav: torch.Tensor, sample_rate: int) -> float | None:
+    """ITU BS.1770-4 integrated loudness in LUFS (pyloudnorm); None for clips too short (< 0.4 s)
+    or silent.
+
+    Not torchaudio.functional.loudness: its K-weighting filters clamp at full scale (lfilter's
+    default clamp=True), so loud audio reads too quiet (+20 dB of gain can read lower than +6)."""
+    import pyloudnorm
+
+    if wav.shape[-1] < int(0.4 * sample_rate):
+        return None
+    data = wav.detach().to("cpu", torch.float64).numpy().T
+    with np.errstate(divide="ignore"):
+        value = float(pyloudnorm.Meter(sample_rate).integrated_loudness(data))
+    return value if np.isfinite(value) else None
+
+
+def normalize_loudness(wav: torch.Tensor, sample_rate: int, target_lufs: float
+                       ) -> tuple[torch.Tensor, dict]:
+    """Scale a [channels, samples] clip to `target_lufs`; return it and a record of what was done.
+
+    BS.1770 gates out blocks below -70 LUFS, so after a gain quiet blocks can start to count and
+    the loudness moves by more or less than the gain: re-measure and correct (a few steps)."""
+    measured = integrated_loudness(wav, sample_rate)
+    if measured is None:
+        return wav, {"target_lufs": target_lufs, "measured_lufs": None, "gain_db": 0.0,
+                     "applied": False, "reason": "clip too short or silent to measure"}
+    gain_db, now = 0.0, measured
+    for _ in range(10):
+        if abs(target_lufs - now) < 0.01:
+            break
+        gain_db += target_lufs - now
+        now = integrated_loudness(wav * 10.0 ** (gain_db / 20.0), sample_rate)
+    return wav * (10.0 ** (gain_db / 20.0)), {"target_lufs": target_lufs,
+                                              "measured_lufs": round(measured, 3),
+                                              "gain_db": round(gain_db, 3), "applied": True}

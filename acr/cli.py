@@ -1,0 +1,168 @@
+"""The `acr` command: thin typed commands that parse, validate and call a recipe.
+
+Nothing here imports torch or audiocraft at module level, so `acr --help` stays fast; recipes are
+imported inside the commands. A UsageError becomes its lines on stderr and exit code 2 (nothing is
+written); any other failure is one line and exit code 1 (`--debug` shows the traceback).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from acr import __version__, console
+from acr.errors import UsageError
+
+app = typer.Typer(
+    name="acr", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+    help="acr: research toolkit for AudioCraft (MusicGen, AudioGen). Each command writes a run "
+         "folder (config.yaml, meta.json, events.jsonl and its outputs).")
+
+_state = {"debug": bool(os.environ.get("ACR_DEBUG"))}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"acr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _state["debug"] = _state["debug"] or debug
+
+
+def _guarded(work: Callable[[], Any]) -> Any:
+    """Run a command body with acr's error conventions (exit 2 usage, 1 failure, 130 Ctrl-C)."""
+    try:
+        return work()
+    except UsageError as exc:
+        if _state["debug"]:
+            raise
+        for line in exc.lines:
+            console.error(line)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        raise typer.Exit(130)
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if _state["debug"]:
+            raise
+        console.error(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        raise typer.Exit(1)
+
+
+def _overrides(sets: Optional[list[str]], flags: dict[str, tuple[str, Any]]) -> list:
+    """--set values first, then explicit flags (which win); each checked like a config line."""
+    from acr.config import flag_item, parse_set
+
+    out = [parse_set(arg) for arg in sets or []]
+    out += [(key, flag_item(value, flag)) for key, (flag, value) in flags.items()
+            if value is not None]
+    return out
+
+
+SET_HELP = "Override a config key, e.g. --set params.temperature=1.2 (repeatable)."
+
+
+@app.command()
+def generate(
+    config: Optional[Path] = typer.Argument(None, help="Generate YAML (optional; flags win)."),
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p",
+                                               help="A text prompt (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Model name, Hugging Face id or folder "
+                                             "[default: musicgen-small]."),
+    duration: Optional[float] = typer.Option(None, help="Seconds per clip [default: 10]."),
+    seed: Optional[int] = typer.Option(None, help="Random seed [default: random, recorded]."),
+    use_sampling: Optional[bool] = typer.Option(None, "--sampling/--greedy",
+                                                help="Sample tokens, or take the argmax."),
+    top_k: Optional[int] = typer.Option(None, help="Top-k sampling [default: 250]."),
+    top_p: Optional[float] = typer.Option(None, help="Top-p sampling; 0 = off [default: 0]."),
+    temperature: Optional[float] = typer.Option(None, help="Temperature [default: 1.0]."),
+    cfg_coef: Optional[float] = typer.Option(None, help="Guidance strength [default: 3.0]."),
+    two_step_cfg: Optional[bool] = typer.Option(None, "--two-step-cfg/--one-step-cfg",
+                                                help="Separate guidance passes."),
+    extend_stride: Optional[float] = typer.Option(None, help="Window stride in seconds beyond "
+                                                  "the model's window [default: model's]."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
+    loudness_lufs: Optional[float] = typer.Option(None, help="Normalise clips to this LUFS "
+                                                  "(recorded in each sidecar)."),
+    sample_format: Optional[str] = typer.Option(None, help="pcm16 | float32 [default: pcm16]."),
+    name: Optional[str] = typer.Option(None, help="Run name [default: generate]."),
+    out: Optional[Path] = typer.Option(None, help="Run folder to create (must be new or empty) "
+                                                  "[default: experiments/<name>/<time>-<id>]."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """Generate audio from text prompts: one batch, written as WAVs with JSON sidecars."""
+    def work() -> None:
+        from acr.config import GenerateConfig, load_config
+        from acr.runs import check_out_dir
+
+        flags = {"prompts": ("--prompt", prompt or None), "model": ("--model", model),
+                 "params.duration": ("--duration", duration), "seed": ("--seed", seed),
+                 "params.use_sampling": ("--sampling/--greedy", use_sampling),
+                 "params.top_k": ("--top-k", top_k), "params.top_p": ("--top-p", top_p),
+                 "params.temperature": ("--temperature", temperature),
+                 "params.cfg_coef": ("--cfg-coef", cfg_coef),
+                 "params.two_step_cfg": ("--two-step-cfg", two_step_cfg),
+                 "params.extend_stride": ("--extend-stride", extend_stride),
+                 "device": ("--device", device), "loudness_lufs": ("--loudness-lufs", loudness_lufs),
+                 "sample_format": ("--sample-format", sample_format), "name": ("--name", name)}
+        cfg = load_config(GenerateConfig, config, _overrides(set_, flags))
+        check_out_dir(out)
+
+        from acr.generate import run_generate
+
+        run_dir = run_generate(cfg, out=out)
+        console.result(f"wrote {len(cfg.prompts)} clip(s) to {run_dir / 'samples'}")
+
+    _guarded(work)
+
+
+@app.command()
+def validate(
+    config: Path = typer.Argument(..., help="A config YAML to check."),
+    kind: Optional[str] = typer.Option(None, help="Config kind [default: detected from keys]."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """Check a config file (all problems at once) without running anything."""
+    def work() -> None:
+        from acr.config import KINDS, detect_kind, load_config
+
+        if kind is not None and kind not in KINDS:
+            raise UsageError(f"--kind {kind}: unknown config kind; use one of: {', '.join(KINDS)}")
+        if not config.is_file():
+            raise UsageError(f"{config}: no such file; check the path")
+        chosen = kind or detect_kind(config)
+        load_config(KINDS[chosen], config, _overrides(set_, {}))
+        console.result(f"{config}: ok ({chosen} config)")
+
+    _guarded(work)
+
+
+@app.command()
+def models() -> None:
+    """List the model names acr knows and where the built-in tiny models are cached."""
+    from acr.models import SHORT_NAMES, TINY, tiny_model_dir
+
+    for short, (family, rate) in TINY.items():
+        console.result(f"{short:28} built-in tiny {family} ({rate} Hz), cached in "
+                       f"{tiny_model_dir(short)}")
+    for short, (hub_id, family) in SHORT_NAMES.items():
+        console.result(f"{short:28} {hub_id} ({family})")
+    console.result("Also: any Hugging Face id (owner/name) or a local folder in AudioCraft's "
+                   "release layout (state_dict.bin + compression_state_dict.bin).")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

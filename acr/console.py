@@ -1,0 +1,57 @@
+"""The single output facade: messages and progress go through here, never through print().
+
+On a terminal it uses rich (colours, live progress bars); otherwise (CI, pipes, log files) it writes
+plain lines to stderr, with progress reported at most every few seconds. Results the user asked for
+(where the output is) go to stdout via `result`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from rich.console import Console
+
+_err = Console(stderr=True, highlight=False)
+_out = Console(highlight=False)
+
+
+def info(message: str) -> None:
+    _err.print(message, markup=False)
+
+
+def warn(message: str) -> None:
+    _err.print(f"warning: {message}", style="yellow", markup=False)
+
+
+def error(message: str) -> None:
+    _err.print(message, style="red", markup=False, soft_wrap=True)
+
+
+def result(message: str) -> None:
+    _out.print(message, markup=False, soft_wrap=True)
+
+
+@contextmanager
+def progress(description: str, total: float) -> Iterator[Callable[[float], None]]:
+    """Yield `update(done)` that reports absolute progress `done` out of `total`."""
+    if _err.is_terminal:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+        with Progress(*columns, console=_err, transient=False) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda done: bar.update(task, completed=done)
+        return
+    last = [0.0]
+
+    def update(done: float) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 5.0 or done >= total:
+            last[0] = now
+            print(f"{description}: {done:g}/{total:g}", file=sys.stderr, flush=True)
+
+    yield update

@@ -1,0 +1,135 @@
+"""Generation engine (one batch of prompts, one parameter set, one seed) and the `acr generate`
+recipe: load the model, open a run folder, generate, write WAVs with JSON sidecars, finish."""
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from acr import __version__, console
+from acr.audio import count_clipped, normalize_loudness, write_wav
+from acr.config import GenerateConfig, GenerationParams, dump_yaml, to_dict
+from acr.errors import UsageError
+from acr.models import LoadedModel, device_name, load_model
+from acr.runs import Run, start_run
+
+DEFAULT_EXTEND_STRIDE = {"musicgen": 18.0, "audiogen": 2.0}
+
+
+def resolve_params(params: GenerationParams, loaded: LoadedModel, where: str = "params"
+                   ) -> GenerationParams:
+    """Fill the model-dependent defaults (extend_stride) and check them against the model."""
+    if loaded.family == "magnet":
+        raise UsageError(f"model {loaded.spec.name!r} is a MAGNeT model: it loads, but acr "
+                         "generate drives MusicGen and AudioGen only (MAGNeT's parameters differ); "
+                         "use a musicgen-* or audiogen-* model")
+    stride = params.extend_stride
+    if stride is None:  # AudioCraft's default, or half the window for models with a short one
+        stride = DEFAULT_EXTEND_STRIDE[loaded.family]
+        stride = stride if stride < loaded.max_duration else loaded.max_duration / 2
+    if stride >= loaded.max_duration:
+        raise UsageError(f"{where}.extend_stride: {stride:g} must be below the model's window of "
+                         f"{loaded.max_duration:g} s; use a smaller value (default "
+                         f"{DEFAULT_EXTEND_STRIDE[loaded.family]:g})")
+    return dataclasses.replace(params, extend_stride=float(stride))
+
+
+def generate_batch(loaded: LoadedModel, prompts: list[str], params: GenerationParams, seed: int,
+                   on_progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+    """Generate one batch: returns float32 [batch, channels, samples] on the CPU.
+
+    The full parameter set is passed (AudioCraft resets any argument left out) and the global RNG
+    is seeded from `seed` right before sampling, so the same call gives the same audio.
+    """
+    model = loaded.model
+    model.set_generation_params(
+        use_sampling=params.use_sampling, top_k=params.top_k, top_p=params.top_p,
+        temperature=params.temperature, duration=params.duration, cfg_coef=params.cfg_coef,
+        two_step_cfg=params.two_step_cfg, extend_stride=params.extend_stride)
+    model.set_custom_progress_callback(on_progress)
+    torch.manual_seed(seed)
+    try:
+        with torch.inference_mode():
+            wav = model.generate(list(prompts), progress=False)
+    finally:
+        model.set_custom_progress_callback(None)
+    return wav.detach().to("cpu", torch.float32)
+
+
+def slug(text: str, limit: int = 40) -> str:
+    words = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return words[:limit].rstrip("-") or "prompt"
+
+
+def write_sample(path: Path, wav: torch.Tensor, sample_rate: int, sidecar: dict,
+                 sample_format: str = "pcm16", loudness_lufs: float | None = None) -> dict:
+    """Write one clip and its `<name>.json` sidecar (the WAV last, so a WAV implies its sidecar).
+
+    Returns the sidecar as written (with normalisation and clipping recorded)."""
+    from acr.runs import write_json
+
+    normalization = None
+    if loudness_lufs is not None:
+        wav, normalization = normalize_loudness(wav, sample_rate, loudness_lufs)
+    record = {**sidecar, "sample_rate": sample_rate, "channels": int(wav.shape[0]),
+              "samples": int(wav.shape[-1]), "duration": round(wav.shape[-1] / sample_rate, 6),
+              "sample_format": sample_format, "normalization": normalization}
+    record["clipped_samples"] = count_clipped(wav) if sample_format == "pcm16" else 0
+    write_json(path.with_suffix(".json"), record)
+    write_wav(path, wav, sample_rate, sample_format)
+    return record
+
+
+def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | None = None
+                 ) -> Path:
+    """The `acr generate` recipe. Returns the run folder."""
+    # setup: everything that can be wrong is found before the run folder exists
+    loaded = load_model(cfg.model, cfg.device)
+    params = resolve_params(cfg.params, loaded)
+    seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    cfg = dataclasses.replace(cfg, params=params, seed=seed, device=loaded.device)
+    run = start_run("generate", cfg.name, dump_yaml(to_dict(cfg)), seed, loaded.device,
+                    device_name(loaded.device), out=out, argv=argv)
+    console.info(f"run folder: {run.dir}")
+    console.info(f"model {cfg.model} ({loaded.sample_rate} Hz) on {loaded.device}; "
+                 f"{len(cfg.prompts)} prompt(s), {params.duration:g} s, seed {seed}")
+    try:
+        # generate: all prompts in one batch
+        run.event("generate.batch.start", prompts=len(cfg.prompts), seed=seed)
+        frames = int(params.duration * loaded.frame_rate)
+        start = time.perf_counter()
+        with console.progress("generating", frames) as update:
+            wav = generate_batch(loaded, cfg.prompts, params, seed,
+                                 on_progress=lambda done, total: update(min(done, frames)))
+        seconds = time.perf_counter() - start
+        run.event("generate.batch.end", seconds=round(seconds, 3), shape=list(wav.shape))
+        # write: one WAV and sidecar per prompt
+        width = len(str(len(cfg.prompts) - 1))
+        for index, (prompt, clip) in enumerate(zip(cfg.prompts, wav)):
+            sample_id = f"{index:0{width}d}-{slug(prompt)}"
+            sidecar = {"id": sample_id, "prompt": prompt, "model": cfg.model,
+                       "model_source": loaded.spec.source, "family": loaded.family,
+                       "parameters": to_dict(params), "seed": seed, "batch_index": index,
+                       "batch_size": len(cfg.prompts), "generation_seconds": round(seconds, 3),
+                       "acr_version": __version__}
+            record = write_sample(run.dir / "samples" / f"{sample_id}.wav", clip,
+                                  loaded.sample_rate, sidecar, cfg.sample_format,
+                                  cfg.loudness_lufs)
+            run.event("sample.written", id=sample_id, duration=record["duration"])
+    except KeyboardInterrupt:
+        run.finish("interrupted")
+        raise
+    except BaseException as exc:
+        run.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    audio_seconds = wav.shape[0] * wav.shape[-1] / loaded.sample_rate
+    run.finish("completed", generation_seconds=round(seconds, 3),
+               audio_seconds=round(audio_seconds, 3))
+    console.info(f"{len(cfg.prompts)} clip(s), {audio_seconds:.1f} s of audio in {seconds:.1f} s "
+                 f"(real-time factor {audio_seconds / max(seconds, 1e-9):.2f})")
+    return run.dir

@@ -1,0 +1,135 @@
+"""Run folders: create, record (config.yaml, meta.json, events.jsonl), finish. Writes are atomic.
+
+A run folder is `experiments/<name>/<UTC timestamp>-<short id>/` or the `--out` folder the user
+gave; an existing non-empty folder is never reused (resuming commands open theirs explicitly).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from acr import __version__
+from acr.atomic import replacing
+from acr.errors import UsageError
+
+DEFAULT_ROOT = Path("experiments")
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text to `path` through a temporary file in the same folder and os.replace."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def check_out_dir(out: Path | None) -> None:
+    """Refuse an --out folder that already holds something (before any work starts)."""
+    if out is not None and Path(out).exists():
+        if not Path(out).is_dir():
+            raise UsageError(f"--out {out}: exists and is not a folder; choose another path")
+        if any(Path(out).iterdir()):
+            raise UsageError(f"--out {out}: folder exists and is not empty; acr never reuses a "
+                             "run folder: choose a new path or remove it")
+
+
+def new_run_dir(name: str, out: Path | None = None, root: Path = DEFAULT_ROOT) -> Path:
+    """Create (and return) a new, empty run folder."""
+    if out is not None:
+        check_out_dir(out)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return Path(out)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    folder = Path(root) / name / f"{stamp}-{secrets.token_hex(3)}"
+    folder.mkdir(parents=True, exist_ok=False)
+    return folder
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """HEAD of the git repository the command runs in (with '-dirty' for local changes)."""
+    try:
+        def run(*args: str) -> str:
+            return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                                  timeout=5, check=True).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        return commit + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"acr": __version__, "python": platform.python_version()}
+    for package in ("audiocraft", "torch", "torchaudio"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = None
+    return out
+
+
+@dataclass
+class Run:
+    """An open run folder."""
+
+    dir: Path
+
+    @property
+    def meta_path(self) -> Path:
+        return self.dir / "meta.json"
+
+    def meta(self) -> dict:
+        return json.loads(self.meta_path.read_text(encoding="utf-8"))
+
+    def update_meta(self, **fields: Any) -> None:
+        write_json(self.meta_path, {**self.meta(), **fields})
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Append one line to events.jsonl (append-only log)."""
+        line = json.dumps({"time": utc_now(), "event": kind, **fields}, ensure_ascii=False)
+        with open(self.dir / "events.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    def finish(self, status: str, **fields: Any) -> None:
+        assert status in STATUSES
+        self.update_meta(status=status, ended=utc_now(), **fields)
+        self.event("run.end", status=status, **fields)
+
+
+def start_run(command: str, name: str, config_yaml: str, seed: int | None, device: str,
+              device_name: str, out: Path | None = None, root: Path = DEFAULT_ROOT,
+              argv: list[str] | None = None) -> Run:
+    """Create a run folder and write config.yaml, meta.json (status running) and the first event."""
+    run = Run(new_run_dir(name, out, root))
+    write_atomic(run.dir / "config.yaml", config_yaml)
+    write_json(run.meta_path, {
+        "command": command,
+        "argv": list(sys.argv if argv is None else argv),
+        "cwd": os.getcwd(),
+        "versions": versions(),
+        "device": device,
+        "device_name": device_name,
+        "git_commit": git_commit(),
+        "seed": seed,
+        "started": utc_now(),
+        "ended": None,
+        "status": "running",
+    })
+    run.event("run.start", command=command, dir=str(run.dir))
+    return run

@@ -1,0 +1,58 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def acr_home(tmp_path_factory):
+    """Every test (and subprocess) builds tiny models into one temporary ACR_HOME, offline."""
+    home = tmp_path_factory.mktemp("acr_home")
+    os.environ["ACR_HOME"] = str(home)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
+    return home
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty folder, so default run folders (experiments/...) land in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def acr():
+    """Invoke the real CLI in-process: acr(*args) -> result with exit_code, stdout, stderr."""
+    from acr.cli import app
+
+    def invoke(*args):
+        return CliRunner().invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+def run_python(code: str, *args: str, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def run_acr(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "acr", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+gpu = pytest.mark.gpu
+requires_gpu = pytest.mark.skipif("not __import__('torch').cuda.is_available()",
+                                  reason="needs a CUDA GPU")

@@ -1,0 +1,114 @@
+"""Model resolution and the tiny models: real AudioCraft release folders, loaded like real ones."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from acr import models
+from acr.errors import UsageError
+from conftest import gpu, requires_gpu, run_python
+
+
+def test_short_names_and_hub_ids_resolve_without_loading():
+    assert models.resolve_model("musicgen-small") == models.ModelSpec(
+        "musicgen-small", "facebook/musicgen-small", "musicgen", "hub")
+    assert models.resolve_model("audiogen-medium").family == "audiogen"
+    assert models.resolve_model("musicgen-stereo-melody-large").source == \
+        "facebook/musicgen-stereo-melody-large"
+    assert models.resolve_model("magnet-small-10secs").family == "magnet"
+    assert models.resolve_model("facebook/audiogen-medium").family == "audiogen"
+    assert models.resolve_model("someone/my-musicgen").kind == "hub"
+
+
+def test_tiny_models_live_under_acr_home(acr_home):
+    spec = models.resolve_model("tiny-audiogen")
+    assert (spec.family, spec.kind) == ("audiogen", "tiny")
+    assert Path(spec.source).parent == acr_home / "models"
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(UsageError) as info:
+        models.resolve_model("musicgen-tiny")
+    assert "unknown model 'musicgen-tiny'; known models: tiny-musicgen, tiny-audiogen, " \
+           "musicgen-small" in info.value.lines[0]
+
+
+def test_folder_without_release_files_is_refused(tmp_path):
+    (tmp_path / "state_dict.bin").write_bytes(b"")
+    with pytest.raises(UsageError, match="missing compression_state_dict.bin"):
+        models.resolve_model(str(tmp_path))
+    with pytest.raises(UsageError, match="no such folder"):
+        models.resolve_model(str(tmp_path / "nope" / "deeper"))
+
+
+def test_tiny_model_folder_is_in_release_layout():
+    folder = models.ensure_tiny_model("tiny-musicgen")
+    for name in models.RELEASE_FILES:
+        pkg = torch.load(folder / name, map_location="cpu", weights_only=True)
+        assert set(pkg) == {"best_state", "xp.cfg", "version", "exported"}
+        assert isinstance(pkg["xp.cfg"], str) and "segment_duration: 30.0" in pkg["xp.cfg"]
+    lm_state = torch.load(folder / "state_dict.bin", weights_only=True)["best_state"]
+    n_params = sum(t.numel() for t in lm_state.values())
+    assert 100_000 < n_params < 1_000_000
+
+
+def test_tiny_models_load_with_the_right_class_and_rate():
+    music = models.load_model("tiny-musicgen", "cpu")
+    sound = models.load_model("tiny-audiogen", "cpu")
+    assert type(music.model).__name__ == "MusicGen" and music.sample_rate == 32000
+    assert type(sound.model).__name__ == "AudioGen" and sound.sample_rate == 16000
+    assert (music.max_duration, sound.max_duration) == (30.0, 10.0)
+    assert music.frame_rate == sound.frame_rate == 50
+    assert models.load_model("tiny-musicgen", "cpu") is music  # loaded once per process
+
+
+def test_plain_audiocraft_loads_the_tiny_folder_in_another_process():
+    folder = models.ensure_tiny_model("tiny-musicgen")
+    proc = run_python(
+        "import sys, torch\n"
+        "from audiocraft.models import MusicGen\n"
+        "m = MusicGen.get_pretrained(sys.argv[1], device='cpu')\n"
+        "m.set_generation_params(duration=1.0)\n"
+        "wav = m.generate(['calm piano'])\n"
+        "print(tuple(wav.shape), m.sample_rate)\n", str(folder))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "(1, 1, 32000) 32000"
+
+
+def test_local_folder_family_comes_from_its_config(tmp_path):
+    """A folder like `acr finetune` writes: AudioGen config, loaded by folder path."""
+    cfg = models.tiny_model_config("tiny-audiogen")
+    source = models.load_model("tiny-audiogen", "cpu").model
+    models.write_release_folder(tmp_path / "mine", cfg, source.lm.state_dict(),
+                                source.compression_model.state_dict())
+    loaded = models.load_model(str(tmp_path / "mine"), "cpu")
+    assert loaded.family == "audiogen" and loaded.sample_rate == 16000
+    assert loaded.spec.kind == "folder"
+
+
+def test_resolve_device_cpu_and_auto():
+    assert models.resolve_device("cpu") == "cpu"
+    assert models.resolve_device("auto") in ("cpu", "cuda", "mps")
+
+
+def test_cuda_index_out_of_range():
+    if torch.cuda.is_available():
+        bad = f"cuda:{torch.cuda.device_count()}"
+        with pytest.raises(UsageError, match="CUDA device"):
+            models.resolve_device(bad)
+    else:
+        with pytest.raises(UsageError, match="use --device cpu"):
+            models.resolve_device("cuda:1")
+
+
+@gpu
+@requires_gpu
+def test_tiny_model_generates_on_cuda():
+    loaded = models.load_model("tiny-musicgen", "cuda")
+    assert loaded.device == "cuda"
+    from acr.config import GenerationParams
+    from acr.generate import generate_batch, resolve_params
+
+    params = resolve_params(GenerationParams(duration=1.0), loaded)
+    wav = generate_batch(loaded, ["a", "b"], params, seed=1)
+    assert wav.shape == (2, 1, 32000) and wav.device.type == "cpu"
