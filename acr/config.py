@@ -306,22 +306,14 @@ def _check_value(tp: Any, item: Item, path: str, problems: _Problems, meta: dict
     if dataclasses.is_dataclass(tp):
         return check(tp, item, problems, path)
     if origin is list:
-        if not isinstance(item.value, list):
-            problems.add(item.loc, path, f"expected a list, got {_show(item.value)}")
-            return MISSING
-        if len(item.value) < meta.get("min_items", 0):
-            problems.add(item.loc, path, f"needs at least {meta['min_items']} item(s)")
+        if not _container_ok(item, list, path, problems, meta):
             return MISSING
         item_meta = {"validate": meta["validate_items"]} if "validate_items" in meta else {}
         out = [_check_value(args[0], sub, f"{path}[{i}]", problems, item_meta)
                for i, sub in enumerate(item.value)]
         return MISSING if MISSING in out else out
     if origin is dict:
-        if not isinstance(item.value, dict):
-            problems.add(item.loc, path, f"expected a mapping, got {_show(item.value)}")
-            return MISSING
-        if len(item.value) < meta.get("min_items", 0):
-            problems.add(item.loc, path, f"needs at least {meta['min_items']} entry(ies)")
+        if not _container_ok(item, dict, path, problems, meta):
             return MISSING
         out = {}
         for key, sub in item.value.items():
@@ -335,6 +327,17 @@ def _check_value(tp: Any, item: Item, path: str, problems: _Problems, meta: dict
     if value is MISSING:
         return MISSING
     return _check_limits(value, item, path, problems, meta)
+
+
+def _container_ok(item: Item, kind: type, path: str, problems: _Problems, meta: dict) -> bool:
+    """Is `item` a list / mapping (`kind`) with at least meta['min_items'] entries?"""
+    if not isinstance(item.value, kind):
+        problems.add(item.loc, path, f"expected {_type_name(kind[Any])}, got {_show(item.value)}")
+        return False
+    if len(item.value) < meta.get("min_items", 0):
+        problems.add(item.loc, path, f"needs at least {meta['min_items']} item(s)")
+        return False
+    return True
 
 
 def _scalar(tp: type, item: Item, path: str, problems: _Problems) -> Any:

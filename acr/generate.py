@@ -55,7 +55,8 @@ def generate_batch(loaded: LoadedModel, prompts: list[str], params: GenerationPa
     torch.manual_seed(seed)
     try:
         with torch.inference_mode():
-            wav = model.generate(list(prompts), progress=False)
+            # audiocraft calls the custom callback only with progress=True (else it prints)
+            wav = model.generate(list(prompts), progress=on_progress is not None)
     finally:
         model.set_custom_progress_callback(None)
     return wav.detach().to("cpu", torch.float32)

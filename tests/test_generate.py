@@ -45,6 +45,8 @@ def test_generate_writes_wavs_sidecars_and_run_records(acr, in_tmp):
     assert events[0] == "run.start" and events[-1] == "run.end"
     assert events.count("sample.written") == 2
     assert "samples" in result.stdout and "D" in result.stdout
+    # not a terminal: progress comes as plain lines, ending at all 100 token frames (2 s x 50)
+    assert "generating: 100/100" in result.stderr.splitlines()
 
 
 def test_same_seed_is_byte_identical_across_processes(tmp_path):
