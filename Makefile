@@ -18,13 +18,14 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/acr generate configs/demo-generate.yaml
+	$(VENV)/bin/acr experiment configs/demo.yaml
 
 test: install
 	$(PY) -m pytest -q
 
 bench: install
 	$(PY) benchmarks/cli_startup.py
+	$(PY) benchmarks/experiment_batching.py
 
 # Rewrite requirements.txt from the current venv (after a deliberate upgrade), keeping its header.
 lock:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+import typer.core
 
 from acr import __version__, console
 from acr.errors import UsageError
@@ -72,6 +73,8 @@ def _overrides(sets: Optional[list[str]], flags: dict[str, tuple[str, Any]]) -> 
 
 
 SET_HELP = "Override a config key, e.g. --set params.temperature=1.2 (repeatable)."
+OUT_HELP = "Run folder to create (must be new or empty) [default: experiments/<name>/<time>-<id>]."
+DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
 
 
 @app.command()
@@ -94,13 +97,12 @@ def generate(
                                                 help="Separate guidance passes."),
     extend_stride: Optional[float] = typer.Option(None, help="Window stride in seconds beyond "
                                                   "the model's window [default: model's]."),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps."),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     loudness_lufs: Optional[float] = typer.Option(None, help="Normalise clips to this LUFS "
                                                   "(recorded in each sidecar)."),
     sample_format: Optional[str] = typer.Option(None, help="pcm16 | float32 [default: pcm16]."),
     name: Optional[str] = typer.Option(None, help="Run name [default: generate]."),
-    out: Optional[Path] = typer.Option(None, help="Run folder to create (must be new or empty) "
-                                                  "[default: experiments/<name>/<time>-<id>]."),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
     """Generate audio from text prompts: one batch, written as WAVs with JSON sidecars."""
@@ -125,6 +127,76 @@ def generate(
 
         run_dir = run_generate(cfg, out=out)
         console.result(f"wrote {len(cfg.prompts)} clip(s) to {run_dir / 'samples'}")
+
+    _guarded(work)
+
+
+class _DefaultRunGroup(typer.core.TyperGroup):
+    """`acr experiment CONFIG` means `acr experiment run CONFIG`; `note` is the other command."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+experiment_app = typer.Typer(
+    cls=_DefaultRunGroup, no_args_is_help=True, rich_markup_mode=None,
+    help="Research grids: prompt sets x parameter sets (x models) x samples, batched, seeded and "
+         "resumable. `acr experiment CONFIG` runs one (same as `acr experiment run CONFIG`).")
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("run")
+def experiment_run(
+    config: Optional[Path] = typer.Argument(None, help="Experiment YAML (optional with "
+                                            "--resume: the run's own config is used)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue this run folder: keep finished "
+                                          "samples, generate the missing ones."),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    batch_size: Optional[str] = typer.Option(None, help="Samples per batch, or auto."),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """Run an experiment grid (or resume one) and write experiment.json with every sample."""
+    def work() -> None:
+        from acr.config import ExperimentConfig, load_config, parse_set
+        from acr.runs import check_out_dir
+
+        if config is None and resume is None:
+            raise UsageError("give an experiment CONFIG, or --resume RUN_DIR")
+        if resume is not None and out is not None:
+            raise UsageError("--out and --resume do not go together: a resumed run stays in its "
+                             "folder")
+        flags = {"device": ("--device", device)}
+        overrides = _overrides(set_, flags)
+        if batch_size is not None:
+            overrides.append(parse_set(f"batch_size={batch_size}"))
+        cfg = load_config(ExperimentConfig, config, overrides) if config is not None else None
+        check_out_dir(out)
+
+        from acr.experiment import run_experiment
+
+        run_dir = run_experiment(cfg, out=out, resume=resume)
+        if int(os.environ.get("RANK", "0")) == 0:
+            console.result(f"wrote the experiment to {run_dir} (manifest: "
+                           f"{run_dir / 'experiment.json'})")
+
+    _guarded(work)
+
+
+@experiment_app.command("note")
+def experiment_note(
+    run_dir: Path = typer.Argument(..., help="An experiment run folder."),
+    title: str = typer.Option(..., help="Short title of the finding."),
+    text: str = typer.Option("", help="What was found."),
+) -> None:
+    """Record a finding with an experiment run (published by `acr export`)."""
+    def work() -> None:
+        from acr.experiment import add_note
+
+        add_note(run_dir, title, text)
+        console.result(f"recorded finding {title!r} in {run_dir / 'findings.json'}")
 
     _guarded(work)
 

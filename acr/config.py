@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
 
@@ -81,33 +81,132 @@ class GenerationParams:
                                          "MusicGen, 2 s AudioGen). Must be below the window.", gt=0)
 
 
+SampleFormat = Literal["pcm16", "float32"]
+
+
+def model_field(default: Any = "musicgen-small") -> Any:
+    return opt(default, "Model: a short name (see `acr models`), a Hugging Face id, a local folder "
+               "in AudioCraft's release layout, or tiny-musicgen / tiny-audiogen.",
+               validate=model_problem)
+
+
+def device_field() -> Any:
+    return opt("auto", "auto | cpu | cuda | cuda:N | mps.", pattern=DEVICE_PATTERN,
+               pattern_help="use auto, cpu, cuda, cuda:N or mps")
+
+
+def loudness_field() -> Any:
+    return opt(None, "Normalise each clip to this integrated loudness (LUFS, e.g. -14); null "
+               "keeps the model's output untouched. The gain is recorded in the sidecar.",
+               ge=-70, le=0)
+
+
+def sample_format_field() -> Any:
+    return opt("pcm16", "WAV sample format: pcm16 (clips at full scale; clipped samples are "
+               "counted in the sidecar) or float32 (lossless).")
+
+
 @dataclass
 class GenerateConfig:
     """`acr generate`: prompts to one model, one batch, one parameter set."""
 
     prompts: list[str] = opt(MISSING, "Text prompts; generated together as one batch.",
-                             min_items=1, validate_items=nonempty)
-    model: str = opt("musicgen-small", "Model: a short name (see `acr models`), a Hugging Face "
-                     "id, a local folder in AudioCraft's release layout, or tiny-musicgen / "
-                     "tiny-audiogen.", validate=model_problem)
+                             min_items=1, items={"validate": nonempty})
+    model: str = model_field()
     name: str = opt("generate", "Run name: runs go to experiments/<name>/<timestamp>-<id>/.",
                     pattern=NAME_PATTERN, pattern_help=NAME_HELP)
     seed: Optional[int] = opt(None, "Random seed; null picks one and records it in config.yaml.",
                               ge=0, lt=2**63)
-    device: str = opt("auto", "auto | cpu | cuda | cuda:N | mps.", pattern=DEVICE_PATTERN,
-                      pattern_help="use auto, cpu, cuda, cuda:N or mps")
+    device: str = device_field()
     params: GenerationParams = opt(GenerationParams(), "Generation parameters.")
-    loudness_lufs: Optional[float] = opt(None, "Normalise each clip to this integrated loudness "
-                                         "(LUFS, e.g. -14); null keeps the model's output "
-                                         "untouched. The gain is recorded in the sidecar.",
-                                         ge=-70, le=0)
-    sample_format: Literal["pcm16", "float32"] = opt("pcm16", "WAV sample format: pcm16 (clips "
-                                                     "at full scale; clipped samples are counted "
-                                                     "in the sidecar) or float32 (lossless).")
+    loudness_lufs: Optional[float] = loudness_field()
+    sample_format: SampleFormat = sample_format_field()
+
+
+@dataclass
+class Finding:
+    """A finding recorded with a run (also added later by `acr experiment note`)."""
+
+    title: str = opt(MISSING, "Short title.", validate=nonempty)
+    description: str = opt("", "What was observed, and how.")
+
+
+def _analyze_problem(value: bool) -> str | None:
+    return ("`acr analyze` does not exist yet, so analyze must be false for now"
+            if value else None)
+
+
+@dataclass
+class ExperimentConfig:
+    """`acr experiment`: prompt sets x parameter sets (x models) x samples."""
+
+    KIND_MARKER: ClassVar[str] = "prompt_sets"
+
+    name: str = opt(MISSING, "Experiment name: runs go to experiments/<name>/<timestamp>-<id>/.",
+                    pattern=NAME_PATTERN, pattern_help=NAME_HELP)
+    prompt_sets: dict[str, list[str]] = opt(
+        MISSING, "Named lists of prompts, e.g. joy: [...], sadness: [...].", min_items=1,
+        pattern=NAME_PATTERN, pattern_help=NAME_HELP, items={"min_items": 1, "items": {"validate": nonempty}})
+    parameter_sets: dict[str, GenerationParams] = opt(
+        MISSING, "Named generation parameter sets (the keys of `params` of acr generate), each "
+        "merged over `defaults`.", min_items=1, pattern=NAME_PATTERN, pattern_help=NAME_HELP)
+    description: str = opt("", "What the experiment asks; recorded with the run.")
+    model: Optional[str] = model_field(None)
+    models: Optional[list[str]] = opt(None, "Several models: a model axis (instead of `model`).",
+                                      min_items=1, items={"validate": model_problem})
+    seed: int = opt(0, "Base seed; every batch is seeded from (seed, model, parameter set, "
+                    "batch number).", ge=0, lt=2**63)
+    samples_per_prompt: int = opt(1, "Samples generated for every prompt and setting.",
+                                  ge=1, le=100000)
+    batch_size: Union[int, Literal["auto"]] = opt(
+        "auto", "Samples per generate call; auto picks from free GPU memory (8 on the CPU). The "
+        "number used is recorded in meta.json and kept on --resume.", ge=1, le=4096)
+    defaults: GenerationParams = opt(GenerationParams(), "Parameters merged under every "
+                                     "parameter set.")
+    device: str = device_field()
+    loudness_lufs: Optional[float] = loudness_field()
+    sample_format: SampleFormat = sample_format_field()
+    analyze: bool = opt(False, "Analyse the run at the end with `acr analyze` (coming; must be "
+                        "false until that command exists).",
+                        validate=_analyze_problem)
+    findings: list[Finding] = opt([], "Findings recorded with the run: [{title, description}].")
+
+    @staticmethod
+    def prepare(item: "Item") -> None:
+        """Merge `defaults` under every parameter set, keeping each key's own location."""
+        defaults = item.value.get("defaults")
+        sets = item.value.get("parameter_sets")
+        if sets is None or not isinstance(sets.value, dict):
+            return
+        base = defaults if defaults is not None and isinstance(defaults.value, dict) else None
+        for name, pset in sets.value.items():
+            if pset.value is None:
+                pset = Item({}, pset.loc)
+            if base is not None and isinstance(pset.value, dict):
+                pset = Item({**base.value, **pset.value}, pset.loc,
+                            key_locs={**base.key_locs, **pset.key_locs})
+            sets.value[name] = pset
+
+    @staticmethod
+    def cross_check(item: "Item", problems: "_Problems", path: str) -> None:
+        def given(key: str) -> bool:
+            return key in item.value and item.value[key].value is not None
+
+        has_model, has_models = given("model"), given("models")
+        if has_model and has_models:
+            problems.add(item.key_locs["models"], "models",
+                         "give either model or models, not both")
+        elif not has_model and not has_models:
+            problems.add(item.loc, "model", "missing required key: the model to use (or `models: "
+                                            "[...]` for a model axis)")
+
+    @property
+    def model_names(self) -> list[str]:
+        return list(self.models) if self.models else [self.model]
 
 
 # The config kinds `acr validate` knows, and the key that tells each apart when not named.
-KINDS: dict[str, type] = {"generate": GenerateConfig}
+KINDS: dict[str, type] = {"generate": GenerateConfig, "experiment": ExperimentConfig}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,6 +234,13 @@ class Item:
 
 class _Problems(list):
     def add(self, loc: Loc, path: str, message: str) -> None:
+        """One line per problem; a spot already reported with the same message (a `defaults`
+        key seen again through every parameter set it is merged into) is not repeated."""
+        seen = getattr(self, "_seen", set())
+        if (str(loc), message) in seen and loc.line:
+            return
+        seen.add((str(loc), message))
+        self._seen = seen
         self.append(f"{loc}: {path or '(top level)'}: {message}")
 
 
@@ -266,6 +372,8 @@ def _type_name(tp: Any) -> str:
         return "a number"
     if tp is str:
         return "a string"
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
     if origin is list:
         return "a list"
     if origin is dict or dataclasses.is_dataclass(tp):
@@ -291,9 +399,24 @@ def _check_value(tp: Any, item: Item, path: str, problems: _Problems, meta: dict
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        if item.value is None:
+        if item.value is None and len(inner) < len(args):
             return None
-        return _check_value(inner[0], item, path, problems, meta)
+        if len(inner) == 1:
+            return _check_value(inner[0], item, path, problems, meta)
+        attempts = {}
+        for alternative in inner:  # the first alternative that fits without problems
+            attempts[alternative] = _Problems()
+            value = _check_value(alternative, item, path, attempts[alternative], meta)
+            if not attempts[alternative]:
+                return value
+        number = next((a for a in inner if a in (int, float)), None)
+        if number is not None and isinstance(item.value, (int, float)) and \
+                not isinstance(item.value, bool):
+            problems.extend(attempts[number])  # a number, but not a valid one (out of range)
+        else:
+            names = " or ".join(_type_name(a) for a in inner)
+            problems.add(item.loc, path, f"expected {names}, got {_show(item.value)}")
+        return MISSING
     if item.value is None:
         problems.add(item.loc, path, f"expected {_type_name(tp)}, got null")
         return MISSING
@@ -308,8 +431,7 @@ def _check_value(tp: Any, item: Item, path: str, problems: _Problems, meta: dict
     if origin is list:
         if not _container_ok(item, list, path, problems, meta):
             return MISSING
-        item_meta = {"validate": meta["validate_items"]} if "validate_items" in meta else {}
-        out = [_check_value(args[0], sub, f"{path}[{i}]", problems, item_meta)
+        out = [_check_value(args[0], sub, f"{path}[{i}]", problems, meta.get("items", {}))
                for i, sub in enumerate(item.value)]
         return MISSING if MISSING in out else out
     if origin is dict:
@@ -319,9 +441,10 @@ def _check_value(tp: Any, item: Item, path: str, problems: _Problems, meta: dict
         for key, sub in item.value.items():
             sub_path = f"{path}.{key}"
             if "pattern" in meta and not re.fullmatch(meta["pattern"], str(key)):
+                rule = meta.get("pattern_help", f"must match {meta['pattern']}")
                 problems.add(item.key_locs.get(key, item.loc), sub_path,
-                             f"name {key!r} must match {meta['pattern']}")
-            out[str(key)] = _check_value(args[1], sub, sub_path, problems, {})
+                             f"name {key!r} is not valid: {rule}")
+            out[str(key)] = _check_value(args[1], sub, sub_path, problems, meta.get("items", {}))
         return MISSING if MISSING in out.values() else out
     value = _scalar(tp, item, path, problems)
     if value is MISSING:
@@ -395,6 +518,8 @@ def check(schema: type, item: Item, problems: _Problems, path: str = "") -> Any:
     if not isinstance(item.value, dict):
         problems.add(item.loc, path, f"expected a mapping, got {_show(item.value)}")
         return MISSING
+    if hasattr(schema, "prepare"):
+        schema.prepare(item)
     hints = typing.get_type_hints(schema)
     known = {f.name: f for f in dataclasses.fields(schema)}
     values: dict[str, Any] = {}
@@ -412,6 +537,8 @@ def check(schema: type, item: Item, problems: _Problems, path: str = "") -> Any:
         if required and name not in item.value:
             problems.add(item.loc, f"{path}.{name}" if path else name,
                          f"missing required key: {f.metadata.get('help', '')}".rstrip(": "))
+    if hasattr(schema, "cross_check"):
+        schema.cross_check(item, problems, path)
     if MISSING in values.values() or any(
             f.default is MISSING and f.default_factory is MISSING and n not in values
             for n, f in known.items()):

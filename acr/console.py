@@ -55,3 +55,15 @@ def progress(description: str, total: float) -> Iterator[Callable[[float], None]
             print(f"{description}: {done:g}/{total:g}", file=sys.stderr, flush=True)
 
     yield update
+
+
+def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """A small table on stderr (rich renders it as plain text when not on a terminal)."""
+    from rich.table import Table
+
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column, justify="right")
+    for row in rows:
+        grid.add_row(*row)
+    _err.print(grid)

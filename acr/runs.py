@@ -6,6 +6,7 @@ gave; an existing non-empty folder is never reused (resuming commands open their
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import json
 import os
 import platform
@@ -112,6 +113,47 @@ class Run:
         self.event("run.end", status=status, **fields)
 
 
+def lock_run(folder: Path):
+    """Hold an exclusive lock on a run folder for this process's lifetime (returns the handle).
+
+    A second acr process on the same folder gets a UsageError naming the holder's pid."""
+    handle = open(Path(folder) / ".lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "unknown"
+        handle.close()
+        raise UsageError(f"{folder}: in use by another acr process (pid {pid}); wait for it to "
+                         "finish or stop it first")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the hidden `.name-XXXX.tmp` files a killed process left behind; return how many."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def open_run(folder: Path, command: str) -> Run:
+    """An existing run folder of `command`, for resuming; UsageError if it is not one."""
+    folder = Path(folder)
+    run = Run(folder)
+    if not (folder / "config.yaml").is_file() or not run.meta_path.is_file():
+        raise UsageError(f"{folder}: not a run folder (no config.yaml / meta.json); give the "
+                         f"folder an `acr {command}` run created")
+    meta = run.meta()
+    if meta.get("command") != command:
+        raise UsageError(f"{folder}: a run of `acr {meta.get('command')}`, not `acr {command}`")
+    return run
+
+
 def start_run(command: str, name: str, config_yaml: str, seed: int | None, device: str,
               device_name: str, out: Path | None = None, root: Path = DEFAULT_ROOT,
               argv: list[str] | None = None) -> Run:
@@ -125,6 +167,8 @@ def start_run(command: str, name: str, config_yaml: str, seed: int | None, devic
         "versions": versions(),
         "device": device,
         "device_name": device_name,
+        # CPU results are byte-reproducible for a given thread count (float sums are ordered by it)
+        "torch_threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,
         "git_commit": git_commit(),
         "seed": seed,
         "started": utc_now(),

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from acr.config import (GenerateConfig, GenerationParams, describe, flag_item, load_config,
-                        parse_set)
+from acr.config import (ExperimentConfig, GenerateConfig, GenerationParams, describe, flag_item,
+                        load_config, parse_set)
 from acr.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +159,58 @@ def test_missing_file_is_a_usage_error(tmp_path):
         load_config(GenerateConfig, tmp_path / "nope.yaml")
 
 
-def test_readme_config_reference_matches_the_schema():
+@pytest.mark.parametrize("schema", [GenerateConfig, ExperimentConfig])
+def test_readme_config_reference_matches_the_schema(schema):
     readme = (ROOT / "README.md").read_text()
-    block = "\n".join(describe(GenerateConfig))
-    assert block in readme, "README's generate config reference is out of date:\n" + block
+    block = "\n".join(describe(schema))
+    assert block in readme, f"README's {schema.__name__} reference is out of date:\n" + block
+
+
+EXPERIMENT = "name: e\nmodel: tiny-musicgen\nprompt_sets: {a: [x]}\nparameter_sets: {base: {}}\n"
+
+
+def experiment_problems(tmp_path, text):
+    path = tmp_path / "e.yaml"
+    path.write_text(text)
+    with pytest.raises(UsageError) as info:
+        load_config(ExperimentConfig, path)
+    return [line.replace(str(path), "F") for line in info.value.lines]
+
+
+def test_batch_size_is_an_int_or_auto(tmp_path):
+    path = tmp_path / "e.yaml"
+    for value, expected in (("auto", "auto"), ("16", 16)):
+        path.write_text(EXPERIMENT + f"batch_size: {value}\n")
+        assert load_config(ExperimentConfig, path).batch_size == expected
+    assert experiment_problems(tmp_path, EXPERIMENT + "batch_size: true\n") == [
+        "F:5:13: batch_size: expected an integer or 'auto', got true"]
+    assert experiment_problems(tmp_path, EXPERIMENT + "batch_size: 0\n") == [
+        "F:5:13: batch_size: 0 is out of range: must be at least 1"]
+
+
+def test_model_or_models(tmp_path):
+    assert experiment_problems(tmp_path, EXPERIMENT.replace("model: tiny-musicgen\n", "")) == [
+        "F:1:1: model: missing required key: the model to use (or `models: [...]` for a model "
+        "axis)"]
+    assert experiment_problems(tmp_path, EXPERIMENT + "models: [tiny-audiogen]\n") == [
+        "F:5:1: models: give either model or models, not both"]
+    assert experiment_problems(tmp_path, EXPERIMENT.replace(
+        "model: tiny-musicgen", "models: [tiny-musicgen, nope]")) == [
+        "F:2:25: models[1]: unknown model 'nope'; known models: tiny-musicgen, tiny-audiogen, "
+        + ", ".join(__import__("acr.models").models.SHORT_NAMES) + " (or a Hugging Face id, or a "
+        "local model folder)"]
+
+
+def test_empty_parameter_set_takes_the_defaults(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text(EXPERIMENT.replace("{base: {}}", "\n  base:\n  hot: {temperature: 2}")
+                    + "defaults: {duration: 3}\n")
+    cfg = load_config(ExperimentConfig, path)
+    assert cfg.parameter_sets["base"] == GenerationParams(duration=3.0)
+    assert cfg.parameter_sets["hot"] == GenerationParams(duration=3.0, temperature=2.0)
+
+
+def test_set_names_must_be_folder_safe(tmp_path):
+    assert experiment_problems(tmp_path, EXPERIMENT.replace("{a: [x]}", "{'a/b': [x]}")) == [
+        "F:3:15: prompt_sets.a/b: name 'a/b' is not valid: use letters, digits, '.', '_' and '-' "
+        "(starting with a letter or digit)"]

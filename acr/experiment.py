@@ -1,0 +1,463 @@
+"""`acr experiment`: expand a grid into a sample table, plan batches, generate, resume.
+
+Reads top to bottom: the plan (pure functions of the config), setup (run folder, lock, devices),
+the loop over batches, then cleanup (manifest, summary). A batch is the unit of generation and of
+reproducibility: its samples share a model and a parameter set, and it is seeded from
+(seed, model, parameter set, batch number), so its audio does not depend on which batches ran
+before it. Resuming regenerates only batches that still miss a sample, and writes only the missing
+files.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from acr import __version__, console
+from acr.config import ExperimentConfig, dump_yaml, to_dict
+from acr.errors import UsageError
+
+CPU_BATCH_SIZE = 8
+MANIFEST = "experiment.json"
+FINDINGS = "findings.json"
+
+
+# ----------------------------------------------------------------------------------------------
+# The plan
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str  # <model>/<parameter set>/<prompt set>/<prompt index>-<sample index>
+    model: str
+    parameter_set: str
+    prompt_set: str
+    prompt_index: int
+    sample_index: int
+    prompt: str
+
+    @property
+    def path(self) -> str:
+        return f"samples/{self.id}.wav"
+
+
+@dataclass(frozen=True)
+class Batch:
+    index: int  # position in the whole plan (ranks take index % world_size)
+    model: str
+    parameter_set: str
+    number: int  # position among the batches of the same model and parameter set
+    seed: int
+    samples: tuple[Sample, ...]
+
+
+def model_dirnames(models: list[str]) -> dict[str, str]:
+    """A folder name per model: the short name, or a folder's / hub id's last part, made unique."""
+    out: dict[str, str] = {}
+    for name in models:
+        base = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name.rstrip("/")).name).strip("-.") or "model"
+        candidate, n = base, 2
+        while candidate in out.values():
+            candidate, n = f"{base}-{n}", n + 1
+        out[name] = candidate
+    return out
+
+
+def expand(cfg: ExperimentConfig) -> list[Sample]:
+    """The sample table: model x parameter set x prompt set x prompt x sample, in that order."""
+    dirs = model_dirnames(cfg.model_names)
+    return [Sample(f"{dirs[model]}/{pset}/{pname}/{pi}-{si}", model, pset, pname, pi, si, prompt)
+            for model in cfg.model_names
+            for pset in cfg.parameter_sets
+            for pname, prompts in cfg.prompt_sets.items()
+            for pi, prompt in enumerate(prompts)
+            for si in range(cfg.samples_per_prompt)]
+
+
+def batch_seed(seed: int, *identity: Any) -> int:
+    """A 63-bit seed from the base seed and a batch's identity (stable across runs and machines)."""
+    text = "/".join(str(part) for part in (seed, *identity))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+def plan_batches(samples: list[Sample], batch_size: int, seed: int) -> list[Batch]:
+    """Consecutive chunks of `batch_size` samples that share model and parameter set."""
+    groups: dict[tuple[str, str], list[Sample]] = {}
+    for sample in samples:
+        groups.setdefault((sample.model, sample.parameter_set), []).append(sample)
+    batches = []
+    for (model, pset), members in groups.items():
+        for number, start in enumerate(range(0, len(members), batch_size)):
+            batches.append(Batch(len(batches), model, pset, number,
+                                 batch_seed(seed, model, pset, number),
+                                 tuple(members[start:start + batch_size])))
+    return batches
+
+
+def is_done(run_dir: Path, sample: Sample) -> bool:
+    wav = run_dir / sample.path
+    return wav.is_file() and wav.with_suffix(".json").is_file()
+
+
+# ----------------------------------------------------------------------------------------------
+# Generation with out-of-memory back-off
+
+
+def generate_with_backoff(loaded: Any, prompts: list[str], params: Any, seed: int,
+                          limit: list[int], on_event: Callable[..., None]) -> list[tuple]:
+    """Generate `prompts`; returns one (wav, seed, batch size) per prompt.
+
+    `limit` holds the largest batch known to fit ([0] = no limit yet). A CUDA out-of-memory
+    error halves the batch (each half seeded from (seed, half)), lowers `limit` for the batches
+    that follow and is reported through `on_event`.
+    """
+    import torch
+
+    from acr.generate import generate_batch
+
+    def halves() -> list[tuple]:
+        middle = len(prompts) // 2
+        return [*generate_with_backoff(loaded, prompts[:middle], params, batch_seed(seed, "a"),
+                                       limit, on_event),
+                *generate_with_backoff(loaded, prompts[middle:], params, batch_seed(seed, "b"),
+                                       limit, on_event)]
+
+    if limit[0] and len(prompts) > limit[0]:
+        return halves()
+    try:
+        wav = generate_batch(loaded, prompts, params, seed)
+    except torch.cuda.OutOfMemoryError:
+        if len(prompts) == 1:
+            raise
+        torch.cuda.empty_cache()
+        limit[0] = (len(prompts) + 1) // 2  # the larger half
+        on_event("batch.oom", batch_size=len(prompts), retry_with=limit[0])
+        return halves()
+    return [(clip, seed, len(prompts)) for clip in wav]
+
+
+def auto_batch_size(loaded: Any, samples_per_group: int) -> int:
+    """A batch size from free device memory (a fixed default on the CPU and MPS)."""
+    if not loaded.device.startswith("cuda"):
+        return min(CPU_BATCH_SIZE, samples_per_group)
+    import torch
+
+    free, _ = torch.cuda.mem_get_info(torch.device(loaded.device))
+    lm = loaded.model.lm
+    dim, layers = lm.dim, len(lm.transformer.layers)
+    tokens = int(loaded.max_duration * loaded.frame_rate) + lm.num_codebooks
+    # per sample, doubled for classifier-free guidance: fp16 K/V caches of every layer, plus
+    # activations and logits (card x codebooks) with generous slack
+    per_sample = 2 * (layers * 2 * tokens * dim * 2 + 8 * tokens * dim * 2
+                      + lm.card * lm.num_codebooks * 4 * 4)
+    return max(1, min(64, samples_per_group, int(0.6 * free / per_sample)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Distributed (torchrun)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_dist() -> Dist:
+    """Join the torchrun process group when WORLD_SIZE > 1 (gloo on the CPU, nccl on GPUs)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def share_from_main(dist_info: Dist, value: Any) -> Any:
+    """Rank 0's `value` on every rank (an exception on rank 0 reaches all of them)."""
+    if dist_info.world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def rank_device(device: str, dist_info: Dist) -> str:
+    if dist_info.world > 1 and device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{dist_info.local_rank}"
+    return device
+
+
+# ----------------------------------------------------------------------------------------------
+# The recipe
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=lambda k: (k not in old, str(k))):
+        path = f"{prefix}{key}"
+        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_differences(a, b, path + ".")
+        elif a != b:
+            lines.append(f"{path}: run has {json.dumps(a)}, config has {json.dumps(b)}")
+    return lines
+
+
+def resume_config(run_dir: Path, given: ExperimentConfig | None) -> ExperimentConfig:
+    """The run's own config; refuse (listing the differences) if `given` differs from it."""
+    import yaml
+
+    from acr.config import load_config
+
+    recorded = load_config(ExperimentConfig, run_dir / "config.yaml")
+    if given is not None:
+        differences = config_differences(yaml.safe_load((run_dir / "config.yaml").read_text()),
+                                         to_dict(given))
+        if differences:
+            raise UsageError(f"{run_dir}: the config changed since this run started; resume "
+                             "without CONFIG to use the run's own, or start a new run:",
+                             *[f"  {line}" for line in differences])
+    return recorded
+
+
+def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
+                   resume: Path | None = None, argv: list[str] | None = None) -> Path:
+    """The `acr experiment` recipe. Returns the run folder."""
+    from acr.generate import resolve_params
+    from acr.models import device_name, load_model, resolve_device
+    from acr.runs import lock_run, open_run, remove_stale_temporaries, start_run, utc_now
+
+    dist_info = init_dist()
+    # setup: check everything before the run folder is written to
+    if resume is not None:
+        run = open_run(resume, "experiment")
+        cfg = resume_config(Path(resume), cfg)
+    assert cfg is not None
+    device = resolve_device(rank_device(cfg.device, dist_info))
+    samples = expand(cfg)
+    first = load_model(cfg.model_names[0], device)
+    params = {name: resolve_params(p, first, f"parameter_sets.{name}")
+              for name, p in cfg.parameter_sets.items()}
+    group_size = len(samples) // (len(cfg.model_names) * len(cfg.parameter_sets))
+    lock = None
+    if dist_info.main:
+        if resume is None:
+            run = start_run("experiment", cfg.name, dump_yaml(to_dict(cfg)), cfg.seed, device,
+                            device_name(device), out=out, argv=argv)
+        lock = lock_run(run.dir)
+        removed = remove_stale_temporaries(run.dir)
+        if resume is not None:
+            run.update_meta(status="running", ended=None,
+                            resumed=[*run.meta().get("resumed", []), utc_now()])
+            run.event("run.resume", removed_temporaries=removed)
+        batch_size = run.meta().get("batch_size") or (
+            cfg.batch_size if cfg.batch_size != "auto" else auto_batch_size(first, group_size))
+        run.update_meta(batch_size=batch_size, world_size=dist_info.world)
+        if not (run.dir / FINDINGS).exists():
+            write_findings(run.dir, [dict(to_dict(f), source="config") for f in cfg.findings])
+        shared = (str(run.dir), batch_size)
+    else:
+        shared = None
+    run_dir_text, batch_size = share_from_main(dist_info, shared)
+    from acr.runs import Run
+
+    run = Run(Path(run_dir_text))
+    batches = plan_batches(samples, batch_size, cfg.seed)
+    mine = [b for b in batches if b.index % dist_info.world == dist_info.rank]
+    todo = [b for b in mine if not all(is_done(run.dir, s) for s in b.samples)]
+    done_before = sum(len(b.samples) for b in mine) - sum(len(b.samples) for b in todo)
+    if dist_info.main:
+        console.info(f"run folder: {run.dir}")
+        console.info(f"{len(samples)} samples in {len(batches)} batches of up to {batch_size} "
+                     f"({len(cfg.model_names)} model(s) x {len(cfg.parameter_sets)} parameter "
+                     f"set(s) x {sum(map(len, cfg.prompt_sets.values()))} prompt(s) x "
+                     f"{cfg.samples_per_prompt}) on {device}"
+                     + (f"; {done_before} already done" if done_before else "")
+                     + (f"; {dist_info.world} ranks" if dist_info.world > 1 else ""))
+
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    start = time.perf_counter()
+    try:
+        # the loop: one model at a time (the plan is ordered by model), one batch at a time
+        limit, new_samples, new_audio = [0], 0, 0.0
+        with console.progress("samples", sum(len(b.samples) for b in mine)) as update:
+            finished = done_before
+            update(finished)
+            for batch in todo:
+                loaded = load_model(batch.model, device)
+                batch_params = params[batch.parameter_set] if loaded is first else \
+                    resolve_params(cfg.parameter_sets[batch.parameter_set], loaded,
+                                   f"parameter_sets.{batch.parameter_set}")
+                written = _run_batch(run, cfg, loaded, batch, batch_params, limit, dist_info)
+                new_samples, new_audio = new_samples + len(written), new_audio + sum(written)
+                finished += len(batch.samples)
+                update(finished)
+        wall = time.perf_counter() - start
+        _gather(dist_info)
+    except KeyboardInterrupt:
+        if dist_info.main:
+            write_manifest(run.dir, cfg, samples, complete=False)
+            run.finish("interrupted")
+        raise
+    except BaseException as exc:
+        if dist_info.main:
+            write_manifest(run.dir, cfg, samples, complete=False)
+            run.finish("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        if lock is not None:
+            lock.close()
+    # cleanup: the manifest from the sidecars on disk, the summary, the lock
+    if dist_info.main:
+        manifest = write_manifest(run.dir, cfg, samples, complete=True)
+        totals = manifest["totals"]
+        run.finish("completed", wall_seconds=round(wall, 3), audio_seconds=totals["audio_seconds"])
+        rate = f"{new_audio / wall:.2f}" if new_audio and dist_info.world == 1 else "-"
+        console.table("experiment", ["samples", "generated now", "seconds of audio (now)",
+                                     "wall time (s)", "real-time factor"],
+                      [[f"{totals['samples']}/{totals['planned']}", str(new_samples),
+                        f"{new_audio:.1f}", f"{wall:.1f}", rate]])
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return run.dir
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _gather(dist_info: Dist) -> None:
+    """Wait for every rank to finish its batches (rank 0 then writes the manifest)."""
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _run_batch(run: Any, cfg: ExperimentConfig, loaded: Any, batch: Batch, params: Any,
+               limit: list[int], dist_info: Dist) -> list[float]:
+    """Generate one batch and write its missing samples; returns their durations."""
+    from acr.generate import write_sample
+
+    def event(kind: str, **fields: Any) -> None:
+        run.event(kind, batch=batch.index, rank=dist_info.rank, **fields)
+
+    event("batch.start", size=len(batch.samples), seed=batch.seed)
+    started = time.perf_counter()
+    results = generate_with_backoff(loaded, [s.prompt for s in batch.samples], params,
+                                    batch.seed, limit, event)
+    seconds = time.perf_counter() - started
+    written = []
+    for sample, (clip, seed, size) in zip(batch.samples, results):
+        if is_done(run.dir, sample):
+            continue
+        sidecar = {"id": sample.id, "prompt": sample.prompt, "model": sample.model,
+                   "model_source": loaded.spec.source, "family": loaded.family,
+                   "parameter_set": sample.parameter_set, "prompt_set": sample.prompt_set,
+                   "prompt_index": sample.prompt_index, "sample_index": sample.sample_index,
+                   "parameters": to_dict(params), "seed": seed, "batch_index": batch.index,
+                   "batch_size": size, "batch_seconds": round(seconds, 4),
+                   "generation_seconds": round(seconds / len(batch.samples), 4),
+                   "acr_version": __version__}
+        record = write_sample(run.dir / sample.path, clip, loaded.sample_rate, sidecar,
+                              cfg.sample_format, cfg.loudness_lufs)
+        written.append(record["duration"])
+    event("batch.end", seconds=round(seconds, 3))
+    return written
+
+
+# ----------------------------------------------------------------------------------------------
+# Manifest and findings
+
+
+def write_manifest(run_dir: Path, cfg: ExperimentConfig, samples: list[Sample],
+                   complete: bool) -> dict:
+    """experiment.json: the config summary, one row per sample written, totals."""
+    from acr.runs import write_json
+
+    rows = []
+    for sample in samples:
+        if not is_done(run_dir, sample):
+            continue
+        side = json.loads((run_dir / sample.path).with_suffix(".json").read_text())
+        rows.append({"id": sample.id, "path": sample.path, "model": sample.model,
+                     "parameter_set": sample.parameter_set, "prompt_set": sample.prompt_set,
+                     "prompt_index": sample.prompt_index, "sample_index": sample.sample_index,
+                     "prompt": sample.prompt, "parameters": side["parameters"],
+                     "seed": side["seed"], "duration": side["duration"],
+                     "sample_rate": side["sample_rate"],
+                     "generation_seconds": side["generation_seconds"]})
+    audio = sum(r["duration"] for r in rows)
+    generation = sum(r["generation_seconds"] for r in rows)
+    manifest = {
+        "name": cfg.name, "description": cfg.description, "complete": complete,
+        "config": {"models": cfg.model_names, "parameter_sets": {
+            k: to_dict(v) for k, v in cfg.parameter_sets.items()},
+            "prompt_sets": cfg.prompt_sets, "samples_per_prompt": cfg.samples_per_prompt,
+            "seed": cfg.seed},
+        "findings": read_findings(run_dir),
+        "samples": rows,
+        "totals": {"samples": len(rows), "planned": len(samples),
+                   "audio_seconds": round(audio, 3), "generation_seconds": round(generation, 3),
+                   "real_time_factor": round(audio / generation, 3) if generation else None},
+    }
+    write_json(run_dir / MANIFEST, manifest)
+    return manifest
+
+
+def read_findings(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / FINDINGS
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+
+def write_findings(run_dir: Path, findings: list[dict]) -> None:
+    from acr.runs import write_json
+
+    write_json(Path(run_dir) / FINDINGS, findings)
+
+
+def add_note(run_dir: Path, title: str, text: str) -> dict:
+    """Record a finding with an experiment run (findings.json, and experiment.json if present)."""
+    import fcntl
+
+    from acr.runs import open_run, utc_now, write_json
+
+    run = open_run(run_dir, "experiment")
+    if not title.strip():
+        raise UsageError("--title: must not be empty; give the finding a short title")
+    finding = {"title": title, "description": text, "source": "note", "time": utc_now()}
+    with open(run.dir / ".findings.lock", "a") as guard:  # serialise concurrent notes
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        findings = [*read_findings(run.dir), finding]
+        write_findings(run.dir, findings)
+        manifest_path = run.dir / MANIFEST
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            write_json(manifest_path, {**manifest, "findings": findings})
+    run.event("finding.added", title=title)
+    return finding
