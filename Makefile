@@ -26,6 +26,7 @@ test: install
 bench: install
 	$(PY) benchmarks/cli_startup.py
 	$(PY) benchmarks/experiment_batching.py
+	$(PY) benchmarks/analysis_features.py
 
 # Rewrite requirements.txt from the current venv (after a deliberate upgrade), keeping its header.
 lock:

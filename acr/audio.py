@@ -1,4 +1,4 @@
-"""WAV read/write (soundfile) and loudness normalisation (BS.1770, pyloudnorm).
+"""WAV read/write (soundfile) and loudness normalisation (BS.1770, acr.analysis.loudness).
 
 audiocraft's own `audio_write` pipes every format through an ffmpeg binary and peak-normalises by
 default; acr writes exactly what the model produced unless normalisation is asked for, and then
@@ -38,18 +38,15 @@ def read_wav(path: Path) -> tuple[torch.Tensor, int]:
 
 
 def integrated_loudness(wav: torch.Tensor, sample_rate: int) -> float | None:
-    """ITU BS.1770-4 integrated loudness in LUFS (pyloudnorm); None for clips too short (< 0.4 s)
-    or silent.
+    """ITU BS.1770-4 integrated loudness in LUFS; None for clips too short (< 0.4 s) or silent.
 
     Not torchaudio.functional.loudness: its K-weighting filters clamp at full scale (lfilter's
     default clamp=True), so loud audio reads too quiet (+20 dB of gain can read lower than +6)."""
-    import pyloudnorm
+    from acr.analysis.loudness import integrated_loudness as measure
 
     if wav.shape[-1] < int(0.4 * sample_rate):
         return None
-    data = wav.detach().to("cpu", torch.float64).numpy().T
-    with np.errstate(divide="ignore"):
-        value = float(pyloudnorm.Meter(sample_rate).integrated_loudness(data))
+    value = measure(wav.detach().to("cpu", torch.float64).numpy(), sample_rate)
     return value if np.isfinite(value) else None
 
 

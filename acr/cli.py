@@ -202,6 +202,31 @@ def experiment_note(
 
 
 @app.command()
+def analyze(
+    path: Path = typer.Argument(..., help="A run folder of acr experiment / generate, or any "
+                                "folder of audio files (wav, flac, ogg, mp3, aiff)."),
+    out: Optional[Path] = typer.Option(None, help="Where to write [default: PATH/analysis]."),
+    reference: Optional[Path] = typer.Option(None, help="A folder of reference audio: Fréchet "
+                                             "distances are measured to it (default: to the "
+                                             "baseline setting)."),
+    model_metrics: bool = typer.Option(True, "--model-metrics/--no-model-metrics",
+                                       help="Try CLAP alignment and FAD (needs the CLAP weights "
+                                            "in the local Hugging Face cache)."),
+    clap_model: Optional[str] = typer.Option(None, help="CLAP model id [default: "
+                                             "laion/clap-htsat-unfused]."),
+) -> None:
+    """Per-clip metrics, per-setting statistics, plots and a report for a run or audio folder."""
+    def work() -> None:
+        from acr.analysis.run import run_analysis
+
+        folder = run_analysis(path, out=out, reference=reference, model_metrics=model_metrics,
+                              clap_model=clap_model)
+        console.result(f"wrote the analysis to {folder} (report: {folder / 'report.md'})")
+
+    _guarded(work)
+
+
+@app.command()
 def validate(
     config: Path = typer.Argument(..., help="A config YAML to check."),
     kind: Optional[str] = typer.Option(None, help="Config kind [default: detected from keys]."),

@@ -131,11 +131,6 @@ class Finding:
     description: str = opt("", "What was observed, and how.")
 
 
-def _analyze_problem(value: bool) -> str | None:
-    return ("`acr analyze` does not exist yet, so analyze must be false for now"
-            if value else None)
-
-
 @dataclass
 class ExperimentConfig:
     """`acr experiment`: prompt sets x parameter sets (x models) x samples."""
@@ -166,9 +161,8 @@ class ExperimentConfig:
     device: str = device_field()
     loudness_lufs: Optional[float] = loudness_field()
     sample_format: SampleFormat = sample_format_field()
-    analyze: bool = opt(False, "Analyse the run at the end with `acr analyze` (coming; must be "
-                        "false until that command exists).",
-                        validate=_analyze_problem)
+    analyze: bool = opt(True, "Run `acr analyze` on the run at the end (metrics, statistics, "
+                        "plots and report in RUN/analysis/).")
     findings: list[Finding] = opt([], "Findings recorded with the run: [{title, description}].")
 
     @staticmethod

@@ -62,8 +62,8 @@ def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
     from rich.table import Table
 
     grid = Table(title=title, title_justify="left")
-    for column in columns:
-        grid.add_column(column, justify="right")
+    for index, column in enumerate(columns):  # a label column, then right-aligned numbers
+        grid.add_column(column, justify="left" if index == 0 else "right", overflow="fold")
     for row in rows:
         grid.add_row(*row)
     _err.print(grid)

@@ -344,6 +344,12 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
         import torch.distributed as dist
 
         dist.destroy_process_group()
+    if cfg.analyze and dist_info.main:
+        from acr.analysis.run import run_analysis
+
+        console.info("analysing the run (analyze: true)")
+        analysis = run_analysis(run.dir)
+        run.event("analysis.done", folder=str(analysis))
     return run.dir
 
 

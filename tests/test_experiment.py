@@ -32,6 +32,7 @@ parameter_sets:
   base: {}
   hot: {temperature: 1.5, top_k: 50}
 findings: [{title: first look, description: nothing yet}]
+analyze: false
 """
 
 

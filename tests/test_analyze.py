@@ -1,0 +1,199 @@
+"""`acr analyze` end to end: on experiment and generate runs and on plain folders of audio."""
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from acr.analysis.features import CORE_METRICS
+from synth import drums, progression, sine, write
+
+GRID = """\
+name: grid
+model: tiny-musicgen
+device: cpu
+seed: 5
+samples_per_prompt: 2
+batch_size: 6
+defaults: {duration: 1.0}
+prompt_sets:
+  calm: [soft piano, quiet strings, slow pad]
+  loud: [heavy drums, distorted guitar, brass hits]
+parameter_sets:
+  baseline: {}
+  hot: {temperature: 1.5}
+findings: [{title: first look, description: hot sounds harsher}]
+analyze: false
+"""
+COLUMNS = ["path", "model", "parameter_set", "prompt_set", "prompt_index", "sample_index",
+           "prompt", "loudness_lufs", "true_peak_dbtp", "plr_db", "lra_lu", "crest_factor_db",
+           "clipping_ratio", "silence_ratio", "spectral_centroid_hz", "spectral_bandwidth_hz",
+           "spectral_rolloff_hz", "spectral_flatness", "onset_rate_hz", "tempo_bpm",
+           "key_strength", "repetition", "coherence", "key", "novelty", "flags"]
+
+
+@pytest.fixture(scope="module")
+def experiment_run(tmp_path_factory):
+    """A finished 24-clip experiment run of the tiny model (analysed copies are made per test)."""
+    from typer.testing import CliRunner
+
+    from acr.cli import app
+
+    folder = tmp_path_factory.mktemp("grid")
+    (folder / "grid.yaml").write_text(GRID)
+    result = CliRunner().invoke(app, ["experiment", str(folder / "grid.yaml"), "--out",
+                                      str(folder / "run")])
+    assert result.exit_code == 0, result.stderr
+    return folder / "run"
+
+
+@pytest.fixture
+def run(experiment_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(experiment_run, copy)
+    return copy
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_analyze_an_experiment_run(acr, run):
+    result = acr("analyze", run, "--no-model-metrics")
+    assert result.exit_code == 0, result.stderr
+    out = run / "analysis"
+    rows = read_csv(out / "metrics.csv")
+    assert list(rows[0]) == COLUMNS and len(rows) == 24
+    row = next(r for r in rows if r["path"] == "samples/tiny-musicgen/hot/loud/2-1.wav")
+    assert (row["model"], row["parameter_set"], row["prompt_set"], row["prompt_index"],
+            row["sample_index"], row["prompt"]) == ("tiny-musicgen", "hot", "loud", "2", "1",
+                                                    "brass hits")
+    assert float(row["loudness_lufs"]) < 0 and float(row["spectral_centroid_hz"]) > 0
+    assert row["lra_lu"] == ""  # 1 s clips: loudness range needs 3 s, left empty (not 0)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["analysed"]["settings"] == ["baseline", "hot"]
+    assert summary["analysed"]["clips"] == 24 and summary["analysed"]["computed"] == 24
+    described = summary["groups"]["hot"]["spectral_centroid_hz"]
+    assert described["n"] == 6 and described["ci95"][0] <= described["mean"] <= described["ci95"][1]
+    pairs = summary["tests"]["spectral_centroid_hz"]["settings"]["pairs"]
+    assert [(p["a"], p["b"], p["n"]) for p in pairs] == [("baseline", "hot", 6)]
+    assert summary["tests"]["loudness_lufs"]["prompt_sets"]["groups"] == {"calm": 3, "loud": 3}
+    assert summary["sets"]["hot"]["frechet_to"] == "baseline"
+    assert summary["sets"]["baseline"]["frechet_distance"] == pytest.approx(0, abs=1e-6)
+    assert summary["sets"]["hot"]["diversity"] > 0
+    assert summary["model_based"]["status"] == "skipped"
+    plots = {p.name for p in (out / "plots").iterdir()}
+    assert {f"box-{m}.png" for m in ("loudness_lufs", "spectral_flatness", "tempo_bpm",
+                                     "novelty")} <= plots
+    assert {"heatmap-loudness_lufs.png", "spectrograms.png", "loudness.png",
+            "correlations.png"} <= plots
+    report = (out / "report.md").read_text()
+    for heading in ("## Key metrics by setting", "## Differences between settings",
+                    "## Set-level metrics", "## Findings", "## Plots"):
+        assert heading in report
+    assert "**first look**: hot sounds harsher" in report
+    assert "![spectrograms](plots/spectrograms.png)" in report
+    assert "key metrics" not in result.stdout and "mean ± 95% CI" in result.stderr
+    assert "24 clips (24 analysed, 0 cached)" in result.stderr
+
+
+def test_rerun_analyses_only_changed_clips(acr, run):
+    assert acr("analyze", run, "--no-model-metrics").exit_code == 0
+    result = acr("analyze", run, "--no-model-metrics")
+    assert "24 clips (0 analysed, 24 cached)" in result.stderr
+    write(run / "samples/tiny-musicgen/hot/loud/0-0.wav", 0.3 * drums(120, 1.0, 32000), 32000)
+    result = acr("analyze", run, "--no-model-metrics")
+    assert "24 clips (1 analysed, 23 cached)" in result.stderr
+    rows = read_csv(run / "analysis/metrics.csv")
+    changed = next(r for r in rows if r["path"].endswith("hot/loud/0-0.wav"))
+    assert float(changed["onset_rate_hz"]) > 1
+
+
+def test_model_metrics_are_unavailable_without_weights(acr, run):
+    result = acr("analyze", run)
+    assert result.exit_code == 0, result.stderr
+    model = json.loads((run / "analysis/summary.json").read_text())["model_based"]
+    assert model["status"] == "unavailable"
+    assert "hf download laion/clap-htsat-unfused" in model["reason"]
+    assert "CLAP alignment and FAD: unavailable" in (run / "analysis/report.md").read_text()
+
+
+def test_plain_folder_with_a_corrupt_and_a_silent_file(acr, tmp_path):
+    folder = tmp_path / "audio"
+    rate = 22050
+    write(folder / "drums.wav", drums(120, 4, rate), rate)
+    write(folder / "chords.flac", progression([[60, 64, 67], [65, 69, 72]] * 2, rate), rate,
+          subtype="PCM_16")
+    write(folder / "nested/tone.wav", np.stack([sine(440, 4, rate, -12)] * 2), rate)
+    write(folder / "silence.wav", np.zeros(rate * 4), rate)
+    (folder / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    (folder / "notes.txt").write_text("not audio")
+    result = acr("analyze", folder, "--out", tmp_path / "out", "--no-model-metrics")
+    assert result.exit_code == 0, result.stderr
+    assert "skipped broken.wav: unreadable" in result.stderr
+    assert "1 clip(s) flagged silent: silence.wav" in result.stderr
+    rows = read_csv(tmp_path / "out/metrics.csv")
+    assert sorted(r["path"] for r in rows) == ["chords.flac", "drums.wav", "nested/tone.wav",
+                                               "silence.wav"]
+    assert all(r["model"] == "" and r["parameter_set"] == "" for r in rows)
+    silent = next(r for r in rows if r["path"] == "silence.wav")
+    assert silent["flags"] == "silent" and silent["loudness_lufs"] == ""
+    summary = json.loads((tmp_path / "out/summary.json").read_text())
+    assert summary["skipped"][0]["path"] == "broken.wav"
+    assert summary["analysed"]["settings"] == ["all"]
+    assert "skipped `broken.wav`: unreadable" in (tmp_path / "out/report.md").read_text()
+    assert not (folder / "analysis").exists()
+
+
+def test_reference_folder_for_frechet_distances(acr, run, tmp_path):
+    reference = tmp_path / "reference"
+    for i in range(4):
+        write(reference / f"{i}.wav", 0.3 * drums(100 + 10 * i, 1.0, 32000, seed=i), 32000)
+    result = acr("analyze", run, "--reference", reference, "--no-model-metrics")
+    assert result.exit_code == 0, result.stderr
+    sets = json.loads((run / "analysis/summary.json").read_text())["sets"]
+    assert sets["baseline"]["frechet_to"] == "reference"
+    assert sets["baseline"]["frechet_distance"] > 0
+
+
+def test_analyze_a_generate_run(acr, in_tmp):
+    assert acr("generate", "--model", "tiny-audiogen", "-p", "dog barks", "-p", "rain",
+               "--duration", "1", "--seed", "1", "--out", "G").exit_code == 0
+    result = acr("analyze", "G", "--no-model-metrics")
+    assert result.exit_code == 0, result.stderr
+    rows = read_csv(in_tmp / "G/analysis/metrics.csv")
+    assert [(r["path"], r["model"], r["prompt"]) for r in rows] == [
+        ("samples/0-dog-barks.wav", "tiny-audiogen", "dog barks"),
+        ("samples/1-rain.wav", "tiny-audiogen", "rain")]
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("missing", "no such folder"),
+    ("empty", "no audio files"),
+    ("unreadable", "none of the 2 audio files could be read"),
+])
+def test_bad_input_exits_2_and_writes_nothing(acr, tmp_path, setup, message):
+    folder = tmp_path / "input"
+    if setup != "missing":
+        folder.mkdir()
+        (folder / "readme.txt").write_text("x")
+    if setup == "unreadable":
+        (folder / "a.wav").write_bytes(b"nope")
+        (folder / "b.flac").write_bytes(b"")
+    result = acr("analyze", folder)
+    assert result.exit_code == 2 and message in result.stderr
+    errors = [l for l in result.stderr.strip().splitlines() if not l.startswith("analysing:")]
+    assert len(errors) == 1
+    assert not (folder / "analysis").exists()
+
+
+def test_experiment_with_analyze_true_analyses_at_the_end(acr, in_tmp):
+    (in_tmp / "g.yaml").write_text(GRID.replace("analyze: false", "analyze: true").replace(
+        "samples_per_prompt: 2", "samples_per_prompt: 1"))
+    result = acr("experiment", "g.yaml", "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    assert len(read_csv(in_tmp / "R/analysis/metrics.csv")) == 12
+    events = (in_tmp / "R/events.jsonl").read_text()
+    assert '"analysis.done"' in events
