@@ -27,6 +27,7 @@ bench: install
 	$(PY) benchmarks/cli_startup.py
 	$(PY) benchmarks/experiment_batching.py
 	$(PY) benchmarks/analysis_features.py
+	$(PY) benchmarks/finetune_cached_codes.py
 
 # Rewrite requirements.txt from the current venv (after a deliberate upgrade), keeping its header.
 lock:

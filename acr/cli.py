@@ -202,6 +202,60 @@ def experiment_note(
 
 
 @app.command()
+def finetune(
+    config: Optional[Path] = typer.Argument(None, help="Fine-tune YAML (optional with --resume "
+                                            "or --make-demo-data)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last "
+                                          "checkpoint."),
+    make_demo_data: Optional[Path] = typer.Option(None, "--make-demo-data", help="Write a small "
+                                                  "captioned dataset (chords, arpeggios, drum "
+                                                  "loops; 44.1 kHz stereo) to this folder and "
+                                                  "exit."),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [default: from the config]."),
+    out: Optional[Path] = typer.Option(None, help=OUT_HELP),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+) -> None:
+    """Fine-tune MusicGen / AudioGen on a folder of captioned audio; writes RUN/model/."""
+    def work() -> None:
+        import dataclasses
+
+        from acr.config import FinetuneConfig, load_config
+        from acr.runs import check_out_dir
+
+        if make_demo_data is not None:
+            from acr.finetune.data import make_demo_data as make
+
+            written = make(make_demo_data)
+            console.result(f"wrote {len(written)} captioned clips and metadata.csv to "
+                           f"{make_demo_data}")
+            return
+        if config is None and resume is None:
+            raise UsageError("give a fine-tune CONFIG, or --resume RUN_DIR")
+        if resume is not None and out is not None:
+            raise UsageError("--out and --resume do not go together: a resumed run stays in its "
+                             "folder")
+        cfg = None
+        if config is not None:
+            cfg = load_config(FinetuneConfig, config, _overrides(
+                set_, {"device": ("--device", device), "epochs": ("--epochs", epochs)}))
+            data = Path(cfg.data).expanduser()
+            if not data.is_absolute():  # relative to the config file's folder
+                data = config.parent / data
+            cfg = dataclasses.replace(cfg, data=str(data.resolve()))
+        check_out_dir(out)
+
+        from acr.finetune.train import run_finetune
+
+        run_dir = run_finetune(cfg, out=out, resume=resume)
+        if int(os.environ.get("RANK", "0")) == 0:
+            console.result(f"wrote the fine-tuned model to {run_dir / 'model'} (load it with "
+                           f"`acr generate --model {run_dir / 'model'}`)")
+
+    _guarded(work)
+
+
+@app.command()
 def analyze(
     path: Path = typer.Argument(..., help="A run folder of acr experiment / generate, or any "
                                 "folder of audio files (wav, flac, ogg, mp3, aiff)."),

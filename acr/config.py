@@ -199,8 +199,89 @@ class ExperimentConfig:
         return list(self.models) if self.models else [self.model]
 
 
+LORA_TARGETS = ["in_proj", "out_proj", "linear1", "linear2", "heads"]
+
+
+@dataclass
+class LoraOptions:
+    """Low-rank adapters (strategy: lora), merged into the weights when the model is written."""
+
+    rank: int = opt(8, "Rank of every adapter.", ge=1, le=4096)
+    alpha: float = opt(16.0, "Scale: the update is (alpha / rank) B A.", gt=0)
+    dropout: float = opt(0.0, "Dropout on the entries of the adapter's A matrix during "
+                         "training (drop-connect on the low-rank update).", ge=0, lt=1)
+    targets: list[str] = opt(["in_proj", "out_proj", "linear1", "linear2"],
+                             "Weights that get adapters: in_proj (the fused q/k/v projection), "
+                             "out_proj, linear1 / linear2 (feed-forward), heads (output layers).",
+                             min_items=1, items={"choices": LORA_TARGETS})
+
+
+@dataclass
+class ProgressiveOptions:
+    """Progressive unfreezing (strategy: progressive)."""
+
+    stages: int = opt(3, "Stages, spread evenly over the epochs: the first trains the output "
+                      "heads and the top layers, each next one unfreezes the layers below.",
+                      ge=1, le=1000)
+    lr_decay: float = opt(0.5, "Learning-rate factor for the layers each later stage unfreezes.",
+                          gt=0, le=1)
+
+
+@dataclass
+class FinetuneConfig:
+    """`acr finetune`: adapt a model to a folder of captioned audio."""
+
+    KIND_MARKER: ClassVar[str] = "data"
+
+    name: str = opt(MISSING, "Run name: runs go to experiments/<name>/<timestamp>-<id>/.",
+                    pattern=NAME_PATTERN, pattern_help=NAME_HELP)
+    data: str = opt(MISSING, "Folder of captioned audio; relative paths resolve against the "
+                    "config file's folder.", validate=nonempty)
+    model: str = model_field()
+    strategy: Literal["full", "last_layers", "lora", "progressive"] = opt(
+        "lora", "What trains: full (every LM weight), last_layers (the top n_layers and the "
+        "heads), lora (low-rank adapters), progressive (unfreezing from the top, stage by "
+        "stage). The text encoder stays frozen.")
+    epochs: int = opt(10, "Passes over the training segments.", ge=1, le=100000)
+    batch_size: Union[int, Literal["auto"]] = opt(
+        "auto", "Segments per optimizer micro-step; auto picks from device memory and model "
+        "size (4 on the CPU) and records the choice.", ge=1, le=4096)
+    lr: float = opt(1.0e-4, "Peak learning rate (AdamW).", gt=0, le=1)
+    weight_decay: float = opt(0.01, "AdamW weight decay.", ge=0, le=1)
+    warmup_ratio: float = opt(0.05, "Share of the optimizer steps spent warming up linearly, "
+                              "then cosine decay to zero.", ge=0, lt=1)
+    grad_clip: float = opt(1.0, "Clip the gradient norm to this; 0 disables clipping.", ge=0)
+    grad_accum: int = opt(1, "Micro-batches accumulated per optimizer step.", ge=1, le=4096)
+    segment_duration: Optional[float] = opt(None, "Seconds per training segment; null = the "
+                                            "model's window. Longer files are cut, shorter ones "
+                                            "padded and masked.", gt=0, le=600)
+    valid_split: float = opt(0.1, "Share of files held out for validation (at least one when "
+                             "there are two or more files).", ge=0, lt=1)
+    seed: int = opt(1, "Seed of the split, the data order, dropout and sampling.", ge=0,
+                    lt=2**63)
+    patience: int = opt(3, "Stop after this many epochs without a better validation loss; "
+                        "0 never stops early.", ge=0)
+    n_layers: int = opt(2, "Layers trained by strategy last_layers (from the top).", ge=1)
+    lora: LoraOptions = opt(LoraOptions(), "LoRA settings (strategy: lora).")
+    progressive: ProgressiveOptions = opt(ProgressiveOptions(), "Progressive unfreezing "
+                                          "settings (strategy: progressive).")
+    sample_every: int = opt(5, "Generate the sample prompts every N epochs into "
+                            "samples/epoch-NNN/; 0 = never.", ge=0)
+    sample_prompts: list[str] = opt([], "Prompts for those samples; empty = the first three "
+                                    "distinct captions (validation files first).",
+                                    items={"validate": nonempty})
+    sample_duration: float = opt(5.0, "Seconds per sample.", gt=0, le=600)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = opt(
+        "auto", "Autocast on CUDA: auto = bf16 where supported, else fp16 (with a gradient "
+        "scaler); the CPU always trains in fp32.")
+    activation_checkpointing: bool = opt(False, "Recompute transformer activations in the "
+                                         "backward pass: less memory, more time.")
+    device: str = device_field()
+
+
 # The config kinds `acr validate` knows, and the key that tells each apart when not named.
-KINDS: dict[str, type] = {"generate": GenerateConfig, "experiment": ExperimentConfig}
+KINDS: dict[str, type] = {"generate": GenerateConfig, "experiment": ExperimentConfig,
+                          "finetune": FinetuneConfig}
 
 
 # ----------------------------------------------------------------------------------------------

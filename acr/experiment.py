@@ -199,6 +199,16 @@ def share_from_main(dist_info: Dist, value: Any) -> Any:
     return box[0]
 
 
+def leave_dist(dist_info: Dist) -> None:
+    """Wait for every rank (rank 0 may still be writing), then leave the process group: a rank
+    that tears down while another still works can make gloo abort."""
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def rank_device(device: str, dist_info: Dist) -> str:
     if dist_info.world > 1 and device in ("auto", "cuda"):
         import torch
@@ -212,48 +222,18 @@ def rank_device(device: str, dist_info: Dist) -> str:
 # The recipe
 
 
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved configs."""
-    lines = []
-    for key in sorted(set(old) | set(new), key=lambda k: (k not in old, str(k))):
-        path = f"{prefix}{key}"
-        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
-        if isinstance(a, dict) and isinstance(b, dict):
-            lines += config_differences(a, b, path + ".")
-        elif a != b:
-            lines.append(f"{path}: run has {json.dumps(a)}, config has {json.dumps(b)}")
-    return lines
-
-
-def resume_config(run_dir: Path, given: ExperimentConfig | None) -> ExperimentConfig:
-    """The run's own config; refuse (listing the differences) if `given` differs from it."""
-    import yaml
-
-    from acr.config import load_config
-
-    recorded = load_config(ExperimentConfig, run_dir / "config.yaml")
-    if given is not None:
-        differences = config_differences(yaml.safe_load((run_dir / "config.yaml").read_text()),
-                                         to_dict(given))
-        if differences:
-            raise UsageError(f"{run_dir}: the config changed since this run started; resume "
-                             "without CONFIG to use the run's own, or start a new run:",
-                             *[f"  {line}" for line in differences])
-    return recorded
-
-
 def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
                    resume: Path | None = None, argv: list[str] | None = None) -> Path:
     """The `acr experiment` recipe. Returns the run folder."""
     from acr.generate import resolve_params
     from acr.models import device_name, load_model, resolve_device
-    from acr.runs import lock_run, open_run, remove_stale_temporaries, start_run, utc_now
+    from acr.runs import begin_run, open_run, resume_config
 
     dist_info = init_dist()
     # setup: check everything before the run folder is written to
-    if resume is not None:
-        run = open_run(resume, "experiment")
-        cfg = resume_config(Path(resume), cfg)
+    resumed = open_run(resume, "experiment") if resume is not None else None
+    if resumed is not None:
+        cfg = resume_config(resumed.dir, ExperimentConfig, cfg)
     assert cfg is not None
     device = resolve_device(rank_device(cfg.device, dist_info))
     samples = expand(cfg)
@@ -263,15 +243,8 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
     group_size = len(samples) // (len(cfg.model_names) * len(cfg.parameter_sets))
     lock = None
     if dist_info.main:
-        if resume is None:
-            run = start_run("experiment", cfg.name, dump_yaml(to_dict(cfg)), cfg.seed, device,
-                            device_name(device), out=out, argv=argv)
-        lock = lock_run(run.dir)
-        removed = remove_stale_temporaries(run.dir)
-        if resume is not None:
-            run.update_meta(status="running", ended=None,
-                            resumed=[*run.meta().get("resumed", []), utc_now()])
-            run.event("run.resume", removed_temporaries=removed)
+        run, lock = begin_run("experiment", cfg.name, dump_yaml(to_dict(cfg)), cfg.seed, device,
+                              device_name(device), out, argv, resumed)
         batch_size = run.meta().get("batch_size") or (
             cfg.batch_size if cfg.batch_size != "auto" else auto_batch_size(first, group_size))
         run.update_meta(batch_size=batch_size, world_size=dist_info.world)
@@ -299,33 +272,15 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
 
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     start = time.perf_counter()
+    def partial_manifest() -> None:
+        write_manifest(run.dir, cfg, samples, complete=False)
+
     try:
-        # the loop: one model at a time (the plan is ordered by model), one batch at a time
-        limit, new_samples, new_audio = [0], 0, 0.0
-        with console.progress("samples", sum(len(b.samples) for b in mine)) as update:
-            finished = done_before
-            update(finished)
-            for batch in todo:
-                loaded = load_model(batch.model, device)
-                batch_params = params[batch.parameter_set] if loaded is first else \
-                    resolve_params(cfg.parameter_sets[batch.parameter_set], loaded,
-                                   f"parameter_sets.{batch.parameter_set}")
-                written = _run_batch(run, cfg, loaded, batch, batch_params, limit, dist_info)
-                new_samples, new_audio = new_samples + len(written), new_audio + sum(written)
-                finished += len(batch.samples)
-                update(finished)
-        wall = time.perf_counter() - start
-        _gather(dist_info)
-    except KeyboardInterrupt:
-        if dist_info.main:
-            write_manifest(run.dir, cfg, samples, complete=False)
-            run.finish("interrupted")
-        raise
-    except BaseException as exc:
-        if dist_info.main:
-            write_manifest(run.dir, cfg, samples, complete=False)
-            run.finish("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
+        with run.marked_on_error(dist_info.main, before=partial_manifest):
+            new_samples, new_audio = _loop(run, cfg, device, first, params, mine, todo,
+                                           done_before, dist_info)
+            wall = time.perf_counter() - start
+            _gather(dist_info)
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         if lock is not None:
@@ -340,10 +295,7 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
                                      "wall time (s)", "real-time factor"],
                       [[f"{totals['samples']}/{totals['planned']}", str(new_samples),
                         f"{new_audio:.1f}", f"{wall:.1f}", rate]])
-    if dist_info.world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    leave_dist(dist_info)
     if cfg.analyze and dist_info.main:
         from acr.analysis.run import run_analysis
 
@@ -351,6 +303,30 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
         analysis = run_analysis(run.dir)
         run.event("analysis.done", folder=str(analysis))
     return run.dir
+
+
+def _loop(run: Any, cfg: ExperimentConfig, device: str, first: Any, params: dict,
+          mine: list[Batch], todo: list[Batch], done_before: int, dist_info: Dist
+          ) -> tuple[int, float]:
+    """Generate this rank's missing batches, one model at a time (the plan is ordered by model);
+    returns the samples and seconds of audio written now."""
+    from acr.generate import resolve_params
+    from acr.models import load_model
+
+    limit, new_samples, new_audio = [0], 0, 0.0
+    with console.progress("samples", sum(len(b.samples) for b in mine)) as update:
+        finished = done_before
+        update(finished)
+        for batch in todo:
+            loaded = load_model(batch.model, device)
+            batch_params = params[batch.parameter_set] if loaded is first else \
+                resolve_params(cfg.parameter_sets[batch.parameter_set], loaded,
+                               f"parameter_sets.{batch.parameter_set}")
+            written = _run_batch(run, cfg, loaded, batch, batch_params, limit, dist_info)
+            new_samples, new_audio = new_samples + len(written), new_audio + sum(written)
+            finished += len(batch.samples)
+            update(finished)
+    return new_samples, new_audio
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

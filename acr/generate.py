@@ -99,7 +99,7 @@ def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] |
     console.info(f"run folder: {run.dir}")
     console.info(f"model {cfg.model} ({loaded.sample_rate} Hz) on {loaded.device}; "
                  f"{len(cfg.prompts)} prompt(s), {params.duration:g} s, seed {seed}")
-    try:
+    with run.marked_on_error():
         # generate: all prompts in one batch
         run.event("generate.batch.start", prompts=len(cfg.prompts), seed=seed)
         frames = int(params.duration * loaded.frame_rate)
@@ -122,12 +122,6 @@ def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] |
                                   loaded.sample_rate, sidecar, cfg.sample_format,
                                   cfg.loudness_lufs)
             run.event("sample.written", id=sample_id, duration=record["duration"])
-    except KeyboardInterrupt:
-        run.finish("interrupted")
-        raise
-    except BaseException as exc:
-        run.finish("failed", error=f"{type(exc).__name__}: {exc}")
-        raise
     audio_seconds = wav.shape[0] * wav.shape[-1] / loaded.sample_rate
     run.finish("completed", generation_seconds=round(seconds, 3),
                audio_seconds=round(audio_seconds, 3))

@@ -179,6 +179,14 @@ def load_model(name: str, device: str = "auto") -> LoadedModel:
     return _LOADED[key]
 
 
+def load_for_training(name: str, device: str = "auto") -> LoadedModel:
+    """A fresh (uncached) copy to train: the LM in float32 on `device` (AudioCraft loads fp16
+    weights on GPUs; training keeps fp32 master weights and autocasts instead)."""
+    loaded = _load(resolve_model(name), resolve_device(device))
+    loaded.model.lm.float()
+    return loaded
+
+
 def _load(spec: ModelSpec, device: str) -> LoadedModel:
     models = import_audiocraft()
     if spec.kind == "tiny":

@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import os
 import platform
 import secrets
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from acr import __version__
 from acr.atomic import replacing
@@ -37,6 +39,15 @@ def write_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content (cache keys, manifests)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_out_dir(out: Path | None) -> None:
@@ -112,6 +123,23 @@ class Run:
         self.update_meta(status=status, ended=utc_now(), **fields)
         self.event("run.end", status=status, **fields)
 
+    @contextmanager
+    def marked_on_error(self, active: bool = True, before: Callable[[], None] | None = None
+                        ) -> Iterator[None]:
+        """Mark the run `interrupted` (Ctrl-C, SIGTERM) or `failed` (with the error) if the
+        block raises, after calling `before` (e.g. to write a partial manifest); re-raise."""
+        try:
+            yield
+        except BaseException as exc:
+            if active:
+                if before is not None:
+                    before()
+                if isinstance(exc, KeyboardInterrupt):
+                    self.finish("interrupted")
+                else:
+                    self.finish("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
 
 def lock_run(folder: Path):
     """Hold an exclusive lock on a run folder for this process's lifetime (returns the handle).
@@ -152,6 +180,55 @@ def open_run(folder: Path, command: str) -> Run:
     if meta.get("command") != command:
         raise UsageError(f"{folder}: a run of `acr {meta.get('command')}`, not `acr {command}`")
     return run
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=lambda k: (k not in old, str(k))):
+        path = f"{prefix}{key}"
+        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_differences(a, b, path + ".")
+        elif a != b:
+            lines.append(f"{path}: run has {json.dumps(a)}, config has {json.dumps(b)}")
+    return lines
+
+
+def resume_config(run_dir: Path, schema: type, given: Any | None) -> Any:
+    """The run's own config; refuse (listing the differences) if `given` differs from it."""
+    import yaml
+
+    from acr.config import load_config, to_dict
+
+    recorded = load_config(schema, run_dir / "config.yaml")
+    if given is not None:
+        ours = to_dict(given)
+        theirs = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        # keys the run resolved (None in a fresh config means "the default" it was resolved to)
+        ours = {k: (theirs.get(k) if v is None and k in theirs else v) for k, v in ours.items()}
+        differences = config_differences(theirs, ours)
+        if differences:
+            raise UsageError(f"{run_dir}: the config changed since this run started; resume "
+                             "without CONFIG to use the run's own, or start a new run:",
+                             *[f"  {line}" for line in differences])
+    return recorded
+
+
+def begin_run(command: str, name: str, config_yaml: str, seed: int | None, device: str,
+              device_label: str, out: Path | None, argv: list[str] | None,
+              resumed: Run | None) -> tuple[Run, Any]:
+    """Start a new run, or reopen `resumed`; either way lock it and remove stale temporaries.
+    Returns (run, lock handle)."""
+    run = resumed or start_run(command, name, config_yaml, seed, device, device_label, out=out,
+                               argv=argv)
+    lock = lock_run(run.dir)
+    removed = remove_stale_temporaries(run.dir)
+    if resumed is not None:
+        run.update_meta(status="running", ended=None,
+                        resumed=[*run.meta().get("resumed", []), utc_now()])
+        run.event("run.resume", removed_temporaries=removed)
+    return run, lock
 
 
 def start_run(command: str, name: str, config_yaml: str, seed: int | None, device: str,

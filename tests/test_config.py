@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from acr.config import (ExperimentConfig, GenerateConfig, GenerationParams, describe, flag_item,
+from acr.config import (ExperimentConfig, FinetuneConfig, GenerateConfig, GenerationParams, describe, flag_item,
                         load_config, parse_set)
 from acr.errors import UsageError
 
@@ -159,7 +159,7 @@ def test_missing_file_is_a_usage_error(tmp_path):
         load_config(GenerateConfig, tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("schema", [GenerateConfig, ExperimentConfig])
+@pytest.mark.parametrize("schema", [GenerateConfig, ExperimentConfig, FinetuneConfig])
 def test_readme_config_reference_matches_the_schema(schema):
     readme = (ROOT / "README.md").read_text()
     block = "\n".join(describe(schema))

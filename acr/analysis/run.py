@@ -127,18 +127,10 @@ def discover(root: Path, skip: Path | None = None) -> list[Clip]:
 # The cache: per-clip results keyed by file content and metric version
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cached_features(clips: list[Clip], cache_dir: Path, on_progress=None
                     ) -> tuple[list[ClipFeatures | Unreadable], int]:
     """Features of every clip, computing only those not cached; returns (results, computed)."""
-    from acr.runs import write_json
+    from acr.runs import file_digest, write_json
 
     keys = [f"{file_digest(c.path)}-v{METRIC_VERSION}" for c in clips]
     results: list[ClipFeatures | Unreadable | None] = []

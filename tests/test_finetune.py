@@ -1,0 +1,324 @@
+"""`acr finetune`: dataset, loss, strategies, a real tiny run, resume, export, DDP."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from acr.config import FinetuneConfig, load_config
+from acr.errors import UsageError
+from acr.finetune import adapters, data
+from acr.finetune.train import Predict, codebook_cross_entropy
+from conftest import ROOT, run_python
+from synth import drums, progression, write
+
+CONFIG = """\
+name: ft
+model: tiny-musicgen
+data: demo
+strategy: full
+epochs: 3
+lr: 3.0e-3
+segment_duration: 2.0
+sample_every: 0
+device: cpu
+"""
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ft") / "demo"
+    data.make_demo_data(folder, files_per_class=3, seconds=4.0)
+    return folder
+
+
+def history(run):
+    with open(run / "history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def config(tmp_path, demo, text=CONFIG):
+    path = tmp_path / "ft.yaml"
+    path.write_text(text.replace("data: demo", f"data: {demo}"))
+    return path
+
+
+# ---- dataset -----------------------------------------------------------------------------------
+
+
+def test_captions_from_every_source(tmp_path):
+    rate = 16000
+    for name in ("a.wav", "b.wav", "c.flac", "d.wav", "e.ogg", "sub/f.wav"):
+        write(tmp_path / name, progression([[60, 64, 67]], rate, 1.5), rate, subtype="PCM_16"
+              if not name.endswith(".ogg") else "VORBIS")
+    (tmp_path / "metadata.csv").write_text('file,description,extra\na.wav,"calm, slow piano",x\n')
+    (tmp_path / "b.txt").write_text("a drum loop\n")
+    (tmp_path / "c.json").write_text(json.dumps({"description": "guitar riff", "genre": "rock",
+                                                 "bpm": 120, "moods": ["happy", "bright"]}))
+    (tmp_path / "list.jsonl").write_text('{"path": "d.wav", "description": "synth pad"}\n'
+                                         '{"path": "sub/f.wav", "caption": "bells"}\n')
+    scanned = data.scan(tmp_path)
+    captions = {f.rel: (f.caption, f.caption_source) for f in scanned.files}
+    assert captions == {
+        "a.wav": ("calm, slow piano", "metadata.csv"), "b.wav": ("a drum loop", "txt"),
+        "c.flac": ("guitar riff. genre: rock. bpm: 120. moods: happy, bright", "json sidecar"),
+        "d.wav": ("synth pad", "list.jsonl"), "sub/f.wav": ("bells", "list.jsonl")}
+    assert scanned.skipped == [("e.ogg", "no caption")]
+    assert scanned.files[0].sample_rate == rate
+
+
+def test_dataset_errors(tmp_path):
+    with pytest.raises(UsageError, match="no such folder"):
+        data.scan(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="no audio files"):
+        data.scan(tmp_path / "empty")
+    write(tmp_path / "plain/a.wav", np.zeros(1000) + 0.1, 16000)
+    with pytest.raises(UsageError, match="none of the 1 audio files has a caption"):
+        data.scan(tmp_path / "plain")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken/a.wav").write_bytes(b"junk")
+    (tmp_path / "broken/a.txt").write_text("x")
+    with pytest.raises(UsageError, match="no usable audio: 1 file.*a.wav: unreadable"):
+        data.scan(tmp_path / "broken")
+    (tmp_path / "badcsv").mkdir()
+    write(tmp_path / "badcsv/a.wav", np.zeros(1000) + 0.1, 16000)
+    (tmp_path / "badcsv/metadata.csv").write_text("name,text\na.wav,x\n")
+    with pytest.raises(UsageError, match="metadata.csv:1: header needs a file column"):
+        data.scan(tmp_path / "badcsv")
+
+
+def test_segments_and_split():
+    def file(rel, seconds):
+        return data.AudioFile(Path(rel), rel, "c", "txt", seconds, 44100, 2)
+
+    assert [(s.start, s.seconds) for s in data.segments_of(file("a", 5.5), 2.0)] == [
+        (0.0, 2.0), (2.0, 2.0), (4.0, 1.5)]
+    assert [(s.start, s.seconds) for s in data.segments_of(file("b", 4.3), 2.0)] == [
+        (0.0, 2.0), (2.0, 2.0)]  # a 0.3 s tail is dropped
+    assert [(s.start, s.seconds) for s in data.segments_of(file("c", 0.4), 2.0)] == [(0.0, 0.4)]
+    files = [file(f"f{i}", 3) for i in range(10)]
+    train, valid = data.split(files, 0.1, seed=1)
+    assert len(valid) == 1 and len(train) == 9 and data.split(files, 0.1, 1) == (train, valid)
+    assert data.split(files[:2], 0.1, 1)[1] != [] and data.split(files[:1], 0.5, 1)[1] == []
+    assert data.split(files, 0.1, seed=2)[1] != valid or len(files) == 1
+
+
+# ---- loss and strategies ---------------------------------------------------------------------
+
+
+def test_loss_equals_audiocraft_solver_on_tiny_model_logits():
+    from audiocraft.solvers.musicgen import MusicGenSolver
+
+    from acr.models import load_for_training
+
+    lm = load_for_training("tiny-musicgen", "cpu").model.lm.eval()
+    codes = torch.randint(0, 256, (2, 4, 30))
+    logits, mask = Predict(lm)(codes, ["calm piano", "drums"])
+    mask = mask & (torch.arange(30) < torch.tensor([[30], [18]]))[:, None, :]
+    ours, per_ours = codebook_cross_entropy(logits, codes, mask)
+    theirs, per_theirs = MusicGenSolver._compute_cross_entropy(None, logits, codes, mask)
+    assert torch.equal(ours, theirs)
+    assert all(torch.equal(a, b) for a, b in zip(per_ours, per_theirs))
+
+
+def test_lora_covers_fused_qkv_and_merges_exactly():
+    from acr.models import load_for_training
+
+    cfg = load_config(FinetuneConfig, None, [("name", _item("x")), ("data", _item("d"))])
+    lm = load_for_training("tiny-musicgen", "cpu").model.lm.eval()
+    groups = adapters.trainable_groups(lm, cfg)
+    names = [n for n, p in lm.named_parameters() if p.requires_grad]
+    assert any("in_proj_weight.0.A" in n for n in names) and all(
+        n.endswith((".A", ".B")) for n in names)
+    with torch.no_grad():
+        for p in groups[0].params:
+            p.add_(torch.randn_like(p) * 0.05)  # non-zero updates
+    codes = torch.randint(0, 256, (1, 4, 20))
+    before, _ = Predict(lm)(codes, ["x"])
+    assert adapters.merge_lora(lm) == 12  # 2 layers x (self + cross q/k/v and out, 2 FFN)
+    after, _ = Predict(lm)(codes, ["x"])
+    assert torch.allclose(before, after, atol=1e-5, equal_nan=True)  # NaN: invalid pattern steps
+    assert not any(".A" in n for n in lm.state_dict())
+
+
+def _item(value):
+    from acr.config import flag_item
+
+    return flag_item(value, "--test")
+
+
+@pytest.mark.parametrize("strategy, expected", [("full", "all"), ("last_layers", "top"),
+                                                ("progressive", "stages")])
+def test_strategies_choose_what_trains(strategy, expected):
+    from acr.models import load_for_training
+
+    cfg = load_config(FinetuneConfig, None, [("name", _item("x")), ("data", _item("d")),
+                                             ("strategy", _item(strategy)),
+                                             ("n_layers", _item(1))])
+    lm = load_for_training("tiny-musicgen", "cpu").model.lm
+    groups = adapters.trainable_groups(lm, cfg)
+    trainable = {n for n, p in lm.named_parameters() if p.requires_grad}
+    if expected == "all":
+        assert trainable == {n for n, _ in lm.named_parameters()}
+    elif expected == "top":
+        assert any(n.startswith("transformer.layers.1.") for n in trainable)
+        assert not any(n.startswith("transformer.layers.0.") for n in trainable)
+        assert any(n.startswith("linears.") for n in trainable) and "emb.0.weight" not in trainable
+    else:
+        # 3 stages over 2 layers: top layer + heads, then layer 0, then embeddings + conditioner
+        assert [g.stage for g in groups] == [0, 1, 2]
+        assert [g.lr_factor for g in groups] == [1.0, 0.5, 0.25]
+        assert any(p is lm.emb[0].weight for p in groups[2].params)
+        assert not any(n.startswith("transformer.layers.0.") for n in trainable)
+        adapters.set_stage(groups, adapters.stage_at(9, 10, 3))
+        assert all(p.requires_grad for p in lm.parameters())
+    assert [adapters.stage_at(e, 9, 3) for e in range(9)] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+# ---- a real run --------------------------------------------------------------------------------
+
+
+def test_finetune_lowers_valid_loss_and_exports_a_loadable_model(acr, in_tmp, demo):
+    assert sf.info(str(next(demo.glob("*.wav")))).samplerate == 44100
+    assert sf.info(str(next(demo.glob("*.wav")))).channels == 2
+    path = config(in_tmp, demo, CONFIG.replace("sample_every: 0", "sample_every: 3\n"
+                                               "sample_duration: 1.0"))
+    result = acr("finetune", path, "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    assert "dataset: 9 files" in result.stderr and "captions: 9 from metadata.csv" in result.stderr
+    run = in_tmp / "R"
+    rows = history(run)
+    assert list(rows[0]) == ["epoch", "train_loss", "valid_loss", "lr", "tokens_per_s",
+                             "seconds"]
+    assert len(rows) == 3 and float(rows[-1]["valid_loss"]) < float(rows[0]["valid_loss"])
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert (run / "plots/loss.png").is_file()
+    assert len(list((run / "samples/epoch-003").glob("*.wav"))) == 3
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "completed" and meta["batch_size"] == 4
+    proc = run_python("import sys\nfrom audiocraft.models import MusicGen\n"
+                      "m = MusicGen.get_pretrained(sys.argv[1], device='cpu')\n"
+                      "m.set_generation_params(duration=1.0)\n"
+                      "print(tuple(m.generate(['warm piano chords']).shape), m.sample_rate)",
+                      str(run / "model"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "(1, 1, 32000) 32000"
+    assert acr("generate", "--model", run / "model", "-p", "x", "--duration", "0.5",
+               "--out", "G").exit_code == 0
+
+
+def test_codes_are_cached_across_runs(acr, in_tmp, demo):
+    path = config(in_tmp, demo, CONFIG.replace("epochs: 3", "epochs: 1"))
+    for out in ("A", "B"):
+        assert acr("finetune", path, "--out", out).exit_code == 0
+    events = [json.loads(l) for l in (in_tmp / "B/events.jsonl").read_text().splitlines()]
+    ready = next(e for e in events if e["event"] == "codes.ready")
+    assert ready["encoded"] == 0 and ready["cached"] == 9
+
+
+def test_killed_and_resumed_gives_the_same_history(acr, in_tmp, demo):
+    text = CONFIG.replace("strategy: full", "strategy: lora").replace("epochs: 3", "epochs: 4")
+    path = config(in_tmp, demo, text)
+    assert acr("finetune", path, "--out", "full").exit_code == 0
+    proc = subprocess.Popen([sys.executable, "-m", "acr", "finetune", str(path), "--out",
+                             str(in_tmp / "killed")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    events = in_tmp / "killed/events.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (events.is_file() and
+                                               '"epoch": 2' in events.read_text()):
+        assert proc.poll() is None, "finished before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(history(in_tmp / "killed")) in (2, 3)
+    result = acr("finetune", "--resume", in_tmp / "killed")
+    assert result.exit_code == 0, result.stderr
+    columns = ["epoch", "train_loss", "valid_loss", "lr"]
+    assert [[r[c] for c in columns] for r in history(in_tmp / "killed")] == \
+        [[r[c] for c in columns] for r in history(in_tmp / "full")]
+    meta = json.loads((in_tmp / "killed/meta.json").read_text())
+    assert meta["status"] == "completed" and len(meta["resumed"]) == 1
+
+
+def test_corrupt_file_among_good_ones_is_skipped_and_reported(acr, in_tmp, demo):
+    import shutil
+
+    folder = in_tmp / "data"
+    shutil.copytree(demo, folder)
+    (folder / "zz-broken.wav").write_bytes(b"RIFFjunk")
+    (folder / "zz-broken.txt").write_text("broken clip")
+    path = config(in_tmp, folder, CONFIG.replace("epochs: 3", "epochs: 1"))
+    result = acr("finetune", path, "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    assert "skipped 1 file(s): zz-broken.wav (unreadable" in result.stderr
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("missing", "data: {data}: no such folder"),
+    ("uncaptioned", "none of the 2 audio files has a caption"),
+    ("unreadable", "no usable audio: 2 file(s) skipped"),
+])
+def test_bad_data_exits_2_with_one_line_and_no_run(acr, in_tmp, setup, message):
+    folder = in_tmp / "data"
+    if setup != "missing":
+        folder.mkdir()
+        for name in ("a.wav", "b.wav"):
+            if setup == "uncaptioned":
+                write(folder / name, drums(120, 1, 16000), 16000)
+            else:
+                (folder / name).write_bytes(b"not audio")
+                (folder / name).with_suffix(".txt").write_text("caption")
+    (in_tmp / "ft.yaml").write_text(CONFIG.replace("data: demo", "data: data"))
+    result = acr("finetune", "ft.yaml")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message.format(data=folder.resolve()) in lines[0]
+    assert not (in_tmp / "experiments").exists()
+
+
+def test_relative_data_resolves_against_the_config_folder(acr, tmp_path, demo, monkeypatch):
+    import shutil
+
+    shutil.copytree(demo, tmp_path / "configs/demo")
+    (tmp_path / "configs/ft.yaml").write_text(CONFIG.replace("epochs: 3", "epochs: 1"))
+    monkeypatch.chdir(tmp_path)
+    result = acr("finetune", "configs/ft.yaml", "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    import yaml
+
+    recorded = yaml.safe_load((tmp_path / "R/config.yaml").read_text())
+    assert recorded["data"] == str((tmp_path / "configs/demo").resolve())
+    assert recorded["segment_duration"] == 2.0
+
+
+def test_make_demo_data(acr, tmp_path):
+    result = acr("finetune", "--make-demo-data", tmp_path / "d")
+    assert result.exit_code == 0
+    with open(tmp_path / "d/metadata.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 18 and rows[0]["description"] == "warm piano chords, slow, in C major"
+    assert acr("finetune", "--make-demo-data", tmp_path / "d").exit_code == 2  # not empty
+
+
+def test_ddp_two_gloo_ranks(tmp_path, demo):
+    path = config(tmp_path, demo, CONFIG.replace("epochs: 3", "epochs: 2"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                           "2", "-m", "acr", "finetune", str(path), "--out",
+                           str(tmp_path / "R")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = history(tmp_path / "R")
+    assert len(rows) == 2 and float(rows[1]["valid_loss"]) < float(rows[0]["valid_loss"])
+    assert json.loads((tmp_path / "R/meta.json").read_text())["world_size"] == 2
+    assert (tmp_path / "R/model/state_dict.bin").is_file()
