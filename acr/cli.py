@@ -281,6 +281,51 @@ def analyze(
 
 
 @app.command()
+def export(
+    run_dirs: Optional[list[Path]] = typer.Argument(None, help="Run folders to package."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="The zip to write "
+                                          "[default: RUN_DIR.zip beside the first run]."),
+    samples: str = typer.Option("all", help="all | none: include the audio samples."),
+    audio_format: str = typer.Option("wav", help="wav | flac (lossless, smaller)."),
+    include_model: bool = typer.Option(False, "--include-model", help="Include a fine-tune's "
+                                       "model/ (release layout; never optimizer state)."),
+    force: bool = typer.Option(False, "--force", help="Export running or failed runs, and "
+                               "replace an existing zip."),
+    verify_zip: Optional[Path] = typer.Option(None, "--verify", help="Check a package against "
+                                              "its MANIFEST.json instead of exporting."),
+) -> None:
+    """Package runs into a shareable, verifiable zip (README, records, analysis, samples)."""
+    def work() -> None:
+        from acr.export import export_runs, verify
+
+        if verify_zip is not None:
+            problems = verify(verify_zip)
+            for problem in problems:
+                console.error(f"{verify_zip}: {problem}")
+            if problems:
+                raise typer.Exit(1)
+            console.result(f"{verify_zip}: ok (every entry matches MANIFEST.json)")
+            return
+        if not run_dirs:
+            raise UsageError("give one or more RUN_DIRs to export, or --verify ZIP")
+        if samples not in ("all", "none"):
+            raise UsageError(f"--samples {samples}: use all or none")
+        if audio_format not in ("wav", "flac"):
+            raise UsageError(f"--audio-format {audio_format}: use wav or flac")
+        path, summary = export_runs(run_dirs, output, samples, audio_format, include_model,
+                                    force)
+        sizes = ", ".join(f"{kind} {size / 1e6:.1f} MB" for kind, size in
+                          sorted(summary["kinds"].items()))
+        console.info(f"{summary['entries']} entries from {len(summary['runs'])} run(s): {sizes}")
+        if summary["kinds"].get("samples", 0) > 500e6:
+            console.warn("samples make this package large; --audio-format flac shrinks them "
+                         "losslessly, --samples none leaves them out")
+        console.result(f"wrote {path} ({summary['bytes'] / 1e6:.1f} MB)")
+
+    _guarded(work)
+
+
+@app.command()
 def validate(
     config: Path = typer.Argument(..., help="A config YAML to check."),
     kind: Optional[str] = typer.Option(None, help="Config kind [default: detected from keys]."),

@@ -6,7 +6,7 @@ import torch
 
 from acr import models
 from acr.errors import UsageError
-from conftest import gpu, requires_gpu, run_python
+from conftest import gpu, plain_audiocraft_generates, requires_gpu
 
 
 def test_short_names_and_hub_ids_resolve_without_loading():
@@ -64,15 +64,7 @@ def test_tiny_models_load_with_the_right_class_and_rate():
 
 def test_plain_audiocraft_loads_the_tiny_folder_in_another_process():
     folder = models.ensure_tiny_model("tiny-musicgen")
-    proc = run_python(
-        "import sys, torch\n"
-        "from audiocraft.models import MusicGen\n"
-        "m = MusicGen.get_pretrained(sys.argv[1], device='cpu')\n"
-        "m.set_generation_params(duration=1.0)\n"
-        "wav = m.generate(['calm piano'])\n"
-        "print(tuple(wav.shape), m.sample_rate)\n", str(folder))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().splitlines()[-1] == "(1, 1, 32000) 32000"
+    assert plain_audiocraft_generates(folder) == "(1, 1, 32000) 32000"
 
 
 def test_local_folder_family_comes_from_its_config(tmp_path):

@@ -26,6 +26,20 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *["| " + " | ".join(row) + " |" for row in rows], ""]
 
 
+def key_metric_table(summary: dict) -> list[str]:
+    """Markdown table: mean [95% CI] of the key metrics for every setting of an analysis."""
+    rows = []
+    for setting in summary["analysed"]["settings"]:
+        row = [setting]
+        for metric in KEY_METRICS:
+            d = summary["groups"][setting][metric]
+            ci = d["ci95"]
+            row.append("-" if d["mean"] is None else f"{_fmt(d['mean'])} "
+                       f"[{_fmt(ci[0])}, {_fmt(ci[1])}]")
+        rows.append(row)
+    return _table(["setting", *[LABELS[m] for m in KEY_METRICS]], rows)
+
+
 def _differences(metric: str, result: dict) -> list[str]:
     label = LABELS.get(metric, metric)
     lines = []
@@ -62,16 +76,7 @@ def render(summary: dict, plots: list[Path], findings: list[dict], out_dir: Path
              "Samples are averaged per prompt first (prompts are the blocks of the design); "
              "means come with 95% bootstrap confidence intervals over prompts.", "",
              "## Key metrics by setting", ""]
-    rows = []
-    for setting in settings:
-        row = [setting]
-        for metric in KEY_METRICS:
-            d = summary["groups"][setting][metric]
-            ci = d["ci95"]
-            row.append("-" if d["mean"] is None else f"{_fmt(d['mean'])} "
-                       f"[{_fmt(ci[0])}, {_fmt(ci[1])}]")
-        rows.append(row)
-    lines += _table(["setting", *[LABELS[m] for m in KEY_METRICS]], rows)
+    lines += key_metric_table(summary)
 
     lines += ["## Differences between settings", "",
               "Friedman test over prompts, then Wilcoxon signed-rank tests for every pair of "
