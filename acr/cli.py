@@ -347,6 +347,28 @@ def validate(
 
 
 @app.command()
+def doctor(
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    network: bool = typer.Option(True, "--network/--no-network", help="Check whether the "
+                                 "Hugging Face hub can be reached."),
+) -> None:
+    """Environment report for bug reports: versions, devices, what fits, caches, the hub."""
+    def work() -> None:
+        import json
+
+        from acr.doctor import render, report
+
+        data = report(check_network=network)
+        if json_output:
+            console.result(json.dumps(data, indent=2))
+        else:
+            for line in render(data):
+                console.result(line)
+
+    _guarded(work)
+
+
+@app.command()
 def models() -> None:
     """List the model names acr knows and where the built-in tiny models are cached."""
     from acr.models import SHORT_NAMES, TINY, tiny_model_dir

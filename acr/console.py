@@ -46,12 +46,12 @@ def progress(description: str, total: float) -> Iterator[Callable[[float], None]
             task = bar.add_task(description, total=total)
             yield lambda done: bar.update(task, completed=done)
         return
-    last = [0.0]
+    last = [0.0, None]  # time and value of the last line
 
     def update(done: float) -> None:
         now = time.monotonic()
-        if now - last[0] >= 5.0 or done >= total:
-            last[0] = now
+        if done != last[1] and (now - last[0] >= 5.0 or done >= total):
+            last[0], last[1] = now, done
             print(f"{description}: {done:g}/{total:g}", file=sys.stderr, flush=True)
 
     yield update

@@ -151,13 +151,19 @@ def auto_batch_size(loaded: Any, samples_per_group: int) -> int:
 
     free, _ = torch.cuda.mem_get_info(torch.device(loaded.device))
     lm = loaded.model.lm
-    dim, layers = lm.dim, len(lm.transformer.layers)
-    tokens = int(loaded.max_duration * loaded.frame_rate) + lm.num_codebooks
-    # per sample, doubled for classifier-free guidance: fp16 K/V caches of every layer, plus
-    # activations and logits (card x codebooks) with generous slack
-    per_sample = 2 * (layers * 2 * tokens * dim * 2 + 8 * tokens * dim * 2
-                      + lm.card * lm.num_codebooks * 4 * 4)
+    per_sample = generation_bytes_per_sample(
+        lm.dim, len(lm.transformer.layers), int(loaded.max_duration * loaded.frame_rate),
+        lm.card, lm.num_codebooks)
     return max(1, min(64, samples_per_group, int(0.6 * free / per_sample)))
+
+
+def generation_bytes_per_sample(dim: int, layers: int, frames: int, card: int,
+                                codebooks: int) -> int:
+    """GPU memory one sample needs while generating `frames` token frames, doubled for
+    classifier-free guidance: fp16 key/value caches of every layer, activations, and logits
+    (card x codebooks), with generous slack. Shared by auto batch sizes and `acr doctor`."""
+    tokens = frames + codebooks
+    return 2 * (layers * 2 * tokens * dim * 2 + 8 * tokens * dim * 2 + card * codebooks * 4 * 4)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ recipe: load the model, open a run folder, generate, write WAVs with JSON sideca
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import secrets
 import time
@@ -39,24 +40,66 @@ def resolve_params(params: GenerationParams, loaded: LoadedModel, where: str = "
     return dataclasses.replace(params, extend_stride=float(stride))
 
 
+def window_count(loaded: LoadedModel, params: GenerationParams) -> int:
+    """Windows AudioCraft generates: the first covers the model's window, each next one
+    advances extend_stride (counted in token frames, as AudioCraft does)."""
+    total = int(params.duration * loaded.frame_rate)
+    window = int(loaded.max_duration * loaded.frame_rate)
+    stride = int(params.extend_stride * loaded.frame_rate)
+    return 1 if total <= window else 1 + math.ceil((total - window) / stride)
+
+
+class _Windows:
+    """AudioCraft's progress callback, made monotonic across windows, with a report per window.
+
+    When extending, AudioCraft restarts its count for every window at the window's offset
+    (without the overlap it re-feeds as a prompt): a drop in the count marks a new window, and
+    the overlap is added back so progress only moves forward."""
+
+    def __init__(self, loaded: LoadedModel, params: GenerationParams,
+                 on_progress: Optional[Callable[[int, int], None]],
+                 on_window: Optional[Callable[[int, int], None]]):
+        self.overlap = int(loaded.max_duration * loaded.frame_rate) - \
+            int(params.extend_stride * loaded.frame_rate)
+        self.count = window_count(loaded, params)
+        self.on_progress, self.on_window = on_progress, on_window
+        self.index, self.last = 1, 0
+        if on_window:
+            on_window(1, self.count)
+
+    def __call__(self, done: int, total: int) -> None:
+        if done < self.last:
+            self.index += 1
+            if self.on_window:
+                self.on_window(self.index, self.count)
+        self.last = done
+        if self.on_progress:
+            self.on_progress(done + (self.overlap if self.index > 1 else 0), total)
+
+
 def generate_batch(loaded: LoadedModel, prompts: list[str], params: GenerationParams, seed: int,
-                   on_progress: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+                   on_progress: Optional[Callable[[int, int], None]] = None,
+                   on_window: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
     """Generate one batch: returns float32 [batch, channels, samples] on the CPU.
 
     The full parameter set is passed (AudioCraft resets any argument left out) and the global RNG
     is seeded from `seed` right before sampling, so the same call gives the same audio.
+    on_progress(frames done, total) follows the whole clip; on_window(index, count) marks each
+    window of a clip longer than the model's window.
     """
     model = loaded.model
     model.set_generation_params(
         use_sampling=params.use_sampling, top_k=params.top_k, top_p=params.top_p,
         temperature=params.temperature, duration=params.duration, cfg_coef=params.cfg_coef,
         two_step_cfg=params.two_step_cfg, extend_stride=params.extend_stride)
-    model.set_custom_progress_callback(on_progress)
+    tracker = _Windows(loaded, params, on_progress, on_window) if on_progress or on_window \
+        else None
+    model.set_custom_progress_callback(tracker)
     torch.manual_seed(seed)
     try:
         with torch.inference_mode():
             # audiocraft calls the custom callback only with progress=True (else it prints)
-            wav = model.generate(list(prompts), progress=on_progress is not None)
+            wav = model.generate(list(prompts), progress=tracker is not None)
     finally:
         model.set_custom_progress_callback(None)
     return wav.detach().to("cpu", torch.float32)
@@ -104,9 +147,16 @@ def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] |
         run.event("generate.batch.start", prompts=len(cfg.prompts), seed=seed)
         frames = int(params.duration * loaded.frame_rate)
         start = time.perf_counter()
+        def window(index: int, count: int) -> None:
+            if count > 1:
+                console.info(f"window {index}/{count} (the model's window is "
+                             f"{loaded.max_duration:g} s, advancing {params.extend_stride:g} s)")
+                run.event("generate.window", index=index, of=count)
+
         with console.progress("generating", frames) as update:
             wav = generate_batch(loaded, cfg.prompts, params, seed,
-                                 on_progress=lambda done, total: update(min(done, frames)))
+                                 on_progress=lambda done, total: update(min(done, frames)),
+                                 on_window=window)
         seconds = time.perf_counter() - start
         run.event("generate.batch.end", seconds=round(seconds, 3), shape=list(wav.shape))
         # write: one WAV and sidecar per prompt

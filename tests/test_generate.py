@@ -165,3 +165,25 @@ def test_ctrl_c_marks_the_run_interrupted(acr, in_tmp, monkeypatch):
     result = acr("generate", *TINY, "-p", "x", "--duration", "1", "--out", "D")
     assert result.exit_code == 130
     assert json.loads((in_tmp / "D/meta.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("model, window, rate, windows", [("tiny-musicgen", 30, 32000, 4),
+                                                          ("tiny-audiogen", 10, 16000, 9)])
+def test_long_form_at_two_and_a_half_windows(acr, in_tmp, model, window, rate, windows):
+    """2.5x the model's window by AudioCraft's sliding window, with progress per window."""
+    duration = 2.5 * window
+    result = acr("generate", "--model", model, "-p", "long piece", "--duration", duration,
+                 "--seed", "3", "--out", "D")
+    assert result.exit_code == 0, result.stderr
+    info = sf.info(str(in_tmp / "D/samples/0-long-piece.wav"))
+    assert (info.samplerate, info.frames) == (rate, int(duration * 50) * (rate // 50))
+    events = [json.loads(line) for line in (in_tmp / "D/events.jsonl").read_text().splitlines()]
+    assert [(e["index"], e["of"]) for e in events if e["event"] == "generate.window"] == \
+        [(i, windows) for i in range(1, windows + 1)]
+    assert f"window {windows}/{windows}" in result.stderr
+    progress = [int(line.split(": ")[1].split("/")[0]) for line in result.stderr.splitlines()
+                if line.startswith("generating: ")]
+    assert progress == sorted(progress) and progress[-1] == int(duration * 50)
+    audio, _ = read_wav(in_tmp / "D/samples/0-long-piece.wav")
+    last_window = audio[0, -int(window * rate):]
+    assert float(last_window.abs().max()) > 0  # the tail was generated, not padded
