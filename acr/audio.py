@@ -37,6 +37,20 @@ def read_wav(path: Path) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(data.T.copy()), int(sample_rate)
 
 
+def load_resampled(path: Path, sample_rate: int, channels: int) -> torch.Tensor:
+    """A file as float32 [channels, samples] at `sample_rate` with `channels` (mixed down, or
+    a mono file duplicated)."""
+    import torchaudio.functional as F
+
+    wav, rate = read_wav(path)
+    if rate != sample_rate:
+        wav = F.resample(wav, rate, sample_rate)
+    if wav.shape[0] != channels:
+        wav = wav.mean(dim=0, keepdim=True) if channels == 1 else \
+            wav[:1].expand(channels, -1).clone() if wav.shape[0] == 1 else wav[:channels]
+    return wav
+
+
 def integrated_loudness(wav: torch.Tensor, sample_rate: int) -> float | None:
     """ITU BS.1770-4 integrated loudness in LUFS; None for clips too short (< 0.4 s) or silent.
 

@@ -72,6 +72,14 @@ def _overrides(sets: Optional[list[str]], flags: dict[str, tuple[str, Any]]) -> 
     return out
 
 
+def _from_config_folder(path: str, config: Optional[Path]) -> str:
+    """A path from a config file is relative to the file's folder (from flags: to the cwd)."""
+    resolved = Path(path).expanduser()
+    if not resolved.is_absolute() and config is not None:
+        resolved = config.parent / resolved
+    return str(resolved.resolve())
+
+
 SET_HELP = "Override a config key, e.g. --set params.temperature=1.2 (repeatable)."
 OUT_HELP = "Run folder to create (must be new or empty) [default: experiments/<name>/<time>-<id>]."
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
@@ -102,11 +110,18 @@ def generate(
                                                   "(recorded in each sidecar)."),
     sample_format: Optional[str] = typer.Option(None, help="pcm16 | float32 [default: pcm16]."),
     name: Optional[str] = typer.Option(None, help="Run name [default: generate]."),
+    melody: Optional[Path] = typer.Option(None, help="Audio whose melody conditions every "
+                                          "prompt (melody models only)."),
+    continue_from: Optional[Path] = typer.Option(None, help="Audio file to continue."),
+    prompt_seconds: Optional[float] = typer.Option(None, help="Seconds of --continue-from used "
+                                                   "as the prompt [default: 5]."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
     """Generate audio from text prompts: one batch, written as WAVs with JSON sidecars."""
     def work() -> None:
+        import dataclasses
+
         from acr.config import GenerateConfig, load_config
         from acr.runs import check_out_dir
 
@@ -119,14 +134,25 @@ def generate(
                  "params.two_step_cfg": ("--two-step-cfg", two_step_cfg),
                  "params.extend_stride": ("--extend-stride", extend_stride),
                  "device": ("--device", device), "loudness_lufs": ("--loudness-lufs", loudness_lufs),
-                 "sample_format": ("--sample-format", sample_format), "name": ("--name", name)}
+                 "sample_format": ("--sample-format", sample_format), "name": ("--name", name),
+                 "melody": ("--melody", str(melody) if melody else None),
+                 "continuation.audio": ("--continue-from",
+                                        str(continue_from) if continue_from else None),
+                 "continuation.prompt_seconds": ("--prompt-seconds", prompt_seconds)}
         cfg = load_config(GenerateConfig, config, _overrides(set_, flags))
+        base = None if melody or continue_from else config  # flags: relative to the cwd
+        if cfg.melody:
+            cfg = dataclasses.replace(cfg, melody=_from_config_folder(cfg.melody, base))
+        if cfg.continuation:
+            cfg = dataclasses.replace(cfg, continuation=dataclasses.replace(
+                cfg.continuation, audio=_from_config_folder(cfg.continuation.audio, base)))
         check_out_dir(out)
 
         from acr.generate import run_generate
 
         run_dir = run_generate(cfg, out=out)
-        console.result(f"wrote {len(cfg.prompts)} clip(s) to {run_dir / 'samples'}")
+        clips = "a hybrid mix and its stems" if cfg.hybrid else f"{len(cfg.prompts)} clip(s)"
+        console.result(f"wrote {clips} to {run_dir / 'samples'}")
 
     _guarded(work)
 
@@ -239,10 +265,7 @@ def finetune(
         if config is not None:
             cfg = load_config(FinetuneConfig, config, _overrides(
                 set_, {"device": ("--device", device), "epochs": ("--epochs", epochs)}))
-            data = Path(cfg.data).expanduser()
-            if not data.is_absolute():  # relative to the config file's folder
-                data = config.parent / data
-            cfg = dataclasses.replace(cfg, data=str(data.resolve()))
+            cfg = dataclasses.replace(cfg, data=_from_config_folder(cfg.data, config))
         check_out_dir(out)
 
         from acr.finetune.train import run_finetune

@@ -58,7 +58,8 @@ class _Windows:
 
     def __init__(self, loaded: LoadedModel, params: GenerationParams,
                  on_progress: Optional[Callable[[int, int], None]],
-                 on_window: Optional[Callable[[int, int], None]]):
+                 on_window: Optional[Callable[[int, int], None]], prompt_frames: int = 0):
+        self.prompt_frames = prompt_frames  # a continuation's prompt, not reported by AudioCraft
         self.overlap = int(loaded.max_duration * loaded.frame_rate) - \
             int(params.extend_stride * loaded.frame_rate)
         self.count = window_count(loaded, params)
@@ -74,35 +75,85 @@ class _Windows:
                 self.on_window(self.index, self.count)
         self.last = done
         if self.on_progress:
-            self.on_progress(done + (self.overlap if self.index > 1 else 0), total)
+            self.on_progress(done + (self.overlap if self.index > 1 else self.prompt_frames),
+                             total)
 
 
 def generate_batch(loaded: LoadedModel, prompts: list[str], params: GenerationParams, seed: int,
                    on_progress: Optional[Callable[[int, int], None]] = None,
-                   on_window: Optional[Callable[[int, int], None]] = None) -> torch.Tensor:
+                   on_window: Optional[Callable[[int, int], None]] = None,
+                   melody: Optional[tuple[torch.Tensor, int]] = None,
+                   continuation: Optional[tuple[torch.Tensor, int]] = None) -> torch.Tensor:
     """Generate one batch: returns float32 [batch, channels, samples] on the CPU.
 
     The full parameter set is passed (AudioCraft resets any argument left out) and the global RNG
     is seeded from `seed` right before sampling, so the same call gives the same audio.
     on_progress(frames done, total) follows the whole clip; on_window(index, count) marks each
-    window of a clip longer than the model's window.
+    window of a clip longer than the model's window. `melody` ([channels, samples], rate)
+    conditions every prompt on its chroma (generate_with_chroma); `continuation` (the same) is
+    the audio to continue (generate_continuation; the output includes it).
     """
     model = loaded.model
     model.set_generation_params(
         use_sampling=params.use_sampling, top_k=params.top_k, top_p=params.top_p,
         temperature=params.temperature, duration=params.duration, cfg_coef=params.cfg_coef,
         two_step_cfg=params.two_step_cfg, extend_stride=params.extend_stride)
-    tracker = _Windows(loaded, params, on_progress, on_window) if on_progress or on_window \
-        else None
+    prompt_frames = int(continuation[0].shape[-1] / continuation[1] * loaded.frame_rate) \
+        if continuation is not None else 0
+    tracker = _Windows(loaded, params, on_progress, on_window, prompt_frames) \
+        if on_progress or on_window else None
     model.set_custom_progress_callback(tracker)
     torch.manual_seed(seed)
     try:
         with torch.inference_mode():
             # audiocraft calls the custom callback only with progress=True (else it prints)
-            wav = model.generate(list(prompts), progress=tracker is not None)
+            progress = tracker is not None
+            if melody is not None:
+                wav = model.generate_with_chroma(list(prompts), [melody[0]] * len(prompts),
+                                                 melody[1], progress=progress)
+            elif continuation is not None:
+                prompt = continuation[0][None].expand(len(prompts), -1, -1)
+                wav = model.generate_continuation(prompt, continuation[1], list(prompts),
+                                                  progress=progress)
+            else:
+                wav = model.generate(list(prompts), progress=progress)
     finally:
         model.set_custom_progress_callback(None)
     return wav.detach().to("cpu", torch.float32)
+
+
+def conditioning_audio(cfg: GenerateConfig, loaded: LoadedModel) -> tuple:
+    """(melody, continuation, sidecar record) for generate_batch, read and checked up front."""
+    from acr.audio import read_wav
+
+    def read(path: str, key: str) -> tuple[torch.Tensor, int]:
+        try:
+            return read_wav(Path(path))
+        except Exception as exc:
+            raise UsageError(f"{key}: {path}: cannot read it as audio ({str(exc).splitlines()[0]})"
+                             "; give a wav, flac, ogg or mp3 file")
+
+    melody = continuation = None
+    record: dict = {}
+    if cfg.melody is not None:
+        conditioners = loaded.model.lm.condition_provider.conditioners
+        if "self_wav" not in conditioners:
+            raise UsageError(f"melody: model {cfg.model!r} has no melody (chroma) conditioning; "
+                             "use musicgen-melody or another melody model")
+        melody = read(cfg.melody, "melody")
+        record["melody"] = {"audio": cfg.melody, "seconds": round(melody[0].shape[-1] /
+                                                                  melody[1], 3)}
+    if cfg.continuation is not None:
+        wav, rate = read(cfg.continuation.audio, "continuation.audio")
+        if cfg.continuation.prompt_seconds >= cfg.params.duration:
+            raise UsageError(f"continuation.prompt_seconds: {cfg.continuation.prompt_seconds:g} "
+                             f"must be below params.duration ({cfg.params.duration:g} s): the "
+                             "output includes the prompt")
+        wav = wav[:, : int(cfg.continuation.prompt_seconds * rate)]
+        continuation = (wav, rate)
+        record["continuation"] = {"audio": cfg.continuation.audio,
+                                  "prompt_seconds": round(wav.shape[-1] / rate, 3)}
+    return melody, continuation, record
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -132,9 +183,14 @@ def write_sample(path: Path, wav: torch.Tensor, sample_rate: int, sidecar: dict,
 def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | None = None
                  ) -> Path:
     """The `acr generate` recipe. Returns the run folder."""
+    if cfg.hybrid is not None:
+        from acr.hybrid import run_hybrid
+
+        return run_hybrid(cfg, out, argv)
     # setup: everything that can be wrong is found before the run folder exists
     loaded = load_model(cfg.model, cfg.device)
     params = resolve_params(cfg.params, loaded)
+    melody, continuation, conditioning = conditioning_audio(cfg, loaded)
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     cfg = dataclasses.replace(cfg, params=params, seed=seed, device=loaded.device)
     run = start_run("generate", cfg.name, dump_yaml(to_dict(cfg)), seed, loaded.device,
@@ -156,7 +212,7 @@ def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] |
         with console.progress("generating", frames) as update:
             wav = generate_batch(loaded, cfg.prompts, params, seed,
                                  on_progress=lambda done, total: update(min(done, frames)),
-                                 on_window=window)
+                                 on_window=window, melody=melody, continuation=continuation)
         seconds = time.perf_counter() - start
         run.event("generate.batch.end", seconds=round(seconds, 3), shape=list(wav.shape))
         # write: one WAV and sidecar per prompt
@@ -167,7 +223,7 @@ def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] |
                        "model_source": loaded.spec.source, "family": loaded.family,
                        "parameters": to_dict(params), "seed": seed, "batch_index": index,
                        "batch_size": len(cfg.prompts), "generation_seconds": round(seconds, 3),
-                       "acr_version": __version__}
+                       **conditioning, "acr_version": __version__}
             record = write_sample(run.dir / "samples" / f"{sample_id}.wav", clip,
                                   loaded.sample_rate, sidecar, cfg.sample_format,
                                   cfg.loudness_lufs)

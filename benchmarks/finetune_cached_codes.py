@@ -25,6 +25,7 @@ def main() -> None:
 
     import torch
 
+    from acr.audio import load_resampled
     from acr.config import FinetuneConfig, flag_item, load_config
     from acr.experiment import Dist
     from acr.finetune import adapters, codes, data
@@ -70,7 +71,7 @@ def main() -> None:
             for first in range(0, len(segments) - 3, 4):
                 batch = []
                 for file, segment in segments[first:first + 4]:
-                    wav = codes.load_audio(file.path, loaded.sample_rate, loaded.channels)
+                    wav = load_resampled(file.path, loaded.sample_rate, loaded.channels)
                     begin = int(segment.start * loaded.sample_rate)
                     piece = torch.nn.functional.pad(wav[:, begin:begin + length],
                                                     (0, max(0, length - wav[:, begin:].shape[-1])))

@@ -84,7 +84,7 @@ def test_generate_bad_yaml_exits_2_and_writes_nothing(acr, in_tmp):
 def test_generate_without_prompts_is_a_usage_error(acr, in_tmp):
     result = acr("generate", "--model", "tiny-musicgen")
     assert result.exit_code == 2
-    assert "(command line): prompts: missing required key" in result.stderr
+    assert "(command line): prompts: missing required key: at least one prompt" in result.stderr
     assert list(in_tmp.iterdir()) == []
 
 

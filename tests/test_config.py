@@ -70,7 +70,7 @@ def test_out_of_range(tmp_path):
 
 def test_missing_required_key(tmp_path):
     assert problems(tmp_path, "model: tiny-musicgen\n") == [
-        "F:1:1: prompts: missing required key: Text prompts; generated together as one batch."]
+        "F:1:1: prompts: missing required key: at least one prompt (or a `hybrid` section)"]
 
 
 def test_empty_file_reports_missing_prompts(tmp_path):
@@ -79,7 +79,8 @@ def test_empty_file_reports_missing_prompts(tmp_path):
 
 
 def test_empty_list_and_empty_prompt(tmp_path):
-    assert problems(tmp_path, "prompts: []\n") == ["F:1:10: prompts: needs at least 1 item(s)"]
+    assert problems(tmp_path, "prompts: []\n") == [
+        "F:1:10: prompts: missing required key: at least one prompt (or a `hybrid` section)"]
     assert problems(tmp_path, "prompts: ['ok', '  ']\n") == [
         "F:1:17: prompts[1]: must not be empty"]
 

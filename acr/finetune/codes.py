@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from acr.audio import load_resampled
 from acr.finetune.data import AudioFile, Segment, frames, segments_of
 from acr.runs import file_digest
 
@@ -32,25 +33,10 @@ def compression_fingerprint(model) -> str:
     return digest.hexdigest()[:16]
 
 
-def load_audio(path: Path, sample_rate: int, channels: int) -> torch.Tensor:
-    """A file as float32 [channels, samples] at the model's rate and channel count."""
-    import soundfile as sf
-    import torchaudio.functional as F
-
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    wav = torch.from_numpy(data.T.copy())
-    if rate != sample_rate:
-        wav = F.resample(wav, rate, sample_rate)
-    if wav.shape[0] != channels:
-        wav = wav.mean(dim=0, keepdim=True) if channels == 1 else \
-            wav[:1].expand(channels, -1).clone() if wav.shape[0] == 1 else wav[:channels]
-    return wav
-
-
 def encode_segments(loaded, file: AudioFile, seconds: float) -> list[torch.Tensor]:
     """Codes [K, T] of each segment of `file` (padded segments are encoded with zeros)."""
     model = loaded.model
-    wav = load_audio(file.path, loaded.sample_rate, loaded.channels)
+    wav = load_resampled(file.path, loaded.sample_rate, loaded.channels)
     length = int(round(seconds * loaded.sample_rate))
     batch = []
     for segment in segments_of(file, seconds):

@@ -1,0 +1,151 @@
+"""Hybrid music + sound effects: two models, one mix, done properly.
+
+The naive blend (`music * a + sfx * (1 - a)`) ignores that MusicGen runs at 32 kHz and AudioGen
+at 16 kHz, that lengths differ and that levels differ. Here both stems are resampled to one
+rate, matched in length (trim, pad or loop), matched in integrated loudness, weighted by
+`blend` (so they sit 20 log10(blend / (1 - blend)) dB apart), summed and limited; the limiter's
+gain applies to the stems too, so the written stems add up to the mix exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from acr import __version__, console
+from acr.audio import integrated_loudness, normalize_loudness
+from acr.config import GenerateConfig, Hybrid, dump_yaml, to_dict
+from acr.errors import UsageError
+
+DEFAULT_MODELS = {"music": "musicgen-small", "sfx": "audiogen-medium"}
+FAMILIES = {"music": "musicgen", "sfx": "audiogen"}
+LOOKAHEAD_SECONDS = 0.005
+
+
+def match_length(a: torch.Tensor, b: torch.Tensor, policy: str
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two [channels, samples] stems at one length: trim to the shorter, pad the shorter with
+    silence, or loop the shorter up to the longer."""
+    length = min(a.shape[-1], b.shape[-1]) if policy == "trim" else max(a.shape[-1], b.shape[-1])
+
+    def fit(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] >= length:
+            return x[..., :length]
+        if policy == "pad":
+            return torch.nn.functional.pad(x, (0, length - x.shape[-1]))
+        return x.repeat(1, math.ceil(length / x.shape[-1]))[..., :length]  # loop
+
+    return fit(a), fit(b)
+
+
+def limiter_gain(mix: torch.Tensor, ceiling_db: float, rate: int) -> torch.Tensor:
+    """A smooth gain [samples] that keeps every sample of `mix` at or below the ceiling.
+
+    Minimum filter, then a box average over the same radius (5 ms look-ahead and release): each
+    average includes the sample's own minimum, so the smoothed gain never exceeds what the sample
+    needs, and no peak gets through."""
+    ceiling = 10 ** (ceiling_db / 20)
+    peak = mix.abs().amax(dim=0)
+    needed = torch.clamp(ceiling / peak.clamp_min(1e-12), max=1.0)
+    radius = max(1, int(LOOKAHEAD_SECONDS * rate))
+    padded = torch.nn.functional.pad(needed[None, None], (radius, radius), value=1.0)
+    minimum = -torch.nn.functional.max_pool1d(-padded, 2 * radius + 1, stride=1)
+    minimum = torch.nn.functional.pad(minimum, (radius, radius), value=1.0)
+    smooth = torch.nn.functional.avg_pool1d(minimum, 2 * radius + 1, stride=1)[0, 0]
+    return torch.minimum(smooth, needed)  # exactness against float rounding
+
+
+def mix_stems(music: torch.Tensor, music_rate: int, sfx: torch.Tensor, sfx_rate: int,
+              recipe: Hybrid) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, dict]:
+    """(mix, music stem, sfx stem, rate, record) from the two generated clips."""
+    import torchaudio.functional as F
+
+    rate = recipe.sample_rate or max(music_rate, sfx_rate)
+    music = F.resample(music, music_rate, rate) if music_rate != rate else music
+    sfx = F.resample(sfx, sfx_rate, rate) if sfx_rate != rate else sfx
+    channels = max(music.shape[0], sfx.shape[0])
+    music, sfx = (x.expand(channels, -1) if x.shape[0] == 1 else x for x in (music, sfx))
+    lengths = {"music": music.shape[-1] / rate, "sfx": sfx.shape[-1] / rate}
+    music, sfx = match_length(music, sfx, recipe.length)
+    music, music_norm = normalize_loudness(music, rate, recipe.stem_lufs)
+    sfx, sfx_norm = normalize_loudness(sfx, rate, recipe.stem_lufs)
+    music, sfx = music * (2 * recipe.blend), sfx * (2 * (1 - recipe.blend))
+    gain = limiter_gain(music + sfx, recipe.ceiling_db, rate)
+    music, sfx = music * gain, sfx * gain
+    mix = music + sfx
+    record = {"sample_rate": rate, "length_policy": recipe.length, "stem_seconds": lengths,
+              "mix_seconds": mix.shape[-1] / rate, "blend": recipe.blend,
+              "stem_lufs_target": recipe.stem_lufs,
+              "stem_gain_db": {"music": music_norm["gain_db"], "sfx": sfx_norm["gain_db"]},
+              "blend_gain_db": {"music": 20 * math.log10(2 * recipe.blend),
+                                "sfx": 20 * math.log10(2 * (1 - recipe.blend))},
+              "limiter": {"ceiling_db": recipe.ceiling_db,
+                          "max_reduction_db": round(-20 * math.log10(float(gain.min())), 3),
+                          "share_limited": round(float((gain < 1 - 1e-6).float().mean()), 4)},
+              "mix_lufs": integrated_loudness(mix, rate)}
+    return mix, music, sfx, rate, record
+
+
+def run_hybrid(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | None = None
+               ) -> Path:
+    """`acr generate` with a `hybrid:` section: generate both stems, mix, write all three."""
+    import secrets
+
+    from acr.generate import generate_batch, resolve_params, slug, write_sample
+    from acr.models import device_name, load_model
+    from acr.runs import start_run
+
+    recipe = cfg.hybrid
+    assert recipe is not None
+    parts = {}
+    for stem in ("music", "sfx"):  # setup: both models load before anything is written
+        part = getattr(recipe, stem)
+        name = part.model or DEFAULT_MODELS[stem]
+        loaded = load_model(name, cfg.device)
+        if loaded.family != FAMILIES[stem]:
+            raise UsageError(f"hybrid.{stem}.model: {name!r} is a {loaded.family} model; the "
+                             f"{stem} stem needs a {FAMILIES[stem]} model")
+        params = dataclasses.replace(cfg.params, duration=part.duration or cfg.params.duration,
+                                     extend_stride=None)
+        parts[stem] = (name, part.prompt, loaded,
+                       resolve_params(params, loaded, f"hybrid.{stem}"))
+    seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
+    recipe = dataclasses.replace(recipe, **{stem: dataclasses.replace(
+        getattr(recipe, stem), model=parts[stem][0],
+        duration=parts[stem][3].duration) for stem in parts})
+    cfg = dataclasses.replace(cfg, hybrid=recipe, seed=seed, device=parts["music"][2].device)
+    run = start_run("generate", cfg.name, dump_yaml(to_dict(cfg)), seed, cfg.device,
+                    device_name(cfg.device), out=out, argv=argv)
+    console.info(f"run folder: {run.dir}")
+    with run.marked_on_error():
+        clips, seconds = {}, {}
+        for offset, (stem, (name, prompt, loaded, params)) in enumerate(parts.items()):
+            console.info(f"{stem}: {name} ({loaded.sample_rate} Hz), {params.duration:g} s: "
+                         f"{prompt!r}")
+            start = time.perf_counter()
+            clips[stem] = generate_batch(loaded, [prompt], params, seed + offset)[0]
+            seconds[stem] = round(time.perf_counter() - start, 3)
+            run.event("hybrid.stem", stem=stem, model=name, seconds=seconds[stem])
+        mix, music, sfx, rate, record = mix_stems(
+            clips["music"], parts["music"][2].sample_rate, clips["sfx"],
+            parts["sfx"][2].sample_rate, recipe)
+        sample_id = f"0-{slug(parts['music'][1])}"
+        base = {"id": sample_id, "acr_version": __version__,
+                "hybrid": {**record, **{stem: {"model": parts[stem][0], "prompt": parts[stem][1],
+                                               "seed": seed + i,
+                                               "parameters": to_dict(parts[stem][3]),
+                                               "generation_seconds": seconds[stem]}
+                                        for i, stem in enumerate(parts)}}}
+        folder = run.dir / "samples"
+        write_sample(folder / f"{sample_id}.music.wav", music, rate,
+                     {"id": f"{sample_id}.music", "stem_of": sample_id}, cfg.sample_format)
+        write_sample(folder / f"{sample_id}.sfx.wav", sfx, rate,
+                     {"id": f"{sample_id}.sfx", "stem_of": sample_id}, cfg.sample_format)
+        write_sample(folder / f"{sample_id}.wav", mix, rate, base, cfg.sample_format)
+    run.finish("completed", audio_seconds=round(mix.shape[-1] / rate, 3))
+    console.info(f"mix {mix.shape[-1] / rate:.1f} s at {rate} Hz; limiter reduced at most "
+                 f"{record['limiter']['max_reduction_db']:.1f} dB")
+    return run.dir

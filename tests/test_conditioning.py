@@ -1,0 +1,92 @@
+"""Continuation (real, on tiny-musicgen) and melody conditioning (plumbing and errors offline;
+the real path with musicgen-melody weights runs where they are cached)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from acr import models
+from acr.audio import load_resampled, read_wav
+from synth import progression, write
+
+
+@pytest.fixture
+def prompt_file(in_tmp):
+    chords = progression([[60, 64, 67], [65, 69, 72], [67, 71, 74]], 44100)
+    return write(in_tmp / "audio/prompt.wav", np.stack([chords, chords]), 44100)  # 3 s stereo
+
+
+def test_continuation_keeps_the_prompt_and_continues(acr, in_tmp, prompt_file):
+    result = acr("generate", "--model", "tiny-musicgen", "-p", "more chords", "--continue-from",
+                 prompt_file, "--prompt-seconds", "1", "--duration", "2", "--seed", "1",
+                 "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    out, rate = read_wav(in_tmp / "R/samples/0-more-chords.wav")
+    assert rate == 32000 and out.shape == (1, 64000)
+    # the output opens with the prompt as the model's codec reproduces it
+    codec = models.load_model("tiny-musicgen", "cpu").model.compression_model
+    prompt = load_resampled(prompt_file, 32000, 1)[:, :32000]
+    with torch.no_grad():
+        reference = codec.decode(codec.encode(prompt[None])[0])[0]
+    assert float((out[:, :24000] - reference[:, :24000]).abs().max()) < 1e-4
+    side = json.loads((in_tmp / "R/samples/0-more-chords.json").read_text())
+    assert side["continuation"] == {"audio": str(prompt_file.resolve()), "prompt_seconds": 1.0}
+    assert "generating: 100/100" in result.stderr.splitlines()
+
+
+def test_continuation_paths_resolve_against_the_config_folder(acr, in_tmp, prompt_file):
+    (in_tmp / "audio/c.yaml").write_text("model: tiny-musicgen\nprompts: [x]\ndevice: cpu\n"
+                                         "params: {duration: 2}\n"
+                                         "continuation: {audio: prompt.wav, prompt_seconds: 1}\n")
+    result = acr("generate", in_tmp / "audio/c.yaml", "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    side = json.loads((in_tmp / "R/samples/0-x.json").read_text())
+    assert side["continuation"]["audio"] == str(prompt_file.resolve())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--continue-from", "audio/prompt.wav", "--prompt-seconds", "2", "--duration", "2"],
+     "continuation.prompt_seconds: 2 must be below params.duration (2 s)"),
+    (["--continue-from", "audio/missing.wav", "--duration", "2"],
+     "continuation.audio: "),
+    (["--melody", "audio/prompt.wav"],
+     "--melody: melody: model 'tiny-musicgen' has no melody (chroma) conditioning; use one of: "
+     "musicgen-melody"),
+    (["--melody", "audio/prompt.wav", "--continue-from", "audio/prompt.wav"],
+     "continuation and melody do not go together"),
+])
+def test_conditioning_errors_exit_2_without_a_run(acr, in_tmp, prompt_file, args, message):
+    result = acr("generate", "--model", "tiny-musicgen", "-p", "x", *args, "--out", "R")
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+    assert not (in_tmp / "R").exists()
+
+
+def test_melody_on_a_folder_model_without_chroma_is_refused_after_loading(acr, in_tmp,
+                                                                          prompt_file):
+    folder = models.ensure_tiny_model("tiny-musicgen")
+    result = acr("generate", "--model", folder, "-p", "x", "--melody", prompt_file,
+                 "--out", "R")
+    assert result.exit_code == 2
+    assert f"melody: model '{folder}' has no melody (chroma) conditioning" in result.stderr
+    assert not (in_tmp / "R").exists()
+
+
+def _melody_weights_cached() -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache("facebook/musicgen-melody", "state_dict.bin"), str)
+
+
+@pytest.mark.weights
+@pytest.mark.skipif(not _melody_weights_cached(), reason="needs facebook/musicgen-melody in the "
+                    "Hugging Face cache (and demucs for the stems)")
+def test_melody_conditioning_with_real_weights(acr, in_tmp, prompt_file):
+    result = acr("generate", "--model", "musicgen-melody", "-p", "piano cover", "--melody",
+                 prompt_file, "--duration", "3", "--seed", "1", "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    out, rate = read_wav(in_tmp / "R/samples/0-piano-cover.wav")
+    assert rate == 32000 and out.shape[-1] == 3 * 32000
+    side = json.loads((in_tmp / "R/samples/0-piano-cover.json").read_text())
+    assert side["melody"]["seconds"] == 3.0
