@@ -42,6 +42,7 @@ class Sample:
     prompt_index: int
     sample_index: int
     prompt: str
+    pair: tuple[str, str] | None = None  # (music, sfx) prompts of a hybrid experiment
 
     @property
     def path(self) -> str:
@@ -73,7 +74,14 @@ def model_dirnames(models: list[str]) -> dict[str, str]:
 def expand(cfg: ExperimentConfig) -> list[Sample]:
     """The sample table: model x parameter set x prompt set x prompt x sample, in that order."""
     dirs = model_dirnames(cfg.model_names)
-    return [Sample(f"{dirs[model]}/{pset}/{pname}/{pi}-{si}", model, pset, pname, pi, si, prompt)
+
+    def text(prompt) -> tuple[str, tuple[str, str] | None]:
+        if isinstance(prompt, str):
+            return prompt, None
+        return f"{prompt.music} + {prompt.sfx}", (prompt.music, prompt.sfx)
+
+    return [Sample(f"{dirs[model]}/{pset}/{pname}/{pi}-{si}", model, pset, pname, pi, si,
+                   *text(prompt))
             for model in cfg.model_names
             for pset in cfg.parameter_sets
             for pname, prompts in cfg.prompt_sets.items()
@@ -243,9 +251,16 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
     assert cfg is not None
     device = resolve_device(rank_device(cfg.device, dist_info))
     samples = expand(cfg)
-    first = load_model(cfg.model_names[0], device)
-    params = {name: resolve_params(p, first, f"parameter_sets.{name}")
-              for name, p in cfg.parameter_sets.items()}
+    if cfg.hybrid is not None:  # both stem models load (and are checked) up front
+        first = hybrid_models(cfg, device)
+        params = {name: {stem: resolve_params(stem_params(cfg, p, stem), loaded,
+                                              f"parameter_sets.{name}")
+                         for stem, loaded in first.items()}
+                  for name, p in cfg.parameter_sets.items()}
+    else:
+        first = load_model(cfg.model_names[0], device)
+        params = {name: resolve_params(p, first, f"parameter_sets.{name}")
+                  for name, p in cfg.parameter_sets.items()}
     group_size = len(samples) // (len(cfg.model_names) * len(cfg.parameter_sets))
     lock = None
     if dist_info.main:
@@ -324,6 +339,13 @@ def _loop(run: Any, cfg: ExperimentConfig, device: str, first: Any, params: dict
         finished = done_before
         update(finished)
         for batch in todo:
+            if cfg.hybrid is not None:
+                written = _run_hybrid_batch(run, cfg, first, batch, params[batch.parameter_set],
+                                            dist_info)
+                new_samples, new_audio = new_samples + len(written), new_audio + sum(written)
+                finished += len(batch.samples)
+                update(finished)
+                continue
             loaded = load_model(batch.model, device)
             batch_params = params[batch.parameter_set] if loaded is first else \
                 resolve_params(cfg.parameter_sets[batch.parameter_set], loaded,
@@ -333,6 +355,62 @@ def _loop(run: Any, cfg: ExperimentConfig, device: str, first: Any, params: dict
             finished += len(batch.samples)
             update(finished)
     return new_samples, new_audio
+
+
+def hybrid_models(cfg: ExperimentConfig, device: str) -> dict:
+    from acr.hybrid import load_stem_model
+
+    return {stem: load_stem_model(stem, getattr(cfg.hybrid, f"{stem}_model"), device,
+                                  f"hybrid.{stem}_model") for stem in ("music", "sfx")}
+
+
+def stem_params(cfg: ExperimentConfig, params: Any, stem: str) -> Any:
+    """A parameter set for one stem: the effects may have their own duration."""
+    if stem == "sfx" and cfg.hybrid.sfx_duration is not None:
+        return dataclasses.replace(params, duration=cfg.hybrid.sfx_duration, extend_stride=None)
+    return dataclasses.replace(params, extend_stride=params.extend_stride)
+
+
+def _run_hybrid_batch(run: Any, cfg: ExperimentConfig, models: dict, batch: Batch,
+                      params: dict, dist_info: Dist) -> list[float]:
+    """Both stems of a batch of pairs (music seeded from the batch, effects from the batch and
+    'sfx'), mixed pair by pair with the parameter set's blend."""
+    from acr.generate import generate_batch
+    from acr.hybrid import mix_stems, write_mix
+
+    event = lambda kind, **f: run.event(kind, batch=batch.index, rank=dist_info.rank, **f)  # noqa
+    event("batch.start", size=len(batch.samples), seed=batch.seed)
+    started = time.perf_counter()
+    seeds = {"music": batch.seed, "sfx": batch_seed(batch.seed, "sfx")}
+    clips = {stem: generate_batch(models[stem], [s.pair[i] for s in batch.samples],
+                                  params[stem], seeds[stem])
+             for i, stem in enumerate(("music", "sfx"))}
+    seconds = time.perf_counter() - started
+    blend = cfg.parameter_sets[batch.parameter_set].blend or cfg.hybrid.blend
+    recipe = dataclasses.replace(cfg.hybrid, blend=blend)
+    written = []
+    for i, sample in enumerate(batch.samples):
+        if is_done(run.dir, sample):
+            continue
+        mix, music, sfx, rate, record = mix_stems(clips["music"][i], models["music"].sample_rate,
+                                                  clips["sfx"][i], models["sfx"].sample_rate,
+                                                  recipe)
+        stems = {stem: {"model": getattr(cfg.hybrid, f"{stem}_model"), "prompt": sample.pair[j],
+                        "seed": seeds[stem], "parameters": to_dict(params[stem])}
+                 for j, stem in enumerate(("music", "sfx"))}
+        sidecar = {"id": sample.id, "prompt": sample.prompt, "model": "hybrid",
+                   "parameter_set": sample.parameter_set, "prompt_set": sample.prompt_set,
+                   "prompt_index": sample.prompt_index, "sample_index": sample.sample_index,
+                   "parameters": to_dict(params["music"]), "seed": batch.seed,
+                   "batch_index": batch.index, "batch_size": len(batch.samples),
+                   "batch_seconds": round(seconds, 4),
+                   "generation_seconds": round(seconds / len(batch.samples), 4),
+                   "hybrid": {**record, **stems}, "acr_version": __version__}
+        path = run.dir / sample.path
+        written.append(write_mix(path.parent, path.stem, mix, music, sfx, rate, sidecar,
+                                 cfg.sample_format)["duration"])
+    event("batch.end", seconds=round(seconds, 3))
+    return written
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -406,7 +484,8 @@ def write_manifest(run_dir: Path, cfg: ExperimentConfig, samples: list[Sample],
         "name": cfg.name, "description": cfg.description, "complete": complete,
         "config": {"models": cfg.model_names, "parameter_sets": {
             k: to_dict(v) for k, v in cfg.parameter_sets.items()},
-            "prompt_sets": cfg.prompt_sets, "samples_per_prompt": cfg.samples_per_prompt,
+            "prompt_sets": to_dict(cfg)["prompt_sets"],
+            "samples_per_prompt": cfg.samples_per_prompt,
             "seed": cfg.seed},
         "findings": read_findings(run_dir),
         "samples": rows,

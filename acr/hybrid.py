@@ -89,13 +89,35 @@ def mix_stems(music: torch.Tensor, music_rate: int, sfx: torch.Tensor, sfx_rate:
     return mix, music, sfx, rate, record
 
 
+def load_stem_model(stem: str, name: str, device: str, where: str):
+    """The model of a stem, checked to be of the right family (UsageError naming it)."""
+    from acr.models import load_model
+
+    loaded = load_model(name, device)
+    if loaded.family != FAMILIES[stem]:
+        raise UsageError(f"{where}: {name!r} is a {loaded.family} model; the {stem} stem needs "
+                         f"a {FAMILIES[stem]} model")
+    return loaded
+
+
+def write_mix(folder: Path, sample_id: str, mix: torch.Tensor, music: torch.Tensor,
+              sfx: torch.Tensor, rate: int, sidecar: dict, sample_format: str) -> dict:
+    """The mix (with the recipe in its sidecar) and both stems as they sit in it."""
+    from acr.generate import write_sample
+
+    for stem, audio in (("music", music), ("sfx", sfx)):
+        write_sample(folder / f"{sample_id}.{stem}.wav", audio, rate,
+                     {"id": f"{sample_id}.{stem}", "stem_of": sample_id}, sample_format)
+    return write_sample(folder / f"{sample_id}.wav", mix, rate, sidecar, sample_format)
+
+
 def run_hybrid(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | None = None
                ) -> Path:
     """`acr generate` with a `hybrid:` section: generate both stems, mix, write all three."""
     import secrets
 
-    from acr.generate import generate_batch, resolve_params, slug, write_sample
-    from acr.models import device_name, load_model
+    from acr.generate import generate_batch, resolve_params, slug
+    from acr.models import device_name
     from acr.runs import start_run
 
     recipe = cfg.hybrid
@@ -104,10 +126,7 @@ def run_hybrid(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | N
     for stem in ("music", "sfx"):  # setup: both models load before anything is written
         part = getattr(recipe, stem)
         name = part.model or DEFAULT_MODELS[stem]
-        loaded = load_model(name, cfg.device)
-        if loaded.family != FAMILIES[stem]:
-            raise UsageError(f"hybrid.{stem}.model: {name!r} is a {loaded.family} model; the "
-                             f"{stem} stem needs a {FAMILIES[stem]} model")
+        loaded = load_stem_model(stem, name, cfg.device, f"hybrid.{stem}.model")
         params = dataclasses.replace(cfg.params, duration=part.duration or cfg.params.duration,
                                      extend_stride=None)
         parts[stem] = (name, part.prompt, loaded,
@@ -139,12 +158,7 @@ def run_hybrid(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | N
                                                "parameters": to_dict(parts[stem][3]),
                                                "generation_seconds": seconds[stem]}
                                         for i, stem in enumerate(parts)}}}
-        folder = run.dir / "samples"
-        write_sample(folder / f"{sample_id}.music.wav", music, rate,
-                     {"id": f"{sample_id}.music", "stem_of": sample_id}, cfg.sample_format)
-        write_sample(folder / f"{sample_id}.sfx.wav", sfx, rate,
-                     {"id": f"{sample_id}.sfx", "stem_of": sample_id}, cfg.sample_format)
-        write_sample(folder / f"{sample_id}.wav", mix, rate, base, cfg.sample_format)
+        write_mix(run.dir / "samples", sample_id, mix, music, sfx, rate, base, cfg.sample_format)
     run.finish("completed", audio_seconds=round(mix.shape[-1] / rate, 3))
     console.info(f"mix {mix.shape[-1] / rate:.1f} s at {rate} Hz; limiter reduced at most "
                  f"{record['limiter']['max_reduction_db']:.1f} dB")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from acr.config import (ExperimentConfig, FinetuneConfig, GenerateConfig, GenerationParams, describe, flag_item,
+from acr.config import (ExperimentConfig, ExperimentParams, FinetuneConfig, GenerateConfig, GenerationParams, describe, flag_item,
                         load_config, parse_set)
 from acr.errors import UsageError
 
@@ -207,8 +207,8 @@ def test_empty_parameter_set_takes_the_defaults(tmp_path):
     path.write_text(EXPERIMENT.replace("{base: {}}", "\n  base:\n  hot: {temperature: 2}")
                     + "defaults: {duration: 3}\n")
     cfg = load_config(ExperimentConfig, path)
-    assert cfg.parameter_sets["base"] == GenerationParams(duration=3.0)
-    assert cfg.parameter_sets["hot"] == GenerationParams(duration=3.0, temperature=2.0)
+    assert cfg.parameter_sets["base"] == ExperimentParams(duration=3.0)
+    assert cfg.parameter_sets["hot"] == ExperimentParams(duration=3.0, temperature=2.0)
 
 
 def test_set_names_must_be_folder_safe(tmp_path):

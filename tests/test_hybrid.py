@@ -90,3 +90,67 @@ def test_hybrid_config_errors(acr, in_tmp):
     assert result.exit_code == 2
     assert "hybrid.sfx.model: 'tiny-musicgen' is a musicgen model" in result.stderr
     assert not (in_tmp / "R").exists()
+
+
+EXPERIMENT = """\
+name: hybrid-grid
+seed: 3
+device: cpu
+batch_size: 2
+defaults: {duration: 2.0}
+hybrid: {music_model: tiny-musicgen, sfx_model: tiny-audiogen, sfx_duration: 1.0,
+         length: loop, stem_lufs: -30.0}
+prompt_sets:
+  night: [{music: lo-fi piano, sfx: rain}, {music: ambient pad, sfx: crickets}]
+parameter_sets:
+  music_up: {blend: 0.8}
+  even: {blend: 0.5}
+analyze: true
+"""
+
+
+def test_hybrid_experiment_blends_as_parameter_sets(acr, in_tmp):
+    (in_tmp / "h.yaml").write_text(EXPERIMENT)
+    result = acr("experiment", "h.yaml", "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    for pset, blend in (("music_up", 0.8), ("even", 0.5)):
+        for index in (0, 1):
+            base = in_tmp / "R/samples/hybrid" / pset / "night" / f"{index}-0"
+            mix, rate = read_wav(base.with_suffix(".wav"))
+            music, _ = read_wav(base.with_name(f"{index}-0.music.wav"))
+            sfx, _ = read_wav(base.with_name(f"{index}-0.sfx.wav"))
+            assert rate == 32000 and mix.shape == (1, 64000)
+            assert torch.allclose(mix, music + sfx, atol=1e-4)  # pcm16 stems and mix
+            difference = integrated_loudness(music, rate) - integrated_loudness(sfx, rate)
+            assert difference == pytest.approx(20 * math.log10(blend / (1 - blend)), abs=0.3)
+            side = json.loads(base.with_suffix(".json").read_text())
+            assert side["hybrid"]["blend"] == blend and side["hybrid"]["sfx"]["prompt"] in (
+                "rain", "crickets")
+    manifest = json.loads((in_tmp / "R/experiment.json").read_text())
+    assert manifest["totals"]["samples"] == 4
+    assert manifest["samples"][0]["prompt"] == "lo-fi piano + rain"
+    rows = (in_tmp / "R/analysis/metrics.csv").read_text().splitlines()
+    assert len(rows) == 5 and not any(".music.wav" in r or ".sfx.wav" in r for r in rows)
+
+
+@pytest.mark.parametrize("change, message", [
+    (("hybrid: {music_model", "model: tiny-musicgen\nhybrid: {music_model"),
+     "hybrid: a hybrid experiment names its models"),
+    (("[{music: lo-fi piano, sfx: rain}, ", "[plain prompt, "),
+     "prompt_sets.night[0]: a hybrid experiment needs {music: ..., sfx: ...} pairs"),
+    (("hybrid: {music_model: tiny-musicgen, sfx_model: tiny-audiogen, sfx_duration: 1.0,\n"
+      "         length: loop, stem_lufs: -30.0}\n", "model: tiny-musicgen\n"),
+     "music/effects pairs need a `hybrid:` section"),
+])
+def test_hybrid_experiment_config_errors(acr, in_tmp, change, message):
+    (in_tmp / "h.yaml").write_text(EXPERIMENT.replace(*change))
+    result = acr("validate", in_tmp / "h.yaml")
+    assert result.exit_code == 2 and message in result.stderr, result.stderr
+
+
+def test_blend_without_hybrid_is_an_error(acr, in_tmp):
+    (in_tmp / "e.yaml").write_text("name: e\nmodel: tiny-musicgen\nprompt_sets: {a: [x]}\n"
+                                   "parameter_sets: {mix: {blend: 0.7}}\n")
+    result = acr("validate", in_tmp / "e.yaml")
+    assert result.exit_code == 2
+    assert "parameter_sets.mix.blend: blend needs a `hybrid:` section" in result.stderr

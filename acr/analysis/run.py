@@ -109,9 +109,11 @@ def discover(root: Path, skip: Path | None = None) -> list[Clip]:
         if sidecar.is_file():
             try:
                 data = json.loads(sidecar.read_text(encoding="utf-8"))
-                groups.update({c: data.get(c) for c in GROUP_COLUMNS if c in data})
             except (OSError, ValueError):
-                pass
+                data = {}
+            if data.get("stem_of"):
+                continue  # a stem of a hybrid mix: the mix is the clip analysed
+            groups.update({c: data.get(c) for c in GROUP_COLUMNS if c in data})
         clips.append(Clip(path, rel.as_posix(), groups))
     models = {c.groups["model"] for c in clips}
     for clip in clips:  # a setting: the parameter set, with the model when there are several
