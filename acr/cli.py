@@ -80,6 +80,19 @@ def _from_config_folder(path: str, config: Optional[Path]) -> str:
     return str(resolved.resolve())
 
 
+def _resolve_prompt_paths(prompt: Any, config: Optional[Path]) -> Any:
+    """A prompt-set item with its melody / continuation path made absolute."""
+    import dataclasses
+
+    if isinstance(prompt, str) or not hasattr(prompt, "text"):
+        return prompt
+    melody = _from_config_folder(prompt.melody, config) if prompt.melody else None
+    continuation = dataclasses.replace(
+        prompt.continuation, audio=_from_config_folder(prompt.continuation.audio, config)) \
+        if prompt.continuation else None
+    return dataclasses.replace(prompt, melody=melody, continuation=continuation)
+
+
 SET_HELP = "Override a config key, e.g. --set params.temperature=1.2 (repeatable)."
 OUT_HELP = "Run folder to create (must be new or empty) [default: experiments/<name>/<time>-<id>]."
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
@@ -186,6 +199,8 @@ def experiment_run(
 ) -> None:
     """Run an experiment grid (or resume one) and write experiment.json with every sample."""
     def work() -> None:
+        import dataclasses
+
         from acr.config import ExperimentConfig, load_config, parse_set
         from acr.runs import check_out_dir
 
@@ -199,6 +214,10 @@ def experiment_run(
         if batch_size is not None:
             overrides.append(parse_set(f"batch_size={batch_size}"))
         cfg = load_config(ExperimentConfig, config, overrides) if config is not None else None
+        if cfg is not None:  # conditioning audio paths: relative to the config file's folder
+            cfg = dataclasses.replace(cfg, prompt_sets={
+                name: [_resolve_prompt_paths(p, config) for p in prompts]
+                for name, prompts in cfg.prompt_sets.items()})
         check_out_dir(out)
 
         from acr.experiment import run_experiment

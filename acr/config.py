@@ -175,6 +175,17 @@ class HybridPrompt:
 
 
 @dataclass
+class ConditionedPrompt:
+    """A prompt-set item with melody or continuation conditioning."""
+
+    text: str = opt(MISSING, "The text prompt.", validate=nonempty)
+    melody: Optional[str] = opt(None, "Audio whose melody conditions this prompt (melody "
+                                "models only); relative to the config file's folder.",
+                                validate=nonempty)
+    continuation: Optional[Continuation] = opt(None, "Audio this prompt continues.")
+
+
+@dataclass
 class ExperimentParams(GenerationParams):
     """Generation parameters, plus the blend of hybrid experiments."""
 
@@ -260,9 +271,10 @@ class ExperimentConfig:
 
     name: str = opt(MISSING, "Experiment name: runs go to experiments/<name>/<timestamp>-<id>/.",
                     pattern=NAME_PATTERN, pattern_help=NAME_HELP)
-    prompt_sets: dict[str, list[Union[str, HybridPrompt]]] = opt(
-        MISSING, "Named lists of prompts, e.g. joy: [...], sadness: [...] (in a hybrid "
-        "experiment, {music, sfx} pairs).", min_items=1, pattern=NAME_PATTERN,
+    prompt_sets: dict[str, list[Union[str, ConditionedPrompt, HybridPrompt]]] = opt(
+        MISSING, "Named lists of prompts, e.g. joy: [...], sadness: [...]; an item may be "
+        "{text, melody} or {text, continuation: {audio, prompt_seconds}}, and in a hybrid "
+        "experiment it is a {music, sfx} pair.", min_items=1, pattern=NAME_PATTERN,
         pattern_help=NAME_HELP, items={"min_items": 1, "items": {"validate": nonempty}})
     parameter_sets: dict[str, ExperimentParams] = opt(
         MISSING, "Named generation parameter sets (the keys of `params` of acr generate), each "
@@ -326,12 +338,25 @@ class ExperimentConfig:
                               isinstance(sets.value, dict) else []):
             for index, prompt in enumerate(prompts.value if isinstance(prompts.value, list)
                                            else []):
-                if hybrid and isinstance(prompt.value, str):
-                    problems.add(prompt.loc, f"prompt_sets.{name}[{index}]", "a hybrid "
-                                 "experiment needs {music: ..., sfx: ...} pairs")
-                elif not hybrid and isinstance(prompt.value, dict):
-                    problems.add(prompt.loc, f"prompt_sets.{name}[{index}]", "music/effects "
-                                 "pairs need a `hybrid:` section")
+                pair = isinstance(prompt.value, dict) and "music" in prompt.value
+                where = f"prompt_sets.{name}[{index}]"
+                if hybrid and not pair:
+                    problems.add(prompt.loc, where, "a hybrid experiment needs {music: ..., "
+                                 "sfx: ...} pairs")
+                elif not hybrid and pair:
+                    problems.add(prompt.loc, where, "music/effects pairs need a `hybrid:` "
+                                 "section")
+                elif isinstance(prompt.value, dict) and all(
+                        k in prompt.value and prompt.value[k].value is not None
+                        for k in ("melody", "continuation")):
+                    problems.add(prompt.loc, where, "melody and continuation do not go "
+                                 "together; use one per prompt")
+                elif isinstance(prompt.value, dict) and "melody" in prompt.value and \
+                        given("model") and isinstance(item.value["model"].value, str) and \
+                        not _may_have_melody(item.value["model"].value):
+                    problems.add(prompt.value["melody"].loc, f"{where}.melody", f"model "
+                                 f"{item.value['model'].value!r} has no melody (chroma) "
+                                 f"conditioning; use one of: {', '.join(MELODY_MODELS)}")
         psets = item.value.get("parameter_sets")
         for name, pset in (psets.value.items() if psets is not None and
                            isinstance(psets.value, dict) else []):
@@ -633,9 +658,12 @@ def _check_value(tp: Any, item: Item, path: str, problems: _Problems, meta: dict
             if not attempts[alternative]:
                 return value
         number = next((a for a in inner if a in (int, float)), None)
+        mappings = [a for a in inner if dataclasses.is_dataclass(a)]
         if number is not None and isinstance(item.value, (int, float)) and \
                 not isinstance(item.value, bool):
             problems.extend(attempts[number])  # a number, but not a valid one (out of range)
+        elif mappings and isinstance(item.value, dict):  # the mapping it was closest to
+            problems.extend(min((attempts[a] for a in mappings), key=len))
         else:
             names = " or ".join(_type_name(a) for a in inner)
             problems.add(item.loc, path, f"expected {names}, got {_show(item.value)}")

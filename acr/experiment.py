@@ -43,6 +43,15 @@ class Sample:
     sample_index: int
     prompt: str
     pair: tuple[str, str] | None = None  # (music, sfx) prompts of a hybrid experiment
+    melody: str | None = None  # audio whose chroma conditions this sample
+    continuation: tuple[str, float] | None = None  # (audio, prompt seconds) it continues
+
+    @property
+    def conditioning(self) -> str:
+        """Samples generated together must be conditioned alike (one generate call)."""
+        if self.melody:
+            return "melody"
+        return f"continuation-{self.continuation[1]:g}s" if self.continuation else ""
 
     @property
     def path(self) -> str:
@@ -75,10 +84,14 @@ def expand(cfg: ExperimentConfig) -> list[Sample]:
     """The sample table: model x parameter set x prompt set x prompt x sample, in that order."""
     dirs = model_dirnames(cfg.model_names)
 
-    def text(prompt) -> tuple[str, tuple[str, str] | None]:
+    def text(prompt) -> tuple:
         if isinstance(prompt, str):
-            return prompt, None
-        return f"{prompt.music} + {prompt.sfx}", (prompt.music, prompt.sfx)
+            return prompt, None, None, None
+        if hasattr(prompt, "music"):
+            return f"{prompt.music} + {prompt.sfx}", (prompt.music, prompt.sfx), None, None
+        continuation = (prompt.continuation.audio, prompt.continuation.prompt_seconds) \
+            if prompt.continuation else None
+        return prompt.text, None, prompt.melody, continuation
 
     return [Sample(f"{dirs[model]}/{pset}/{pname}/{pi}-{si}", model, pset, pname, pi, si,
                    *text(prompt))
@@ -96,15 +109,18 @@ def batch_seed(seed: int, *identity: Any) -> int:
 
 
 def plan_batches(samples: list[Sample], batch_size: int, seed: int) -> list[Batch]:
-    """Consecutive chunks of `batch_size` samples that share model and parameter set."""
-    groups: dict[tuple[str, str], list[Sample]] = {}
+    """Consecutive chunks of `batch_size` samples that share model, parameter set and kind of
+    conditioning (plain grids: model and parameter set, as they always were)."""
+    groups: dict[tuple[str, str, str], list[Sample]] = {}
     for sample in samples:
-        groups.setdefault((sample.model, sample.parameter_set), []).append(sample)
+        groups.setdefault((sample.model, sample.parameter_set, sample.conditioning),
+                          []).append(sample)
     batches = []
-    for (model, pset), members in groups.items():
+    for (model, pset, conditioning), members in groups.items():
+        identity = (model, pset, conditioning) if conditioning else (model, pset)
         for number, start in enumerate(range(0, len(members), batch_size)):
             batches.append(Batch(len(batches), model, pset, number,
-                                 batch_seed(seed, model, pset, number),
+                                 batch_seed(seed, *identity, number),
                                  tuple(members[start:start + batch_size])))
     return batches
 
@@ -119,7 +135,8 @@ def is_done(run_dir: Path, sample: Sample) -> bool:
 
 
 def generate_with_backoff(loaded: Any, prompts: list[str], params: Any, seed: int,
-                          limit: list[int], on_event: Callable[..., None]) -> list[tuple]:
+                          limit: list[int], on_event: Callable[..., None],
+                          conditions: list | None = None) -> list[tuple]:
     """Generate `prompts`; returns one (wav, seed, batch size) per prompt.
 
     `limit` holds the largest batch known to fit ([0] = no limit yet). A CUDA out-of-memory
@@ -130,17 +147,20 @@ def generate_with_backoff(loaded: Any, prompts: list[str], params: Any, seed: in
 
     from acr.generate import generate_batch
 
+    conditions = conditions or [None] * len(prompts)
+
     def halves() -> list[tuple]:
         middle = len(prompts) // 2
         return [*generate_with_backoff(loaded, prompts[:middle], params, batch_seed(seed, "a"),
-                                       limit, on_event),
+                                       limit, on_event, conditions[:middle]),
                 *generate_with_backoff(loaded, prompts[middle:], params, batch_seed(seed, "b"),
-                                       limit, on_event)]
+                                       limit, on_event, conditions[middle:])]
 
     if limit[0] and len(prompts) > limit[0]:
         return halves()
     try:
-        wav = generate_batch(loaded, prompts, params, seed)
+        wav = generate_batch(loaded, prompts, params, seed, **condition_arguments(conditions,
+                                                                                 loaded))
     except torch.cuda.OutOfMemoryError:
         if len(prompts) == 1:
             raise
@@ -149,6 +169,55 @@ def generate_with_backoff(loaded: Any, prompts: list[str], params: Any, seed: in
         on_event("batch.oom", batch_size=len(prompts), retry_with=limit[0])
         return halves()
     return [(clip, seed, len(prompts)) for clip in wav]
+
+
+def read_conditioning(samples: list[Sample], cfg: ExperimentConfig, loaded: Any) -> dict:
+    """Every melody / continuation file, read once before the run starts: path -> (wav, rate).
+    UsageError names a file that cannot be read, or a model without melody conditioning."""
+    from acr.generate import read_conditioning_file
+
+    files: dict = {}
+    for sample in samples:
+        if sample.melody and loaded is not None and \
+                "self_wav" not in loaded.model.lm.condition_provider.conditioners:
+            raise UsageError(f"prompt_sets.{sample.prompt_set}[{sample.prompt_index}].melody: "
+                             f"model {sample.model!r} has no melody (chroma) conditioning")
+        for path, key in ((sample.melody, "melody"),
+                          (sample.continuation[0] if sample.continuation else None,
+                           "continuation.audio")):
+            if path and path not in files:
+                files[path] = read_conditioning_file(
+                    path, f"prompt_sets.{sample.prompt_set}[{sample.prompt_index}].{key}")
+    for sample in samples:
+        if sample.continuation and sample.continuation[1] >= \
+                cfg.parameter_sets[sample.parameter_set].duration:
+            raise UsageError(f"prompt_sets.{sample.prompt_set}[{sample.prompt_index}]"
+                             f".continuation.prompt_seconds: {sample.continuation[1]:g} must be "
+                             f"below the duration of parameter set {sample.parameter_set!r}")
+    return files
+
+
+def condition_arguments(conditions: list, loaded: Any) -> dict:
+    """generate_batch's melody / continuation arguments for a batch of samples' conditions
+    (all alike: see Sample.conditioning); each entry is None or (kind, wav, rate, seconds)."""
+    import torch
+    import torchaudio.functional as F
+
+    present = [c for c in conditions if c is not None]
+    if not present:
+        return {}
+    kind = present[0][0]
+    rate, channels = loaded.sample_rate, loaded.channels
+    prepared = []
+    for _, wav, source_rate, seconds in present:
+        wav = F.resample(wav, source_rate, rate) if source_rate != rate else wav
+        wav = wav.mean(0, keepdim=True) if channels == 1 else wav.expand(channels, -1) \
+            if wav.shape[0] == 1 else wav[:channels]
+        prepared.append(wav[:, : int(seconds * rate)] if seconds else wav)
+    if kind == "melody":
+        return {"melody": (prepared, rate)}
+    length = min(w.shape[-1] for w in prepared)
+    return {"continuation": (torch.stack([w[:, :length] for w in prepared]), rate)}
 
 
 def auto_batch_size(loaded: Any, samples_per_group: int) -> int:
@@ -261,6 +330,7 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
         first = load_model(cfg.model_names[0], device)
         params = {name: resolve_params(p, first, f"parameter_sets.{name}")
                   for name, p in cfg.parameter_sets.items()}
+    conditioning = read_conditioning(samples, cfg, first if cfg.hybrid is None else None)
     group_size = len(samples) // (len(cfg.model_names) * len(cfg.parameter_sets))
     lock = None
     if dist_info.main:
@@ -299,7 +369,7 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
     try:
         with run.marked_on_error(dist_info.main, before=partial_manifest):
             new_samples, new_audio = _loop(run, cfg, device, first, params, mine, todo,
-                                           done_before, dist_info)
+                                           done_before, dist_info, conditioning)
             wall = time.perf_counter() - start
             _gather(dist_info)
     finally:
@@ -327,8 +397,8 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
 
 
 def _loop(run: Any, cfg: ExperimentConfig, device: str, first: Any, params: dict,
-          mine: list[Batch], todo: list[Batch], done_before: int, dist_info: Dist
-          ) -> tuple[int, float]:
+          mine: list[Batch], todo: list[Batch], done_before: int, dist_info: Dist,
+          conditioning: dict) -> tuple[int, float]:
     """Generate this rank's missing batches, one model at a time (the plan is ordered by model);
     returns the samples and seconds of audio written now."""
     from acr.generate import resolve_params
@@ -350,7 +420,8 @@ def _loop(run: Any, cfg: ExperimentConfig, device: str, first: Any, params: dict
             batch_params = params[batch.parameter_set] if loaded is first else \
                 resolve_params(cfg.parameter_sets[batch.parameter_set], loaded,
                                f"parameter_sets.{batch.parameter_set}")
-            written = _run_batch(run, cfg, loaded, batch, batch_params, limit, dist_info)
+            written = _run_batch(run, cfg, loaded, batch, batch_params, limit, dist_info,
+                                 conditioning)
             new_samples, new_audio = new_samples + len(written), new_audio + sum(written)
             finished += len(batch.samples)
             update(finished)
@@ -426,7 +497,7 @@ def _gather(dist_info: Dist) -> None:
 
 
 def _run_batch(run: Any, cfg: ExperimentConfig, loaded: Any, batch: Batch, params: Any,
-               limit: list[int], dist_info: Dist) -> list[float]:
+               limit: list[int], dist_info: Dist, files: dict) -> list[float]:
     """Generate one batch and write its missing samples; returns their durations."""
     from acr.generate import write_sample
 
@@ -435,8 +506,11 @@ def _run_batch(run: Any, cfg: ExperimentConfig, loaded: Any, batch: Batch, param
 
     event("batch.start", size=len(batch.samples), seed=batch.seed)
     started = time.perf_counter()
+    conditions = [("melody", *files[s.melody], None) if s.melody else
+                  ("continuation", *files[s.continuation[0]], s.continuation[1])
+                  if s.continuation else None for s in batch.samples]
     results = generate_with_backoff(loaded, [s.prompt for s in batch.samples], params,
-                                    batch.seed, limit, event)
+                                    batch.seed, limit, event, conditions)
     seconds = time.perf_counter() - started
     written = []
     for sample, (clip, seed, size) in zip(batch.samples, results):
@@ -449,6 +523,10 @@ def _run_batch(run: Any, cfg: ExperimentConfig, loaded: Any, batch: Batch, param
                    "parameters": to_dict(params), "seed": seed, "batch_index": batch.index,
                    "batch_size": size, "batch_seconds": round(seconds, 4),
                    "generation_seconds": round(seconds / len(batch.samples), 4),
+                   **({"melody": {"audio": sample.melody}} if sample.melody else {}),
+                   **({"continuation": {"audio": sample.continuation[0],
+                                        "prompt_seconds": sample.continuation[1]}}
+                      if sample.continuation else {}),
                    "acr_version": __version__}
         record = write_sample(run.dir / sample.path, clip, loaded.sample_rate, sidecar,
                               cfg.sample_format, cfg.loudness_lufs)

@@ -82,16 +82,17 @@ class _Windows:
 def generate_batch(loaded: LoadedModel, prompts: list[str], params: GenerationParams, seed: int,
                    on_progress: Optional[Callable[[int, int], None]] = None,
                    on_window: Optional[Callable[[int, int], None]] = None,
-                   melody: Optional[tuple[torch.Tensor, int]] = None,
+                   melody: Optional[tuple[list, int]] = None,
                    continuation: Optional[tuple[torch.Tensor, int]] = None) -> torch.Tensor:
     """Generate one batch: returns float32 [batch, channels, samples] on the CPU.
 
     The full parameter set is passed (AudioCraft resets any argument left out) and the global RNG
     is seeded from `seed` right before sampling, so the same call gives the same audio.
     on_progress(frames done, total) follows the whole clip; on_window(index, count) marks each
-    window of a clip longer than the model's window. `melody` ([channels, samples], rate)
-    conditions every prompt on its chroma (generate_with_chroma); `continuation` (the same) is
-    the audio to continue (generate_continuation; the output includes it).
+    window of a clip longer than the model's window. `melody` ([one [channels, samples] tensor
+    or None per prompt], rate) conditions prompts on their melody's chroma (generate_with_chroma);
+    `continuation` ([channels, samples] for every prompt, or [batch, channels, samples], rate)
+    is the audio to continue (generate_continuation; the output includes it).
     """
     model = loaded.model
     model.set_generation_params(
@@ -109,10 +110,11 @@ def generate_batch(loaded: LoadedModel, prompts: list[str], params: GenerationPa
             # audiocraft calls the custom callback only with progress=True (else it prints)
             progress = tracker is not None
             if melody is not None:
-                wav = model.generate_with_chroma(list(prompts), [melody[0]] * len(prompts),
-                                                 melody[1], progress=progress)
+                wav = model.generate_with_chroma(list(prompts), list(melody[0]), melody[1],
+                                                 progress=progress)
             elif continuation is not None:
-                prompt = continuation[0][None].expand(len(prompts), -1, -1)
+                prompt = continuation[0] if continuation[0].dim() == 3 else \
+                    continuation[0][None].expand(len(prompts), -1, -1)
                 wav = model.generate_continuation(prompt, continuation[1], list(prompts),
                                                   progress=progress)
             else:
@@ -122,17 +124,20 @@ def generate_batch(loaded: LoadedModel, prompts: list[str], params: GenerationPa
     return wav.detach().to("cpu", torch.float32)
 
 
-def conditioning_audio(cfg: GenerateConfig, loaded: LoadedModel) -> tuple:
-    """(melody, continuation, sidecar record) for generate_batch, read and checked up front."""
+def read_conditioning_file(path: str, key: str) -> tuple[torch.Tensor, int]:
+    """A melody or continuation file as ([channels, samples], rate); UsageError naming `key`."""
     from acr.audio import read_wav
 
-    def read(path: str, key: str) -> tuple[torch.Tensor, int]:
-        try:
-            return read_wav(Path(path))
-        except Exception as exc:
-            raise UsageError(f"{key}: {path}: cannot read it as audio ({str(exc).splitlines()[0]})"
-                             "; give a wav, flac, ogg or mp3 file")
+    try:
+        return read_wav(Path(path))
+    except Exception as exc:
+        raise UsageError(f"{key}: {path}: cannot read it as audio ({str(exc).splitlines()[0]}); "
+                         "give a wav, flac, ogg or mp3 file")
 
+
+def conditioning_audio(cfg: GenerateConfig, loaded: LoadedModel) -> tuple:
+    """(melody, continuation, sidecar record) for generate_batch, read and checked up front."""
+    read = read_conditioning_file
     melody = continuation = None
     record: dict = {}
     if cfg.melody is not None:
@@ -212,7 +217,9 @@ def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] |
         with console.progress("generating", frames) as update:
             wav = generate_batch(loaded, cfg.prompts, params, seed,
                                  on_progress=lambda done, total: update(min(done, frames)),
-                                 on_window=window, melody=melody, continuation=continuation)
+                                 on_window=window, continuation=continuation,
+                                 melody=([melody[0]] * len(cfg.prompts), melody[1])
+                                 if melody else None)
         seconds = time.perf_counter() - start
         run.event("generate.batch.end", seconds=round(seconds, 3), shape=list(wav.shape))
         # write: one WAV and sidecar per prompt

@@ -90,3 +90,58 @@ def test_melody_conditioning_with_real_weights(acr, in_tmp, prompt_file):
     assert rate == 32000 and out.shape[-1] == 3 * 32000
     side = json.loads((in_tmp / "R/samples/0-piano-cover.json").read_text())
     assert side["melody"]["seconds"] == 3.0
+
+
+GRID = """\
+name: cont
+model: tiny-musicgen
+device: cpu
+seed: 5
+batch_size: 4
+defaults: {duration: 2.0}
+prompt_sets:
+  a:
+    - plain one
+    - {text: carry on, continuation: {audio: prompt.wav, prompt_seconds: 1.0}}
+    - {text: keep going, continuation: {audio: prompt.wav, prompt_seconds: 1.0}}
+parameter_sets:
+  base: {}
+analyze: false
+"""
+
+
+def test_experiment_with_continuation_prompts(acr, in_tmp, prompt_file):
+    (in_tmp / "audio/grid.yaml").write_text(GRID)
+    result = acr("experiment", in_tmp / "audio/grid.yaml", "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    folder = in_tmp / "R/samples/tiny-musicgen/base/a"
+    codec = models.load_model("tiny-musicgen", "cpu").model.compression_model
+    prompt = load_resampled(prompt_file, 32000, 1)[:, :32000]
+    with torch.no_grad():
+        reference = codec.decode(codec.encode(prompt[None])[0])[0]
+    for index in (1, 2):
+        out, rate = read_wav(folder / f"{index}-0.wav")
+        assert out.shape == (1, 64000)
+        assert float((out[:, :24000] - reference[:, :24000]).abs().max()) < 1e-4
+        side = json.loads((folder / f"{index}-0.json").read_text())
+        assert side["continuation"] == {"audio": str(prompt_file.resolve()),
+                                        "prompt_seconds": 1.0}
+    plain, _ = read_wav(folder / "0-0.wav")
+    assert float((plain[:, :24000] - reference[:, :24000]).abs().max()) > 1e-3
+    # conditioned samples are batched apart from plain ones (one generate call each kind)
+    events = [json.loads(l) for l in (in_tmp / "R/events.jsonl").read_text().splitlines()]
+    assert sorted(e["size"] for e in events if e["event"] == "batch.start") == [1, 2]
+
+
+def test_experiment_conditioning_errors(acr, in_tmp, prompt_file):
+    bad = GRID.replace("audio: prompt.wav", "audio: missing.wav", 1)  # prompt a[1]
+    (in_tmp / "audio/bad.yaml").write_text(bad)
+    result = acr("experiment", in_tmp / "audio/bad.yaml", "--out", "R")
+    assert result.exit_code == 2 and "prompt_sets.a[1].continuation.audio: " in result.stderr
+    assert not (in_tmp / "R").exists()
+    (in_tmp / "audio/melody.yaml").write_text(GRID.replace(
+        "{text: carry on, continuation: {audio: prompt.wav, prompt_seconds: 1.0}}",
+        "{text: hum, melody: prompt.wav}"))
+    result = acr("validate", in_tmp / "audio/melody.yaml")
+    assert result.exit_code == 2
+    assert "prompt_sets.a[1].melody: model 'tiny-musicgen' has no melody" in result.stderr
