@@ -316,3 +316,15 @@ def test_ddp_two_gloo_ranks(tmp_path, demo):
     assert len(rows) == 2 and float(rows[1]["valid_loss"]) < float(rows[0]["valid_loss"])
     assert json.loads((tmp_path / "R/meta.json").read_text())["world_size"] == 2
     assert (tmp_path / "R/model/state_dict.bin").is_file()
+
+
+def test_activation_checkpointing_gives_the_same_losses(acr, in_tmp, demo):
+    """Recomputing activations in the backward pass changes memory, not the result."""
+    plain = config(in_tmp, demo, CONFIG.replace("epochs: 3", "epochs: 2"))
+    assert acr("finetune", plain, "--out", "A").exit_code == 0
+    result = acr("finetune", plain, "--set", "activation_checkpointing=true", "--out", "B")
+    assert result.exit_code == 0, result.stderr
+    columns = ["train_loss", "valid_loss"]
+    a, b = history(in_tmp / "A"), history(in_tmp / "B")
+    assert [float(r[c]) for r in a for c in columns] == pytest.approx(
+        [float(r[c]) for r in b for c in columns], rel=1e-5)
