@@ -195,6 +195,12 @@ def _load(spec: ModelSpec, device: str) -> LoadedModel:
     cls = {"musicgen": models.MusicGen, "audiogen": models.AudioGen, "magnet": models.MAGNeT}[family]
     try:
         model = cls.get_pretrained(spec.source, device=device)
+    except ModuleNotFoundError as exc:
+        if exc.name == "demucs":  # melody models split stems with demucs (not in the tested set)
+            raise UsageError(f"model {spec.name!r} needs the demucs package for its melody "
+                             "conditioning: pip install demucs (its htdemucs weights download "
+                             "on first use)") from exc
+        raise
     except Exception as exc:
         if spec.kind == "hub" and _is_fetch_error(exc):
             raise UsageError(_offline_message(spec)) from exc

@@ -104,3 +104,22 @@ def test_tiny_model_generates_on_cuda():
     params = resolve_params(GenerationParams(duration=1.0), loaded)
     wav = generate_batch(loaded, ["a", "b"], params, seed=1)
     assert wav.shape == (2, 1, 32000) and wav.device.type == "cpu"
+
+
+def test_a_missing_demucs_is_a_clear_usage_error(tmp_path):
+    """A melody model (here: the tiny LM with AudioCraft's chroma_stem conditioner) imports
+    demucs while AudioCraft builds it; demucs is not in the tested set, and acr says what to
+    install instead of failing with a traceback."""
+    pytest.importorskip("torch")
+    if __import__("importlib.util").util.find_spec("demucs") is not None:
+        pytest.skip("demucs is installed here")
+    cfg = models.tiny_model_config("tiny-musicgen")
+    cfg["conditioners"]["self_wav"] = {"model": "chroma_stem", "chroma_stem": {
+        "sample_rate": 32000, "n_chroma": 12, "radix2_exp": 14, "argmax": True,
+        "match_len_on_eval": False, "eval_wavs": None, "n_eval_wavs": 100, "cache_path": None}}
+    cfg["fuser"]["prepend"] = ["self_wav"]
+    source = models.load_model("tiny-musicgen", "cpu").model
+    models.write_release_folder(tmp_path / "melody", cfg, source.lm.state_dict(),
+                                source.compression_model.state_dict())
+    with pytest.raises(UsageError, match="needs the demucs package.*pip install demucs"):
+        models.load_model(str(tmp_path / "melody"), "cpu")
