@@ -328,3 +328,18 @@ def test_activation_checkpointing_gives_the_same_losses(acr, in_tmp, demo):
     a, b = history(in_tmp / "A"), history(in_tmp / "B")
     assert [float(r[c]) for r in a for c in columns] == pytest.approx(
         [float(r[c]) for r in b for c in columns], rel=1e-5)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_finetune_on_cuda_with_autocast(acr, in_tmp, demo):
+    """bf16 (or fp16 with a gradient scaler) autocast on a GPU; fp32 master weights."""
+    path = config(in_tmp, demo, CONFIG.replace("device: cpu", "device: cuda").replace(
+        "epochs: 3", "epochs: 2"))
+    result = acr("finetune", path, "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads((in_tmp / "R/meta.json").read_text())
+    assert meta["precision"] in ("bfloat16", "float16") and meta["batch_size"] >= 1
+    rows = history(in_tmp / "R")
+    assert float(rows[-1]["valid_loss"]) < float(rows[0]["valid_loss"])
+    assert plain_audiocraft_generates(in_tmp / "R/model") == "(1, 1, 32000) 32000"
