@@ -9,6 +9,7 @@ import datetime as dt
 import fcntl
 import hashlib
 import json
+import math
 import os
 import platform
 import secrets
@@ -37,8 +38,23 @@ def write_atomic(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_safe(value: Any) -> Any:
+    """Plain JSON data: NaN and infinities become null (json.dumps would write the invalid
+    `NaN`), numpy scalars become Python numbers, tuples become lists."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)) and \
+            getattr(value, "shape", None) == ():  # a numpy / torch scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(path, json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n")
 
 
 def file_digest(path: Path) -> str:
@@ -114,7 +130,8 @@ class Run:
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append one line to events.jsonl (append-only log)."""
-        line = json.dumps({"time": utc_now(), "event": kind, **fields}, ensure_ascii=False)
+        line = json.dumps(json_safe({"time": utc_now(), "event": kind, **fields}),
+                          ensure_ascii=False)
         with open(self.dir / "events.jsonl", "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
 

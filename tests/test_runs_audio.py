@@ -100,3 +100,17 @@ def test_too_short_clip_is_not_normalised():
     wav = torch.ones(1, 100) * 0.1
     out, record = normalize_loudness(wav, 16000, -14.0)
     assert torch.equal(out, wav) and record["applied"] is False and record["measured_lufs"] is None
+
+
+def test_json_records_are_strict_json(tmp_path):
+    """NaN / inf (an epoch without validation, an undefined metric) are written as null, not as
+    the invalid `NaN` json.dumps emits; numpy and torch scalars become plain numbers."""
+    runs.write_json(tmp_path / "a.json", {"loss": float("nan"), "v": [np.float32(1.5),
+                                                                      float("-inf")],
+                                          "t": torch.tensor(2.0), "text": "NaN"})
+    strict = json.loads((tmp_path / "a.json").read_text(), parse_constant=lambda c: 1 / 0)
+    assert strict == {"loss": None, "v": [1.5, None], "t": 2.0, "text": "NaN"}
+    run = runs.Run(tmp_path)
+    run.event("epoch.end", valid_loss=float("nan"))
+    line = (tmp_path / "events.jsonl").read_text()
+    assert json.loads(line, parse_constant=lambda c: 1 / 0)["valid_loss"] is None

@@ -294,7 +294,7 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
         "model_based": model_info, "flags": {k: v for k, v in flags.items() if v},
         "skipped": skipped,
     }
-    write_json(out_dir / "summary.json", _clean(summary))
+    write_json(out_dir / "summary.json", summary)
     plot_files = _plots(out_dir / "plots", clips, tables, values, settings)
     findings = _findings(path)
     write_atomic(out_dir / "report.md", report.render(summary, plot_files, findings, out_dir))
@@ -411,19 +411,6 @@ def _csv(rows: list[dict]) -> str:
         writer.writerow({k: ("" if isinstance(v, float) and not np.isfinite(v) else
                              "" if v is None else v) for k, v in row.items()})
     return buffer.getvalue()
-
-
-def _clean(value):
-    """JSON-safe: NaN / inf become null."""
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, np.generic):
-        return _clean(value.item())
-    return value
 
 
 # terminal column: (short header, number format)

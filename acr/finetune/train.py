@@ -302,9 +302,9 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
                    "final_train_loss": history[-1]["train_loss"],
                    "trainable_parameters": n_trainable, "merged_adapters": merged,
                    "model": str(run.dir / "model")}
-        write_json(run.dir / "summary.json", _finite(summary))
-        run.finish("completed", **_finite({k: summary[k] for k in
-                                           ("epochs_run", "best_epoch", "best_valid_loss")}))
+        write_json(run.dir / "summary.json", summary)
+        run.finish("completed", **{k: summary[k] for k in
+                                   ("epochs_run", "best_epoch", "best_valid_loss")})
         console.table("fine-tune", ["epochs", "best epoch", "valid loss (first → best)",
                                     "train loss (last)"],
                       [[str(len(history)), str(best_row["epoch"]),
@@ -495,8 +495,3 @@ def plot_history(history: list[dict], path: Path) -> None:
     ax.legend()
     ax.set_title("fine-tuning loss", fontsize=9)
     _save(fig, path)
-
-
-def _finite(data: dict) -> dict:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in data.items()}
