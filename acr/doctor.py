@@ -146,6 +146,8 @@ def _hub(check_network: bool) -> dict:
 def report(check_network: bool = True) -> dict:
     import torch
 
+    from acr.models import acr_home
+
     devices = _devices()
     best = max(devices, key=lambda d: (d["device"].startswith("cuda"),
                                        d.get("memory_free") or 0))
@@ -157,7 +159,7 @@ def report(check_network: bool = True) -> dict:
         "models": {"device": best["device"], "fit": model_fit(best)},
         "optional": _optional(),
         "hub": _hub(check_network),
-        "acr_home": str(__import__("acr.models", fromlist=["acr_home"]).acr_home()),
+        "acr_home": str(acr_home()),
     }
 
 

@@ -442,6 +442,13 @@ def stem_params(cfg: ExperimentConfig, params: Any, stem: str) -> Any:
     return dataclasses.replace(params, extend_stride=params.extend_stride)
 
 
+def _batch_events(run: Any, batch: Batch, dist_info: Dist) -> Callable[..., None]:
+    """An event logger that tags every event with the batch and the rank."""
+    def event(kind: str, **fields: Any) -> None:
+        run.event(kind, batch=batch.index, rank=dist_info.rank, **fields)
+    return event
+
+
 def _run_hybrid_batch(run: Any, cfg: ExperimentConfig, models: dict, batch: Batch,
                       params: dict, dist_info: Dist) -> list[float]:
     """Both stems of a batch of pairs (music seeded from the batch, effects from the batch and
@@ -449,7 +456,7 @@ def _run_hybrid_batch(run: Any, cfg: ExperimentConfig, models: dict, batch: Batc
     from acr.generate import generate_batch
     from acr.hybrid import mix_stems, write_mix
 
-    event = lambda kind, **f: run.event(kind, batch=batch.index, rank=dist_info.rank, **f)  # noqa
+    event = _batch_events(run, batch, dist_info)
     event("batch.start", size=len(batch.samples), seed=batch.seed)
     started = time.perf_counter()
     seeds = {"music": batch.seed, "sfx": batch_seed(batch.seed, "sfx")}
@@ -501,9 +508,7 @@ def _run_batch(run: Any, cfg: ExperimentConfig, loaded: Any, batch: Batch, param
     """Generate one batch and write its missing samples; returns their durations."""
     from acr.generate import write_sample
 
-    def event(kind: str, **fields: Any) -> None:
-        run.event(kind, batch=batch.index, rank=dist_info.rank, **fields)
-
+    event = _batch_events(run, batch, dist_info)
     event("batch.start", size=len(batch.samples), seed=batch.seed)
     started = time.perf_counter()
     conditions = [("melody", *files[s.melody], None) if s.melody else

@@ -257,15 +257,16 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     tables = {m: prompt_table(clips, values[m]) for m in metric_names}
     summary_groups = {s: {m: stats.describe(list(tables[m][s].values()), seed=hash_seed(s, m))
                           for m in metric_names} for s in settings}
+    # prompt sets are compared on prompt-level values pooled over settings
+    pooled_clips = [dataclasses.replace(c, groups={**c.groups, "_setting": "all"})
+                    for c in clips]
+    owners = {c.block: c.groups.get("prompt_set") for c in reversed(clips)}  # first clip wins
     tests = {}
     for metric in metric_names:
         by_prompt_set: dict[str, list[float]] = {}
-        pooled = prompt_table([dataclasses.replace(c, groups={**c.groups, "_setting": "all"})
-                               for c in clips], values[metric])["all"]
-        for block, value in pooled.items():
-            owner = next(c for c in clips if c.block == block).groups.get("prompt_set")
-            if owner is not None:
-                by_prompt_set.setdefault(str(owner), []).append(value)
+        for block, value in prompt_table(pooled_clips, values[metric])["all"].items():
+            if owners[block] is not None:
+                by_prompt_set.setdefault(str(owners[block]), []).append(value)
         tests[metric] = {"settings": stats.paired_tests(tables[metric]),
                          "prompt_sets": stats.unpaired_tests(by_prompt_set)
                          if by_prompt_set else None}

@@ -150,23 +150,17 @@ def auto_batch_size(loaded, frames_per_segment: int, trainable_share: float) -> 
     return max(1, min(64, int(room // max(per_sample, 1))))
 
 
-def ddp_setup():
-    from acr.experiment import init_dist
-
-    return init_dist()
-
-
 # ----------------------------------------------------------------------------------------------
 # The recipe
 
 
 def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Path | None = None,
                  argv: list[str] | None = None) -> Path:
-    from acr.experiment import leave_dist, rank_device, share_from_main
+    from acr.experiment import init_dist, leave_dist, rank_device, share_from_main
     from acr.models import acr_home, device_name, load_for_training, resolve_device
     from acr.runs import Run, begin_run, open_run, resume_config, write_atomic, write_json
 
-    dist_info = ddp_setup()
+    dist_info = init_dist()
     # ---- setup: everything that can be wrong is found before the run folder is written
     resumed = open_run(resume, "finetune") if resume is not None else None
     if resumed is not None:
