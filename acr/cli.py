@@ -14,8 +14,12 @@ from typing import Any, Callable, Optional
 import typer
 import typer.core
 
-from acr import __version__, console
-from acr.errors import UsageError
+from acr import __version__
+from acr.core import console
+from acr.core.config.loader import schema_default
+from acr.core.config.schema import GenerateConfig
+from acr.core.errors import UsageError
+from acr.core.models import DEFAULT_CLAP
 
 app = typer.Typer(
     name="acr", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -64,7 +68,7 @@ def _guarded(work: Callable[[], Any]) -> Any:
 
 def _overrides(sets: Optional[list[str]], flags: dict[str, tuple[str, Any]]) -> list:
     """--set values first, then explicit flags (which win); each checked like a config line."""
-    from acr.config import flag_item, parse_set
+    from acr.core.config.loader import flag_item, parse_set
 
     out = [parse_set(arg) for arg in sets or []]
     out += [(key, flag_item(value, flag)) for key, (flag, value) in flags.items()
@@ -93,6 +97,12 @@ def _resolve_prompt_paths(prompt: Any, config: Optional[Path]) -> Any:
     return dataclasses.replace(prompt, melody=melody, continuation=continuation)
 
 
+def _default(key: str) -> str:
+    """`[default: X]` for a help text, read from the generate schema (never copied by hand)."""
+    value = schema_default(GenerateConfig, key)
+    return f"[default: {value:g}]" if isinstance(value, float) else f"[default: {value}]"
+
+
 SET_HELP = "Override a config key, e.g. --set params.temperature=1.2 (repeatable)."
 OUT_HELP = "Run folder to create (must be new or empty) [default: experiments/<name>/<time>-<id>]."
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
@@ -105,15 +115,17 @@ def generate(
                                                help="A text prompt (repeatable)."),
     model: Optional[str] = typer.Option(None, "--model", "-m",
                                         help="Model name, Hugging Face id or folder "
-                                             "[default: musicgen-small]."),
-    duration: Optional[float] = typer.Option(None, help="Seconds per clip [default: 10]."),
+                                             f"{_default('model')}."),
+    duration: Optional[float] = typer.Option(None, help=f"Seconds per clip {_default('params.duration')}."),
     seed: Optional[int] = typer.Option(None, help="Random seed [default: random, recorded]."),
     use_sampling: Optional[bool] = typer.Option(None, "--sampling/--greedy",
                                                 help="Sample tokens, or take the argmax."),
-    top_k: Optional[int] = typer.Option(None, help="Top-k sampling [default: 250]."),
-    top_p: Optional[float] = typer.Option(None, help="Top-p sampling; 0 = off [default: 0]."),
-    temperature: Optional[float] = typer.Option(None, help="Temperature [default: 1.0]."),
-    cfg_coef: Optional[float] = typer.Option(None, help="Guidance strength [default: 3.0]."),
+    top_k: Optional[int] = typer.Option(None, help=f"Top-k sampling {_default('params.top_k')}."),
+    top_p: Optional[float] = typer.Option(None, help="Top-p sampling; 0 = off "
+                                                         f"{_default('params.top_p')}."),
+    temperature: Optional[float] = typer.Option(None, help=f"Temperature {_default('params.temperature')}."),
+    cfg_coef: Optional[float] = typer.Option(None, help="Guidance strength "
+                                                          f"{_default('params.cfg_coef')}."),
     two_step_cfg: Optional[bool] = typer.Option(None, "--two-step-cfg/--one-step-cfg",
                                                 help="Separate guidance passes."),
     extend_stride: Optional[float] = typer.Option(None, help="Window stride in seconds beyond "
@@ -121,13 +133,15 @@ def generate(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     loudness_lufs: Optional[float] = typer.Option(None, help="Normalise clips to this LUFS "
                                                   "(recorded in each sidecar)."),
-    sample_format: Optional[str] = typer.Option(None, help="pcm16 | float32 [default: pcm16]."),
-    name: Optional[str] = typer.Option(None, help="Run name [default: generate]."),
+    sample_format: Optional[str] = typer.Option(None, help="pcm16 | float32 "
+                                                          f"{_default('sample_format')}."),
+    name: Optional[str] = typer.Option(None, help=f"Run name {_default('name')}."),
     melody: Optional[Path] = typer.Option(None, help="Audio whose melody conditions every "
                                           "prompt (melody models only)."),
     continue_from: Optional[Path] = typer.Option(None, help="Audio file to continue."),
     prompt_seconds: Optional[float] = typer.Option(None, help="Seconds of --continue-from used "
-                                                   "as the prompt [default: 5]."),
+                                                   "as the prompt "
+                                                   f"{_default('continuation.prompt_seconds')}."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
 ) -> None:
@@ -135,8 +149,9 @@ def generate(
     def work() -> None:
         import dataclasses
 
-        from acr.config import GenerateConfig, load_config
-        from acr.runs import check_out_dir
+        from acr.core.config.loader import load_config
+        from acr.core.config.schema import GenerateConfig
+        from acr.core.runs import check_out_dir
 
         flags = {"prompts": ("--prompt", prompt or None), "model": ("--model", model),
                  "params.duration": ("--duration", duration), "seed": ("--seed", seed),
@@ -161,7 +176,7 @@ def generate(
                 cfg.continuation, audio=_from_config_folder(cfg.continuation.audio, base)))
         check_out_dir(out)
 
-        from acr.generate import run_generate
+        from acr.commands.generate import run_generate
 
         run_dir = run_generate(cfg, out=out)
         clips = "a hybrid mix and its stems" if cfg.hybrid else f"{len(cfg.prompts)} clip(s)"
@@ -201,8 +216,9 @@ def experiment_run(
     def work() -> None:
         import dataclasses
 
-        from acr.config import ExperimentConfig, load_config, parse_set
-        from acr.runs import check_out_dir
+        from acr.core.config.loader import load_config, parse_set
+        from acr.core.config.schema import ExperimentConfig
+        from acr.core.runs import check_out_dir
 
         if config is None and resume is None:
             raise UsageError("give an experiment CONFIG, or --resume RUN_DIR")
@@ -220,7 +236,7 @@ def experiment_run(
                 for name, prompts in cfg.prompt_sets.items()})
         check_out_dir(out)
 
-        from acr.experiment import run_experiment
+        from acr.commands.experiment import run_experiment
 
         run_dir = run_experiment(cfg, out=out, resume=resume)
         if int(os.environ.get("RANK", "0")) == 0:
@@ -238,7 +254,7 @@ def experiment_note(
 ) -> None:
     """Record a finding with an experiment run (published by `acr export`)."""
     def work() -> None:
-        from acr.experiment import add_note
+        from acr.commands.experiment import add_note
 
         add_note(run_dir, title, text)
         console.result(f"recorded finding {title!r} in {run_dir / 'findings.json'}")
@@ -265,11 +281,12 @@ def finetune(
     def work() -> None:
         import dataclasses
 
-        from acr.config import FinetuneConfig, load_config
-        from acr.runs import check_out_dir
+        from acr.core.config.loader import load_config
+        from acr.core.config.schema import FinetuneConfig
+        from acr.core.runs import check_out_dir
 
         if make_demo_data is not None:
-            from acr.finetune.data import make_demo_data as make
+            from acr.commands.finetune import make_demo_data as make
 
             written = make(make_demo_data)
             console.result(f"wrote {len(written)} captioned clips and metadata.csv to "
@@ -287,7 +304,7 @@ def finetune(
             cfg = dataclasses.replace(cfg, data=_from_config_folder(cfg.data, config))
         check_out_dir(out)
 
-        from acr.finetune.train import run_finetune
+        from acr.commands.finetune import run_finetune
 
         run_dir = run_finetune(cfg, out=out, resume=resume)
         if int(os.environ.get("RANK", "0")) == 0:
@@ -308,12 +325,12 @@ def analyze(
     model_metrics: bool = typer.Option(True, "--model-metrics/--no-model-metrics",
                                        help="Try CLAP alignment and FAD (needs the CLAP weights "
                                             "in the local Hugging Face cache)."),
-    clap_model: Optional[str] = typer.Option(None, help="CLAP model id [default: "
-                                             "laion/clap-htsat-unfused]."),
+    clap_model: Optional[str] = typer.Option(None, help=f"CLAP model id [default: "
+                                             f"{DEFAULT_CLAP}]."),
 ) -> None:
     """Per-clip metrics, per-setting statistics, plots and a report for a run or audio folder."""
     def work() -> None:
-        from acr.analysis.run import run_analysis
+        from acr.commands.analyze import run_analysis
 
         folder = run_analysis(path, out=out, reference=reference, model_metrics=model_metrics,
                               clap_model=clap_model)
@@ -338,7 +355,7 @@ def export(
 ) -> None:
     """Package runs into a shareable, verifiable zip (README, records, analysis, samples)."""
     def work() -> None:
-        from acr.export import export_runs, verify
+        from acr.commands.export import export_runs, verify
 
         if verify_zip is not None:
             problems = verify(verify_zip)
@@ -359,9 +376,6 @@ def export(
         sizes = ", ".join(f"{kind} {size / 1e6:.1f} MB" for kind, size in
                           sorted(summary["kinds"].items()))
         console.info(f"{summary['entries']} entries from {len(summary['runs'])} run(s): {sizes}")
-        if summary["kinds"].get("samples", 0) > 500e6:
-            console.warn("samples make this package large; --audio-format flac shrinks them "
-                         "losslessly, --samples none leaves them out")
         console.result(f"wrote {path} ({summary['bytes'] / 1e6:.1f} MB)")
 
     _guarded(work)
@@ -375,13 +389,14 @@ def validate(
 ) -> None:
     """Check a config file (all problems at once) without running anything."""
     def work() -> None:
-        from acr.config import KINDS, detect_kind, load_config
+        from acr.core.config.loader import load_config
+        from acr.core.config.schema import KINDS, config_kind
 
         if kind is not None and kind not in KINDS:
             raise UsageError(f"--kind {kind}: unknown config kind; use one of: {', '.join(KINDS)}")
         if not config.is_file():
             raise UsageError(f"{config}: no such file; check the path")
-        chosen = kind or detect_kind(config)
+        chosen = kind or config_kind(config)
         load_config(KINDS[chosen], config, _overrides(set_, {}))
         console.result(f"{config}: ok ({chosen} config)")
 
@@ -398,7 +413,7 @@ def doctor(
     def work() -> None:
         import json
 
-        from acr.doctor import render, report
+        from acr.commands.doctor import render, report
 
         data = report(check_network=network)
         if json_output:
@@ -413,7 +428,7 @@ def doctor(
 @app.command()
 def models() -> None:
     """List the model names acr knows and where the built-in tiny models are cached."""
-    from acr.models import SHORT_NAMES, TINY, tiny_model_dir
+    from acr.core.models import SHORT_NAMES, TINY, tiny_model_dir
 
     for short, (family, rate) in TINY.items():
         console.result(f"{short:28} built-in tiny {family} ({rate} Hz), cached in "

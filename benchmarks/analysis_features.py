@@ -65,7 +65,7 @@ def main() -> None:
 
     import soundfile as sf
 
-    from acr.analysis.run import analyse_clips
+    from acr.commands.analyze.cache import analyse_clips
 
     rate = 32000
     with tempfile.TemporaryDirectory() as tmp:

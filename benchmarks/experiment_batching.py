@@ -38,10 +38,12 @@ def main() -> None:
     parser.add_argument("--min-ratio", type=float, default=2.5)
     args = parser.parse_args()
 
-    from acr.config import ExperimentConfig, load_config
-    from acr.experiment import expand, run_experiment
-    from acr.generate import generate_batch, resolve_params, write_sample
-    from acr.models import load_model
+    from acr.commands.experiment import run_experiment
+    from acr.commands.experiment.plan import expand
+    from acr.core.config.loader import load_config
+    from acr.core.config.schema import ExperimentConfig
+    from acr.core.engine import generate_batch, resolve_params, write_sample
+    from acr.core.models import load_model
 
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "grid.yaml"

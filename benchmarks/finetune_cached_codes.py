@@ -25,12 +25,15 @@ def main() -> None:
 
     import torch
 
-    from acr.audio import load_resampled
-    from acr.config import FinetuneConfig, flag_item, load_config
-    from acr.experiment import Dist
-    from acr.finetune import adapters, codes, data
-    from acr.finetune.train import Predict, batch_loss, seed_everything, train_epoch
-    from acr.models import load_for_training
+    from acr.core.audio import load_resampled
+    from acr.commands.finetune import adapters, codes, data
+    from acr.commands.finetune.checkpoints import seed_everything
+    from acr.commands.finetune.loss import Predict, batch_loss
+    from acr.commands.finetune.train import train_epoch
+    from acr.core.config.loader import flag_item, load_config
+    from acr.core.config.schema import FinetuneConfig
+    from acr.core.distributed import Dist
+    from acr.core.models import load_for_training
 
     seconds = 2.0
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,22 +1,27 @@
+"""Fixtures. Helpers that tests import live in helpers.py (and test audio in synth.py)."""
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-ROOT = Path(__file__).resolve().parents[1]
+TEST_ENVIRONMENT = ("ACR_HOME", "HF_HUB_OFFLINE", "HF_HOME")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def acr_home(tmp_path_factory):
-    """Every test (and subprocess) builds tiny models into one temporary ACR_HOME, offline."""
+    """Every test (and subprocess) builds tiny models into one temporary ACR_HOME, offline; the
+    environment is restored when the session ends."""
+    saved = {name: os.environ.get(name) for name in TEST_ENVIRONMENT}
     home = tmp_path_factory.mktemp("acr_home")
     os.environ["ACR_HOME"] = str(home)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
-    return home
+    yield home
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
@@ -35,37 +40,3 @@ def acr():
         return CliRunner().invoke(app, [str(a) for a in args])
 
     return invoke
-
-
-def run_python(code: str, *args: str, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=timeout)
-
-
-def plain_audiocraft_generates(folder, duration: float = 1.0, cls: str = "MusicGen") -> str:
-    """Load `folder` with plain audiocraft `cls.get_pretrained` in a separate Python process (no
-    acr import), generate one clip, return "(shape) sample_rate"."""
-    proc = run_python("import sys\n"
-                      f"from audiocraft.models import {cls}\n"
-                      f"m = {cls}.get_pretrained(sys.argv[1], device='cpu')\n"
-                      f"m.set_generation_params(duration={duration})\n"
-                      "print(tuple(m.generate(['warm piano chords']).shape), m.sample_rate)\n",
-                      str(folder))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout.strip().splitlines()[-1]
-
-
-def run_acr(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "acr", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
-
-
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-gpu = pytest.mark.gpu
-requires_gpu = pytest.mark.skipif("not __import__('torch').cuda.is_available()",
-                                  reason="needs a CUDA GPU")

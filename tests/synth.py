@@ -1,7 +1,7 @@
 """Test audio: acr's synthesis helpers plus a WAV writer."""
 import numpy as np
 
-from acr.synth import chord, drums, progression, sine, tone  # noqa: F401
+from acr.core.synth import chord, drums, progression, sine, tone  # noqa: F401
 
 
 def write(path, audio, rate: int, subtype: str = "FLOAT"):

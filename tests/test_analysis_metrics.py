@@ -4,8 +4,8 @@ import numpy as np
 import pyloudnorm
 import pytest
 
-from acr.analysis.features import Extractor, estimate_key
-from acr.analysis.loudness import integrated_loudness, loudness_range, true_peak
+from acr.commands.analyze.features import Extractor, estimate_key
+from acr.core.loudness import integrated_loudness, loudness_range, true_peak
 from synth import drums, progression, sine
 
 EBU = 48000
@@ -38,6 +38,7 @@ def test_ebu_3342_case_1_loudness_range():
     assert loudness_range(stereo(signal), EBU) == pytest.approx(10, abs=1)
 
 
+@pytest.mark.slow
 def test_true_peak_of_quarter_rate_sine_at_45_degrees(extract):
     signal = sine(EBU / 4, 1, EBU, phase=np.pi / 4) * 0.5 / 1.0  # samples read 0.354
     assert 20 * np.log10(np.abs(signal).max()) == pytest.approx(-9.0, abs=0.1)

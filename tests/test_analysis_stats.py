@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from acr.analysis import sets, stats
+from acr.commands.analyze import sets, stats
 
 
 def test_frechet_distance_closed_forms():

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from acr.analysis.features import CORE_METRICS
+from acr.commands.analyze.features import CORE_METRICS
 from synth import drums, progression, sine, write
 
 GRID = """\
@@ -60,6 +60,7 @@ def read_csv(path):
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_analyze_an_experiment_run(acr, run):
     result = acr("analyze", run, "--no-model-metrics")
     assert result.exit_code == 0, result.stderr
@@ -99,6 +100,7 @@ def test_analyze_an_experiment_run(acr, run):
     assert "24 clips (24 analysed, 0 cached)" in result.stderr
 
 
+@pytest.mark.slow
 def test_rerun_analyses_only_changed_clips(acr, run):
     assert acr("analyze", run, "--no-model-metrics").exit_code == 0
     result = acr("analyze", run, "--no-model-metrics")
@@ -111,6 +113,7 @@ def test_rerun_analyses_only_changed_clips(acr, run):
     assert float(changed["onset_rate_hz"]) > 1
 
 
+@pytest.mark.slow
 def test_model_metrics_are_unavailable_without_weights(acr, run):
     result = acr("analyze", run)
     assert result.exit_code == 0, result.stderr
@@ -120,6 +123,7 @@ def test_model_metrics_are_unavailable_without_weights(acr, run):
     assert "CLAP alignment and FAD: unavailable" in (run / "analysis/report.md").read_text()
 
 
+@pytest.mark.slow
 def test_plain_folder_with_a_corrupt_and_a_silent_file(acr, tmp_path):
     folder = tmp_path / "audio"
     rate = 22050
@@ -147,6 +151,7 @@ def test_plain_folder_with_a_corrupt_and_a_silent_file(acr, tmp_path):
     assert not (folder / "analysis").exists()
 
 
+@pytest.mark.slow
 def test_reference_folder_for_frechet_distances(acr, run, tmp_path):
     reference = tmp_path / "reference"
     for i in range(4):
@@ -158,6 +163,7 @@ def test_reference_folder_for_frechet_distances(acr, run, tmp_path):
     assert sets["baseline"]["frechet_distance"] > 0
 
 
+@pytest.mark.slow
 def test_analyze_a_generate_run(acr, in_tmp):
     assert acr("generate", "--model", "tiny-audiogen", "-p", "dog barks", "-p", "rain",
                "--duration", "1", "--seed", "1", "--out", "G").exit_code == 0
@@ -189,6 +195,7 @@ def test_bad_input_exits_2_and_writes_nothing(acr, tmp_path, setup, message):
     assert not (folder / "analysis").exists()
 
 
+@pytest.mark.slow
 def test_experiment_with_analyze_true_analyses_at_the_end(acr, in_tmp):
     (in_tmp / "g.yaml").write_text(GRID.replace("analyze: false", "analyze: true").replace(
         "samples_per_prompt: 2", "samples_per_prompt: 1"))

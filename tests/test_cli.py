@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from acr import __version__
-from conftest import ROOT, cuda_available, run_python
+from helpers import ROOT, cuda_available, run_python
 
 BAD_YAML = """\
 model: tiny-musicgen
@@ -114,6 +114,7 @@ def test_cuda_requested_without_gpu(acr, in_tmp):
     assert list(in_tmp.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_offline_hub_model_names_missing_files(acr, in_tmp):
     result = acr("generate", "--model", "musicgen-small", "--prompt", "x", "--device", "cpu")
     assert result.exit_code == 2, result.stderr

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from acr import models
-from acr.audio import load_resampled, read_wav
+from acr.core import models
+from acr.core.audio import load_resampled, read_wav
 from synth import progression, write
 
 
@@ -18,6 +18,7 @@ def prompt_file(in_tmp):
     return write(in_tmp / "audio/prompt.wav", np.stack([chords, chords]), 44100)  # 3 s stereo
 
 
+@pytest.mark.slow
 def test_continuation_keeps_the_prompt_and_continues(acr, in_tmp, prompt_file):
     result = acr("generate", "--model", "tiny-musicgen", "-p", "more chords", "--continue-from",
                  prompt_file, "--prompt-seconds", "1", "--duration", "2", "--seed", "1",

@@ -4,9 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from acr.config import (ExperimentConfig, ExperimentParams, FinetuneConfig, GenerateConfig, GenerationParams, describe, flag_item,
-                        load_config, parse_set)
-from acr.errors import UsageError
+from acr.core.config.loader import describe, flag_item, load_config, parse_set
+from acr.core.config.schema import (ExperimentConfig, ExperimentParams, FinetuneConfig,
+                                    GenerateConfig, GenerationParams)
+from acr.core.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,7 +199,7 @@ def test_model_or_models(tmp_path):
     assert experiment_problems(tmp_path, EXPERIMENT.replace(
         "model: tiny-musicgen", "models: [tiny-musicgen, nope]")) == [
         "F:2:25: models[1]: unknown model 'nope'; known models: tiny-musicgen, tiny-audiogen, "
-        + ", ".join(__import__("acr.models").models.SHORT_NAMES) + " (or a Hugging Face id, or a "
+        + ", ".join(__import__("acr.core.models").core.models.SHORT_NAMES) + " (or a Hugging Face id, or a "
         "local model folder)"]
 
 

@@ -2,7 +2,7 @@
 import json
 from importlib.metadata import version
 
-from acr.doctor import model_fit
+from acr.commands.doctor import model_fit
 
 
 def test_doctor_json_reports_versions_devices_models_and_caches(acr, monkeypatch, tmp_path):

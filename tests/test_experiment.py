@@ -12,10 +12,11 @@ import soundfile as sf
 import torch
 import yaml
 
-from acr.config import ExperimentConfig, load_config
-from acr.experiment import Sample, batch_seed, expand, model_dirnames, plan_batches
-from acr.runs import lock_run
-from conftest import ROOT
+from acr.core.config.loader import load_config
+from acr.core.config.schema import ExperimentConfig
+from acr.commands.experiment.plan import Sample, batch_seed, expand, model_dirnames, plan_batches
+from acr.core.runs import lock_run
+from helpers import ROOT
 
 GRID = """\
 name: grid
@@ -122,6 +123,7 @@ def test_grid_writes_every_sample_and_the_manifest(acr, in_tmp):
     assert "12/12" in result.stderr and "factor" in result.stderr  # the summary table
 
 
+@pytest.mark.slow
 def test_same_config_twice_is_byte_identical(acr, in_tmp):
     path = write(in_tmp)
     for out in ("A", "B"):
@@ -129,6 +131,7 @@ def test_same_config_twice_is_byte_identical(acr, in_tmp):
     assert wavs(in_tmp / "A") == wavs(in_tmp / "B")
 
 
+@pytest.mark.slow
 def test_a_sample_does_not_depend_on_other_batches(acr, in_tmp):
     """Dropping the first parameter set leaves the second one's audio unchanged."""
     assert acr("experiment", write(in_tmp), "--out", "full").exit_code == 0
@@ -140,6 +143,7 @@ def test_a_sample_does_not_depend_on_other_batches(acr, in_tmp):
     assert all(full[path] == data for path, data in hot.items())
 
 
+@pytest.mark.slow
 def test_model_axis(acr, in_tmp):
     text = GRID.replace("model: tiny-musicgen", "models: [tiny-musicgen, tiny-audiogen]")
     assert acr("experiment", write(in_tmp, text), "--out", "R").exit_code == 0
@@ -174,6 +178,7 @@ def test_resume_needs_a_config_or_a_run(acr, in_tmp):
     assert result.exit_code == 2 and "give an experiment CONFIG" in result.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_is_complete_and_byte_identical(acr, in_tmp):
     text = GRID.replace("samples_per_prompt: 2", "samples_per_prompt: 6").replace(
         "batch_size: 3", "batch_size: 2").replace("duration: 1.0", "duration: 2.0")
@@ -203,12 +208,13 @@ def test_sigkill_then_resume_is_complete_and_byte_identical(acr, in_tmp):
     assert json.loads((killed / "experiment.json").read_text())["totals"]["samples"] == 36
 
 
+@pytest.mark.slow
 def test_ctrl_c_marks_interrupted_and_resume_finishes(acr, in_tmp, monkeypatch):
-    import acr.experiment as experiment
+    from acr.commands.experiment.batches import PlainBatches
 
     path = write(in_tmp)
     assert acr("experiment", path, "--out", "reference").exit_code == 0
-    real = experiment._run_batch
+    real = PlainBatches.run
     calls = []
 
     def interrupt_third(*args, **kwargs):
@@ -217,18 +223,19 @@ def test_ctrl_c_marks_interrupted_and_resume_finishes(acr, in_tmp, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(experiment, "_run_batch", interrupt_third)
+    monkeypatch.setattr(PlainBatches, "run", interrupt_third)
     result = acr("experiment", path, "--out", "R")
     assert result.exit_code == 130
     run = in_tmp / "R"
     assert json.loads((run / "meta.json").read_text())["status"] == "interrupted"
     manifest = json.loads((run / "experiment.json").read_text())
     assert not manifest["complete"] and manifest["totals"]["samples"] == 6
-    monkeypatch.setattr(experiment, "_run_batch", real)
+    monkeypatch.setattr(PlainBatches, "run", real)
     assert acr("experiment", path, "--resume", run).exit_code == 0  # same config: accepted
     assert wavs(run) == wavs(in_tmp / "reference")
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_config_and_shows_the_difference(acr, in_tmp):
     path = write(in_tmp)
     assert acr("experiment", path, "--out", "R").exit_code == 0
@@ -245,7 +252,7 @@ def test_a_locked_run_folder_is_refused(acr, in_tmp):
     path = write(in_tmp)
     assert acr("experiment", path, "--out", "R").exit_code == 0
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
-                               "from acr.runs import lock_run\nheld = lock_run(sys.argv[1])\n"
+                               "from acr.core.runs import lock_run\nheld = lock_run(sys.argv[1])\n"
                                "print('locked', flush=True)\ntime.sleep(60)", str(in_tmp / "R")],
                               stdout=subprocess.PIPE, text=True)
     try:
@@ -258,11 +265,12 @@ def test_a_locked_run_folder_is_refused(acr, in_tmp):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_cuda_out_of_memory_halves_the_batch(acr, in_tmp, monkeypatch):
     """Failure injection: batches of more than 2 raise CUDA's out-of-memory error."""
-    import acr.generate as generate
+    import acr.commands.experiment.batches as batches
 
-    real = generate.generate_batch
+    real = batches.generate_batch
     sizes = []
 
     def small_memory(loaded, prompts, *args, **kwargs):
@@ -271,7 +279,7 @@ def test_cuda_out_of_memory_halves_the_batch(acr, in_tmp, monkeypatch):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real(loaded, prompts, *args, **kwargs)
 
-    monkeypatch.setattr(generate, "generate_batch", small_memory)
+    monkeypatch.setattr(batches, "generate_batch", small_memory)
     result = acr("experiment", write(in_tmp), "--out", "R")
     assert result.exit_code == 0, result.stderr
     assert len(wavs(in_tmp / "R")) == 12
@@ -283,6 +291,7 @@ def test_cuda_out_of_memory_halves_the_batch(acr, in_tmp, monkeypatch):
     assert max(s["batch_size"] for s in sides) <= 2
 
 
+@pytest.mark.slow
 def test_note_records_a_finding(acr, in_tmp):
     assert acr("experiment", write(in_tmp), "--out", "R").exit_code == 0
     result = acr("experiment", "note", "R", "--title", "hot is noisier", "--text", "by ear")
@@ -301,6 +310,7 @@ def test_note_records_a_finding(acr, in_tmp):
     assert result.exit_code == 2 and "a run of `acr generate`" in result.stderr
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_match_a_single_process(tmp_path):
     """torchrun splits the batch plan across 2 gloo ranks; the files equal a 1-process run with
     the same thread count (torchrun gives each rank one thread)."""

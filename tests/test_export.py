@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import plain_audiocraft_generates
+from helpers import plain_audiocraft_generates
 
 GRID = """\
 name: grid
@@ -35,7 +35,7 @@ def runs(tmp_path_factory):
     from typer.testing import CliRunner
 
     from acr.cli import app
-    from acr.finetune.data import make_demo_data
+    from acr.commands.finetune.data import make_demo_data
 
     root = tmp_path_factory.mktemp("export")
     (root / "grid.yaml").write_text(GRID)
@@ -61,6 +61,7 @@ def sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_experiment_package_is_complete_deterministic_and_verifies(acr, runs, tmp_path):
     run = runs / "grid/run1"
     assert acr("export", run, "-o", tmp_path / "a.zip").exit_code == 0
@@ -153,6 +154,7 @@ def test_no_home_paths_or_tokens_in_the_package(acr, runs, tmp_path, monkeypatch
         assert "<redacted>" in archive.read("grid/run1/findings.json").decode()
 
 
+@pytest.mark.slow
 def test_several_runs_get_a_comparison_and_a_fine_tune_model_loads(acr, runs, tmp_path):
     result = acr("export", runs / "grid/run1", runs / "ft/run2", "--include-model",
                  "-o", tmp_path / "both.zip")

@@ -13,11 +13,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from acr.config import FinetuneConfig, load_config
-from acr.errors import UsageError
-from acr.finetune import adapters, data
-from acr.finetune.train import Predict, codebook_cross_entropy
-from conftest import plain_audiocraft_generates
+from acr.core.config.loader import load_config
+from acr.core.config.schema import FinetuneConfig
+from acr.core.errors import UsageError
+from acr.commands.finetune import adapters, data
+from acr.commands.finetune.loss import Predict, codebook_cross_entropy
+from helpers import plain_audiocraft_generates
 from synth import drums, progression, write
 
 CONFIG = """\
@@ -118,7 +119,7 @@ def test_segments_and_split():
 def test_loss_equals_audiocraft_solver_on_tiny_model_logits():
     from audiocraft.solvers.musicgen import MusicGenSolver
 
-    from acr.models import load_for_training
+    from acr.core.models import load_for_training
 
     lm = load_for_training("tiny-musicgen", "cpu").model.lm.eval()
     codes = torch.randint(0, 256, (2, 4, 30))
@@ -131,7 +132,7 @@ def test_loss_equals_audiocraft_solver_on_tiny_model_logits():
 
 
 def test_lora_covers_fused_qkv_and_merges_exactly():
-    from acr.models import load_for_training
+    from acr.core.models import load_for_training
 
     cfg = load_config(FinetuneConfig, None, [("name", _item("x")), ("data", _item("d"))])
     lm = load_for_training("tiny-musicgen", "cpu").model.lm.eval()
@@ -151,7 +152,7 @@ def test_lora_covers_fused_qkv_and_merges_exactly():
 
 
 def _item(value):
-    from acr.config import flag_item
+    from acr.core.config.loader import flag_item
 
     return flag_item(value, "--test")
 
@@ -159,7 +160,7 @@ def _item(value):
 @pytest.mark.parametrize("strategy, expected", [("full", "all"), ("last_layers", "top"),
                                                 ("progressive", "stages")])
 def test_strategies_choose_what_trains(strategy, expected):
-    from acr.models import load_for_training
+    from acr.core.models import load_for_training
 
     cfg = load_config(FinetuneConfig, None, [("name", _item("x")), ("data", _item("d")),
                                              ("strategy", _item(strategy)),
@@ -187,6 +188,7 @@ def test_strategies_choose_what_trains(strategy, expected):
 # ---- a real run --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_finetune_lowers_valid_loss_and_exports_a_loadable_model(acr, in_tmp, demo):
     assert sf.info(str(next(demo.glob("*.wav")))).samplerate == 44100
     assert sf.info(str(next(demo.glob("*.wav")))).channels == 2
@@ -219,6 +221,7 @@ def test_codes_are_cached_across_runs(acr, in_tmp, demo):
     assert ready["encoded"] == 0 and ready["cached"] == 9
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_gives_the_same_history(acr, in_tmp, demo):
     text = CONFIG.replace("strategy: full", "strategy: lora").replace("epochs: 3", "epochs: 4")
     path = config(in_tmp, demo, text)
@@ -304,6 +307,7 @@ def test_make_demo_data(acr, tmp_path):
     assert acr("finetune", "--make-demo-data", tmp_path / "d").exit_code == 2  # not empty
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_ranks(tmp_path, demo):
     path = config(tmp_path, demo, CONFIG.replace("epochs: 3", "epochs: 2"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -318,6 +322,7 @@ def test_ddp_two_gloo_ranks(tmp_path, demo):
     assert (tmp_path / "R/model/state_dict.bin").is_file()
 
 
+@pytest.mark.slow
 def test_activation_checkpointing_gives_the_same_losses(acr, in_tmp, demo):
     """Recomputing activations in the backward pass changes memory, not the result."""
     plain = config(in_tmp, demo, CONFIG.replace("epochs: 3", "epochs: 2"))

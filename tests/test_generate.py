@@ -6,9 +6,9 @@ import pytest
 import soundfile as sf
 import yaml
 
-from acr import models
-from acr.audio import integrated_loudness, read_wav
-from conftest import run_acr
+from acr.core import models
+from acr.core.audio import integrated_loudness, read_wav
+from helpers import run_acr
 
 TINY = ["--model", "tiny-musicgen", "--device", "cpu"]
 
@@ -49,6 +49,7 @@ def test_generate_writes_wavs_sidecars_and_run_records(acr, in_tmp):
     assert "generating: 100/100" in result.stderr.splitlines()
 
 
+@pytest.mark.slow
 def test_same_seed_is_byte_identical_across_processes(tmp_path):
     args = ["generate", *TINY, "--prompt", "calm piano", "--prompt", "fast drums",
             "--duration", "2", "--seed", "7"]
@@ -111,6 +112,7 @@ def short_window_model(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_duration_beyond_the_window_is_extended(acr, in_tmp, short_window_model):
     result = acr("generate", "--model", short_window_model, "--device", "cpu", "-p", "x",
                  "--duration", "4.5", "--extend-stride", "1", "--seed", "1", "--out", "D")
@@ -141,7 +143,7 @@ def test_loudness_normalisation_is_applied_and_recorded(acr, in_tmp):
 
 
 def test_failure_marks_the_run_failed(acr, in_tmp, monkeypatch):
-    import acr.generate as generate
+    import acr.commands.generate.run as generate
 
     def broken(*args, **kwargs):
         raise RuntimeError("device fell over")
@@ -156,7 +158,7 @@ def test_failure_marks_the_run_failed(acr, in_tmp, monkeypatch):
 
 
 def test_ctrl_c_marks_the_run_interrupted(acr, in_tmp, monkeypatch):
-    import acr.generate as generate
+    import acr.commands.generate.run as generate
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -169,6 +171,7 @@ def test_ctrl_c_marks_the_run_interrupted(acr, in_tmp, monkeypatch):
 
 @pytest.mark.parametrize("model, window, rate, windows", [("tiny-musicgen", 30, 32000, 4),
                                                           ("tiny-audiogen", 10, 16000, 9)])
+@pytest.mark.slow
 def test_long_form_at_two_and_a_half_windows(acr, in_tmp, model, window, rate, windows):
     """2.5x the model's window by AudioCraft's sliding window, with progress per window."""
     duration = 2.5 * window

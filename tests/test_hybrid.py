@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from acr.audio import integrated_loudness, read_wav
-from acr.hybrid import limiter_gain, match_length
+from acr.core.audio import integrated_loudness, read_wav
+from acr.core.mixing import limiter_gain, match_length
 
 HYBRID = """\
 name: hybrid
@@ -51,6 +51,7 @@ def test_mix_rate_length_sum_and_loudness_difference(acr, in_tmp):
     assert recipe["length_policy"] == "loop" and recipe["sample_rate"] == 32000
 
 
+@pytest.mark.slow
 def test_limiter_keeps_the_mix_under_the_ceiling(acr, in_tmp):
     stems, side = run_hybrid(acr, in_tmp, "pad", lufs=-6.0)  # loud stems: the limiter works
     mix, _ = stems["mix"]
@@ -109,6 +110,7 @@ analyze: true
 """
 
 
+@pytest.mark.slow
 def test_hybrid_experiment_blends_as_parameter_sets(acr, in_tmp):
     (in_tmp / "h.yaml").write_text(EXPERIMENT)
     result = acr("experiment", "h.yaml", "--out", "R")

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from acr import models
-from acr.errors import UsageError
-from conftest import gpu, plain_audiocraft_generates, requires_gpu
+from acr.core import models
+from acr.core.errors import UsageError
+from helpers import gpu, plain_audiocraft_generates, requires_gpu
 
 
 def test_short_names_and_hub_ids_resolve_without_loading():
@@ -62,6 +62,7 @@ def test_tiny_models_load_with_the_right_class_and_rate():
     assert models.load_model("tiny-musicgen", "cpu") is music  # loaded once per process
 
 
+@pytest.mark.slow
 def test_plain_audiocraft_loads_the_tiny_folder_in_another_process():
     folder = models.ensure_tiny_model("tiny-musicgen")
     assert plain_audiocraft_generates(folder) == "(1, 1, 32000) 32000"
@@ -98,8 +99,8 @@ def test_cuda_index_out_of_range():
 def test_tiny_model_generates_on_cuda():
     loaded = models.load_model("tiny-musicgen", "cuda")
     assert loaded.device == "cuda"
-    from acr.config import GenerationParams
-    from acr.generate import generate_batch, resolve_params
+    from acr.core.config.schema import GenerationParams
+    from acr.core.engine import generate_batch, resolve_params
 
     params = resolve_params(GenerationParams(duration=1.0), loaded)
     wav = generate_batch(loaded, ["a", "b"], params, seed=1)

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from acr import runs
-from acr.audio import count_clipped, integrated_loudness, normalize_loudness, read_wav, write_wav
-from acr.errors import UsageError
+from acr.core import runs
+from acr.core.environment import git_commit
+from acr.core.audio import count_clipped, integrated_loudness, normalize_loudness, read_wav, write_wav
+from acr.core.errors import UsageError
 
 
 def test_write_atomic_leaves_no_temp_files_and_respects_umask(tmp_path):
@@ -59,7 +60,7 @@ def test_out_dir_rules(tmp_path):
 
 
 def test_git_commit_inside_and_outside_a_repo(tmp_path):
-    assert runs.git_commit(tmp_path) is None
+    assert git_commit(tmp_path) is None
 
 
 def test_wav_round_trip_and_clipping(tmp_path):

@@ -1,5 +1,0 @@
-"""`acr analyze`: per-clip metrics, set-level metrics, statistics, plots and a report.
-
-features (per clip) -> sets (per setting) -> stats -> plots -> report; `run.py` is the recipe.
-Analysis reads audio files and their sidecars only; it never imports audiocraft.
-"""

@@ -1,0 +1,218 @@
+"""Per-clip metrics, computed from one STFT per clip, batched across clips of the same shape.
+
+Spectral metrics follow librosa's definitions (magnitude spectrum for centroid / bandwidth /
+rolloff, power spectrum for flatness; n_fft 2048, hop 512, centred frames with zero padding), so
+they equal librosa's values on the same audio (to float32 precision: a pure tone's bandwidth reads
+a few Hz above librosa's float64 value); librosa itself does the onset peak picking, the tempo
+estimate, the chroma filterbank and the MFCC on the spectrogram computed here once.
+Loudness, LRA and true peak come from `acr.core.loudness`.
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+METRIC_VERSION = 1  # bump when any value below changes: cached results are recomputed
+N_FFT, HOP, N_MELS, N_MFCC = 2048, 512, 128, 20
+SILENCE_DBFS = -60.0
+CLIP_LEVEL = 0.999
+SEGMENT_SECONDS = 0.5  # self-similarity resolution
+REPETITION_MIN_LAG = 2.0  # seconds between a segment and the ones it may repeat
+
+CORE_METRICS = ["loudness_lufs", "true_peak_dbtp", "plr_db", "lra_lu", "crest_factor_db",
+                "clipping_ratio", "silence_ratio", "spectral_centroid_hz",
+                "spectral_bandwidth_hz", "spectral_rolloff_hz", "spectral_flatness",
+                "onset_rate_hz", "tempo_bpm", "key_strength", "repetition", "coherence"]
+TEXT_METRICS = ["key"]
+KEY_NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
+# Krumhansl-Kessler key profiles (major, minor), tonic first
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
+
+
+@dataclass
+class ClipFeatures:
+    metrics: dict  # CORE_METRICS + TEXT_METRICS -> value (NaN / None where undefined)
+    embedding: list[float]  # MFCC and chroma statistics, for set-level distances
+    flags: list[str] = field(default_factory=list)  # silent, nan, clipped
+
+
+def _standardize(rows: np.ndarray) -> np.ndarray:
+    centred = rows - rows.mean(axis=-1, keepdims=True)
+    return centred / np.linalg.norm(centred, axis=-1, keepdims=True)
+
+
+# the 24 rotated profiles, standardised, so Pearson correlations are one matrix product
+_KEY_PROFILES = _standardize(np.array([np.roll(profile, tonic) for profile in
+                                       (MAJOR_PROFILE, MINOR_PROFILE) for tonic in range(12)]))
+_KEY_LABELS = [f"{KEY_NAMES[t]} {mode}" for mode in ("major", "minor") for t in range(12)]
+
+
+def estimate_key(chroma_mean: np.ndarray) -> tuple[str | None, float]:
+    """Krumhansl-Schmuckler: the key whose profile correlates best with the mean chroma."""
+    if not np.isfinite(chroma_mean).all() or np.ptp(chroma_mean) == 0:
+        return None, float("nan")
+    correlations = _KEY_PROFILES @ _standardize(np.asarray(chroma_mean, dtype=np.float64))
+    best = int(np.argmax(correlations))
+    return _KEY_LABELS[best], float(correlations[best])
+
+
+def _self_similarity(features: np.ndarray, frames_per_segment: int, rate_segments: float
+                     ) -> tuple[float, float]:
+    """(repetition, coherence) from the cosine self-similarity of 0.5 s feature segments.
+
+    repetition: mean over segments of the best similarity to a segment at least 2 s away;
+    coherence: mean similarity of consecutive segments."""
+    n = features.shape[1] // frames_per_segment
+    if n < 2:
+        return float("nan"), float("nan")
+    segments = features[:, : n * frames_per_segment].reshape(features.shape[0], n, -1).mean(-1)
+    segments = segments - segments.mean(axis=1, keepdims=True)
+    norms = np.linalg.norm(segments, axis=0)
+    norms[norms == 0] = 1.0
+    unit = segments / norms
+    similarity = unit.T @ unit
+    coherence = float(np.mean(np.diag(similarity, 1)))
+    lag = int(np.ceil(REPETITION_MIN_LAG * rate_segments))
+    if n <= lag:
+        return float("nan"), coherence
+    far = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :]) >= lag
+    best = np.where(far, similarity, -np.inf).max(axis=1)
+    return float(np.mean(best[np.isfinite(best)])), coherence
+
+
+class Extractor:
+    """Per-rate filterbanks, built once and reused for every batch of clips."""
+
+    def __init__(self) -> None:
+        self._banks: dict[int, tuple] = {}
+
+    def banks(self, rate: int) -> tuple:
+        if rate not in self._banks:
+            import librosa
+
+            freqs = librosa.fft_frequencies(sr=rate, n_fft=N_FFT)
+            mel = librosa.filters.mel(sr=rate, n_fft=N_FFT, n_mels=N_MELS)
+            chroma = librosa.filters.chroma(sr=rate, n_fft=N_FFT, tuning=0.0)
+            self._banks[rate] = (torch.from_numpy(freqs).float(), torch.from_numpy(mel).float(),
+                                 torch.from_numpy(chroma).float())
+        return self._banks[rate]
+
+    def batch(self, clips: list[np.ndarray], rate: int) -> list[ClipFeatures]:
+        """Features of clips ([channels, samples] float arrays) that share rate and length.
+
+        One STFT of every clip's mono mix, and the spectral statistics, mel and chroma
+        projections and frame levels of all clips at once (float32 tensors)."""
+        from acr.core import loudness
+
+        freqs, mel_bank, chroma_bank = self.banks(rate)
+        finite = [np.isfinite(c).all() for c in clips]
+        clips = [c if ok else np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)
+                 for c, ok in zip(clips, finite)]
+        audio = torch.from_numpy(np.stack(clips).astype(np.float32))  # [clips, channels, samples]
+        window = torch.hann_window(N_FFT)
+        spectrum = torch.stft(audio.mean(dim=1), N_FFT, HOP, window=window, center=True,
+                              pad_mode="constant", return_complex=True)
+        magnitude = spectrum.abs()  # [clips, bins, frames]
+        power = magnitude.square()
+
+        # spectral shape, as librosa.feature.spectral_* (per frame, then the mean over frames)
+        # (moments of the frequency under each frame's normalised magnitude, as matrix products)
+        totals = magnitude.sum(dim=1)
+        safe = torch.where(totals > 0, totals, 1.0)
+        centroid = torch.matmul(freqs, magnitude) / safe * (totals > 0)
+        second = torch.matmul(freqs.square(), magnitude) / safe * (totals > 0)
+        bandwidth = (second - centroid.square()).clamp_min(0).sqrt()
+        cumulative = magnitude.cumsum(dim=1)
+        first_above = (cumulative < 0.85 * cumulative[:, -1:, :]).sum(dim=1)
+        rolloff = torch.where(totals > 0, freqs[first_above.clamp_max(len(freqs) - 1)], torch.nan)
+        floored = power.clamp_min(1e-10)
+        flatness = floored.log().mean(dim=1).exp() / floored.mean(dim=1)
+        mel = torch.matmul(mel_bank, power)
+        chroma = torch.matmul(chroma_bank, power)
+        # hann-windowed frame levels from the same STFT (Parseval) for the silence ratio
+        energy = (power[:, 0] + 2 * power[:, 1:-1].sum(dim=1) + power[:, -1]) / N_FFT
+        frame_rms = (energy / window.square().sum()).sqrt()
+        peaks = loudness.true_peaks(audio.reshape(-1, audio.shape[-1])).reshape(len(clips), -1)
+
+        def finish(i: int) -> ClipFeatures:
+            features = self.clip(clips[i], rate, mel[i].numpy(), chroma[i].numpy(), {
+                "spectral_centroid_hz": float(centroid[i].mean()),
+                "spectral_bandwidth_hz": float(bandwidth[i].mean()),
+                "spectral_rolloff_hz": float(rolloff[i].nanmean()),
+                "spectral_flatness": float(flatness[i].mean()),
+                "silence_ratio": float((frame_rms[i] < 10 ** (SILENCE_DBFS / 20)).float().mean()),
+                "true_peak_dbtp": float(peaks[i].max()),
+            })
+            if not finite[i]:
+                features.flags.insert(0, "nan")
+            return features
+
+        # the per-clip rest is mostly numpy / scipy work that releases the GIL: two threads
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(finish, range(len(clips))))
+
+    def clip(self, audio: np.ndarray, rate: int, mel_power: np.ndarray,
+             chroma_power: np.ndarray, spectral: dict) -> ClipFeatures:
+        """The per-clip rest: loudness, rhythm (librosa), key, structure, embedding."""
+        import librosa
+
+        from acr.core import loudness
+
+        flags: list[str] = []
+        peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+        rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+        if peak == 0.0:
+            flags.append("silent")
+        cumulative = loudness.cumulative_power(audio, rate)
+        lufs = loudness.integrated_loudness(audio, rate, cumulative)
+        lra = loudness.loudness_range(audio, rate, cumulative)
+
+        # rhythm: librosa's onset envelope, peak picking and tempo on our mel spectrogram
+        mel_db = librosa.power_to_db(mel_power.astype(np.float64))
+        envelope = librosa.onset.onset_strength(S=mel_db, sr=rate, hop_length=HOP)
+        duration = audio.shape[-1] / rate
+        if peak > 0 and np.ptp(envelope) > 0:
+            onsets = librosa.onset.onset_detect(onset_envelope=envelope, sr=rate, hop_length=HOP)
+            tempo = float(librosa.feature.tempo(onset_envelope=envelope, sr=rate,
+                                                hop_length=HOP)[0])
+        else:
+            onsets, tempo = np.array([]), float("nan")
+
+        # tonality: chroma_stft's normalisation (per frame, max = 1), Krumhansl-Schmuckler key
+        chroma = chroma_power / np.maximum(chroma_power.max(axis=0, keepdims=True), 1e-10)
+        key, key_strength = estimate_key(chroma.mean(axis=1)) if peak > 0 else (None, np.nan)
+        mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=N_MFCC)
+
+        # structure: self-similarity of chroma + timbre, 0.5 s segments
+        frames_per_segment = max(1, int(round(SEGMENT_SECONDS * rate / HOP)))
+        timbre = mfcc[1:13]
+        timbre = (timbre - timbre.mean(axis=1, keepdims=True)) / (
+            timbre.std(axis=1, keepdims=True) + 1e-9)
+        repetition, coherence = _self_similarity(np.vstack([chroma, timbre]),
+                                                 frames_per_segment, 1 / SEGMENT_SECONDS)
+        clipping = float(np.mean(np.abs(audio) >= CLIP_LEVEL)) if audio.size else float("nan")
+        if clipping > 0:
+            flags.append("clipped")
+        tp = spectral.pop("true_peak_dbtp")
+
+        def finite(value: float) -> float:
+            return float(value) if np.isfinite(value) else float("nan")
+
+        metrics = {
+            "loudness_lufs": finite(lufs), "true_peak_dbtp": finite(tp),
+            "plr_db": finite(tp - lufs), "lra_lu": finite(lra),
+            "crest_factor_db": finite(20 * np.log10(peak / rms)) if rms > 0 else float("nan"),
+            "clipping_ratio": clipping,
+            **{k: finite(v) for k, v in spectral.items()},
+            "onset_rate_hz": len(onsets) / duration if duration > 0 else float("nan"),
+            "tempo_bpm": tempo, "key": key, "key_strength": finite(key_strength),
+            "repetition": repetition, "coherence": coherence,
+        }
+        embedding = np.concatenate([mfcc.mean(axis=1), mfcc.std(axis=1), chroma.mean(axis=1),
+                                    chroma.std(axis=1)])
+        return ClipFeatures({k: metrics[k] for k in CORE_METRICS + TEXT_METRICS},
+                            [float(v) for v in np.nan_to_num(embedding)], flags)

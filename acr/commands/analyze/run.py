@@ -1,0 +1,198 @@
+"""The `acr analyze` recipe, top to bottom: find the clips and their groups (clips.py), compute
+or reuse per-clip features (cache.py, features.py), set-level metrics (sets.py) and the model-
+based tier (model_based.py), statistics over prompts (stats.py), then write metrics.csv,
+summary.json, the plots (plots.py) and report.md (report.py).
+
+Analysis reads audio files and their sidecars only; it never loads a generation model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from acr.commands.analyze import model_based, plots, report, sets, stats
+from acr.commands.analyze.cache import cached_features
+from acr.commands.analyze.clips import (AUDIO_SUFFIXES, GROUP_COLUMNS, Clip, baseline_setting,
+                                        discover, prompt_table)
+from acr.commands.analyze.features import CORE_METRICS, METRIC_VERSION, ClipFeatures
+from acr.core import console
+from acr.core.audio import Unreadable
+from acr.core.errors import UsageError
+from acr.core.models import DEFAULT_CLAP
+from acr.core.runs import write_atomic, write_json
+
+
+def run_analysis(path: Path, out: Path | None = None, reference: Path | None = None,
+                 model_metrics: bool = True, clap_model: str | None = None,
+                 quiet: bool = False) -> Path:
+    """Analyse a run folder or any folder of audio; returns the analysis folder."""
+    # setup: inputs first, nothing written until they are known to be good
+    path = Path(path)
+    if not path.is_dir():
+        raise UsageError(f"{path}: no such folder; give a run folder or a folder of audio files")
+    out_dir = Path(out) if out is not None else path / "analysis"
+    clips = discover(path, skip=out_dir)
+    if not clips:
+        raise UsageError(f"{path}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found; "
+                         "give a run folder or a folder of audio files")
+    reference_clips = []
+    if reference is not None:
+        if not Path(reference).is_dir():
+            raise UsageError(f"--reference {reference}: no such folder")
+        reference_clips = discover(Path(reference))
+        if not reference_clips:
+            raise UsageError(f"--reference {reference}: no audio files found")
+    started = time.perf_counter()  # (out_dir is created by its first write: none on bad input)
+
+    # per clip
+    with console.progress("analysing", len(clips)) as update:
+        results, computed = cached_features(clips, out_dir / "cache", update)
+    ref_results, _ = cached_features(reference_clips, out_dir / "cache") if reference_clips \
+        else ([], 0)
+    skipped = [{"path": c.rel, "reason": str(r)} for c, r in zip(clips, results)
+               if isinstance(r, Unreadable)]
+    good = [(c, r) for c, r in zip(clips, results) if isinstance(r, ClipFeatures)]
+    if not good:
+        raise UsageError(f"{path}: none of the {len(clips)} audio files could be read "
+                         f"(first: {skipped[0]['path']}: {skipped[0]['reason']})")
+    clips = [c for c, _ in good]
+    features = [r for _, r in good]
+    settings = list(dict.fromkeys(c.setting for c in clips))
+    base = baseline_setting(settings)
+
+    # set level, and the model-based tier
+    novelty, set_metrics = set_level(clips, features, ref_results, settings, base)
+    model_info, clap_scores = model_based.model_metrics(
+        clips, reference_clips, settings, base, model_metrics, clap_model or DEFAULT_CLAP)
+
+    # per metric statistics (small groups give NaN spreads by design: no numpy warnings)
+    warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"numpy\..*")
+    warnings.filterwarnings("ignore", message=".*(Degrees of freedom|Mean of empty slice).*")
+    values = {m: [_number(f.metrics.get(m)) for f in features] for m in CORE_METRICS}
+    values["novelty"] = [float(v) for v in novelty]
+    if clap_scores is not None:
+        values["clap_score"] = [float(v) for v in clap_scores]
+    tables = {m: prompt_table(clips, values[m]) for m in values}
+    summary_groups = {s: {m: stats.describe(list(tables[m][s].values()), seed=hash_seed(s, m))
+                          for m in values} for s in settings}
+    tests = metric_tests(clips, values, tables)
+
+    # outputs
+    rows = []
+    for i, (clip, feature) in enumerate(zip(clips, features)):
+        row = {"path": clip.rel, **{c: clip.groups.get(c) for c in GROUP_COLUMNS}}
+        row.update({m: feature.metrics.get(m) for m in CORE_METRICS + ["key"]})
+        row["novelty"] = float(novelty[i])
+        if clap_scores is not None:
+            row["clap_score"] = float(clap_scores[i])
+        row["flags"] = " ".join(feature.flags)
+        rows.append(row)
+    write_atomic(out_dir / "metrics.csv", report.metrics_csv(rows))
+    flags = {flag: [c.rel for c, f in zip(clips, features) if flag in f.flags]
+             for flag in ("silent", "nan", "clipped")}
+    summary = {
+        "analysed": {"path": str(path), "clips": len(clips), "computed": computed,
+                     "cached": len(clips) - computed, "skipped": len(skipped),
+                     "settings": settings, "baseline": base,
+                     "reference": str(reference) if reference else None,
+                     "metric_version": METRIC_VERSION},
+        "groups": summary_groups, "keys": key_summary(clips, features, settings),
+        "tests": tests, "sets": set_metrics, "model_based": model_info,
+        "flags": {k: v for k, v in flags.items() if v}, "skipped": skipped,
+    }
+    write_json(out_dir / "summary.json", summary)
+    plot_files = plots.draw_all(out_dir / "plots", clips, tables, values, settings)
+    write_atomic(out_dir / "report.md", report.render(summary, plot_files, read_findings(path),
+                                                      out_dir))
+    if not quiet:
+        report.terminal_table(summary, settings, base)
+        counts = f"{computed} analysed, {len(clips) - computed} cached" + (
+            f", {len(skipped)} skipped" if skipped else "")
+        console.info(f"{len(clips)} clips ({counts})")
+        for item in skipped:
+            console.warn(f"skipped {item['path']}: {item['reason']}")
+        for flag, paths in summary["flags"].items():
+            console.warn(f"{len(paths)} clip(s) flagged {flag}: {', '.join(paths[:3])}"
+                         + (" ..." if len(paths) > 3 else ""))
+        console.info(f"analysis took {time.perf_counter() - started:.1f} s")
+    return out_dir
+
+
+def set_level(clips: list[Clip], features: list[ClipFeatures], ref_results: list,
+              settings: list[str], base: str) -> tuple[np.ndarray, dict]:
+    """(novelty per clip, set metrics per setting) on the clips' embeddings, standardised with
+    the reference's; Fréchet distances go to the reference, else to the baseline setting."""
+    embeddings = np.array([f.embedding for f in features])
+    reference_embeddings = np.array([r.embedding for r in ref_results
+                                     if isinstance(r, ClipFeatures)])
+    joint = sets.standardize(np.vstack([embeddings, reference_embeddings])
+                             if len(reference_embeddings) else embeddings)
+    standardized, reference_std = joint[: len(embeddings)], joint[len(embeddings):]
+    novelty = sets.novelty(standardized)
+    set_metrics = {}
+    for setting in settings:
+        rows = np.array([i for i, c in enumerate(clips) if c.setting == setting])
+        target = reference_std if len(reference_std) else \
+            standardized[[i for i, c in enumerate(clips) if c.setting == base]]
+        set_metrics[setting] = {
+            "clips": int(len(rows)), "diversity": sets.diversity(standardized[rows]),
+            "novelty_mean": float(np.nanmean(novelty[rows])) if len(rows) > 1 else float("nan"),
+            "frechet_distance": sets.frechet_distance(standardized[rows], target),
+            "frechet_to": "reference" if len(reference_std) else base}
+    return novelty, set_metrics
+
+
+def metric_tests(clips: list[Clip], values: dict[str, list[float]], tables: dict) -> dict:
+    """Per metric: settings compared paired over prompts, prompt sets compared unpaired on
+    prompt-level values pooled over settings."""
+    pooled_clips = [dataclasses.replace(c, groups={**c.groups, "_setting": "all"})
+                    for c in clips]
+    owners = {c.block: c.groups.get("prompt_set") for c in reversed(clips)}  # first clip wins
+    tests = {}
+    for metric in values:
+        by_prompt_set: dict[str, list[float]] = {}
+        for block, value in prompt_table(pooled_clips, values[metric])["all"].items():
+            if owners[block] is not None:
+                by_prompt_set.setdefault(str(owners[block]), []).append(value)
+        tests[metric] = {"settings": stats.paired_tests(tables[metric]),
+                         "prompt_sets": stats.unpaired_tests(by_prompt_set)
+                         if by_prompt_set else None}
+    return tests
+
+
+def key_summary(clips: list[Clip], features: list[ClipFeatures], settings: list[str]) -> dict:
+    """Per setting: the most common key, its share, and how many distinct keys."""
+    out = {}
+    for setting in settings:
+        keys = [f.metrics.get("key") for c, f in zip(clips, features)
+                if c.setting == setting and f.metrics.get("key")]
+        if keys:
+            top = max(set(keys), key=keys.count)
+            out[setting] = {"most_common": top, "share": keys.count(top) / len(keys),
+                            "distinct": len(set(keys))}
+    return out
+
+
+def read_findings(path: Path) -> list[dict]:
+    """The run's findings.json (an experiment's findings), or none."""
+    findings = path / "findings.json"
+    if findings.is_file():
+        try:
+            return json.loads(findings.read_text(encoding="utf-8"))
+        except ValueError:
+            return []
+    return []
+
+
+def hash_seed(*parts: str) -> int:
+    return int.from_bytes(hashlib.sha256("/".join(parts).encode()).digest()[:4], "big")
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and value is not None else float("nan")

@@ -1,0 +1,7 @@
+"""`acr finetune`: dataset scan and captions (data), code cache (codes), trainable weights and
+LoRA (adapters), the loss (loss), checkpoints (checkpoints), the recipe (train) and what it
+writes (outputs)."""
+from acr.commands.finetune.data import make_demo_data
+from acr.commands.finetune.train import run_finetune
+
+__all__ = ["run_finetune", "make_demo_data"]

@@ -1,0 +1,1 @@
+"""Config kinds (schema.py) and the located YAML checker (loader.py)."""

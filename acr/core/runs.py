@@ -1,0 +1,266 @@
+"""Run folders: create, record (config.yaml, meta.json, events.jsonl), finish. Writes are atomic.
+
+A run folder is `experiments/<name>/<UTC timestamp>-<short id>/` or the `--out` folder the user
+gave; an existing non-empty folder is never reused (resuming commands open theirs explicitly).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import hashlib
+import json
+import math
+import os
+import secrets
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from acr.core.atomic import replacing
+from acr.core.distributed import Dist, share_from_main
+from acr.core.environment import git_commit, versions
+from acr.core.errors import UsageError
+
+DEFAULT_ROOT = Path("experiments")
+STATUSES = ("running", "completed", "failed", "interrupted")
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write text to `path` through a temporary file in the same folder and os.replace."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def json_safe(value: Any) -> Any:
+    """Plain JSON data: NaN and infinities become null (json.dumps would write the invalid
+    `NaN`), numpy scalars become Python numbers, tuples become lists."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)) and \
+            getattr(value, "shape", None) == ():  # a numpy / torch scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(json_safe(data), indent=2, ensure_ascii=False) + "\n")
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's content (cache keys, manifests)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_out_dir(out: Path | None) -> None:
+    """Refuse an --out folder that already holds something (before any work starts)."""
+    if out is not None and Path(out).exists():
+        if not Path(out).is_dir():
+            raise UsageError(f"--out {out}: exists and is not a folder; choose another path")
+        if any(Path(out).iterdir()):
+            raise UsageError(f"--out {out}: folder exists and is not empty; acr never reuses a "
+                             "run folder: choose a new path or remove it")
+
+
+def new_run_dir(name: str, out: Path | None = None, root: Path = DEFAULT_ROOT) -> Path:
+    """Create (and return) a new, empty run folder."""
+    if out is not None:
+        check_out_dir(out)
+        Path(out).mkdir(parents=True, exist_ok=True)
+        return Path(out)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    folder = Path(root) / name / f"{stamp}-{secrets.token_hex(3)}"
+    folder.mkdir(parents=True, exist_ok=False)
+    return folder
+
+
+@dataclass
+class Run:
+    """An open run folder."""
+
+    dir: Path
+
+    @property
+    def meta_path(self) -> Path:
+        return self.dir / "meta.json"
+
+    def meta(self) -> dict:
+        return json.loads(self.meta_path.read_text(encoding="utf-8"))
+
+    def update_meta(self, **fields: Any) -> None:
+        write_json(self.meta_path, {**self.meta(), **fields})
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Append one line to events.jsonl (append-only log)."""
+        line = json.dumps(json_safe({"time": utc_now(), "event": kind, **fields}),
+                          ensure_ascii=False)
+        with open(self.dir / "events.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+    def finish(self, status: str, **fields: Any) -> None:
+        assert status in STATUSES
+        self.update_meta(status=status, ended=utc_now(), **fields)
+        self.event("run.end", status=status, **fields)
+
+    @contextmanager
+    def marked_on_error(self, active: bool = True, before: Callable[[], None] | None = None
+                        ) -> Iterator[None]:
+        """Mark the run `interrupted` (Ctrl-C, SIGTERM) or `failed` (with the error) if the
+        block raises, after calling `before` (e.g. to write a partial manifest); re-raise."""
+        try:
+            yield
+        except BaseException as exc:
+            if active:
+                if before is not None:
+                    before()
+                if isinstance(exc, KeyboardInterrupt):
+                    self.finish("interrupted")
+                else:
+                    self.finish("failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+
+
+def lock_run(folder: Path):
+    """Hold an exclusive lock on a run folder for this process's lifetime (returns the handle).
+
+    A second acr process on the same folder gets a UsageError naming the holder's pid."""
+    handle = open(Path(folder) / ".lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "unknown"
+        handle.close()
+        raise UsageError(f"{folder}: in use by another acr process (pid {pid}); wait for it to "
+                         "finish or stop it first")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete the hidden `.name-XXXX.tmp` files a killed process left behind; return how many."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def open_run(folder: Path, command: str) -> Run:
+    """An existing run folder of `command`, for resuming; UsageError if it is not one."""
+    folder = Path(folder)
+    run = Run(folder)
+    if not (folder / "config.yaml").is_file() or not run.meta_path.is_file():
+        raise UsageError(f"{folder}: not a run folder (no config.yaml / meta.json); give the "
+                         f"folder an `acr {command}` run created")
+    meta = run.meta()
+    if meta.get("command") != command:
+        raise UsageError(f"{folder}: a run of `acr {meta.get('command')}`, not `acr {command}`")
+    return run
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs."""
+    lines = []
+    for key in sorted(set(old) | set(new), key=lambda k: (k not in old, str(k))):
+        path = f"{prefix}{key}"
+        a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_differences(a, b, path + ".")
+        elif a != b:
+            lines.append(f"{path}: run has {json.dumps(a)}, config has {json.dumps(b)}")
+    return lines
+
+
+def resume_config(run_dir: Path, schema: type, given: Any | None) -> Any:
+    """The run's own config; refuse (listing the differences) if `given` differs from it."""
+    import yaml
+
+    from acr.core.config.loader import load_config, to_dict
+
+    recorded = load_config(schema, run_dir / "config.yaml")
+    if given is not None:
+        ours = to_dict(given)
+        theirs = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+        # keys the run resolved (None in a fresh config means "the default" it was resolved to)
+        ours = {k: (theirs.get(k) if v is None and k in theirs else v) for k, v in ours.items()}
+        differences = config_differences(theirs, ours)
+        if differences:
+            raise UsageError(f"{run_dir}: the config changed since this run started; resume "
+                             "without CONFIG to use the run's own, or start a new run:",
+                             *[f"  {line}" for line in differences])
+    return recorded
+
+
+def begin_run(command: str, name: str, config_yaml: str, seed: int | None, device: str,
+              device_label: str, out: Path | None, argv: list[str] | None,
+              resumed: Run | None) -> tuple[Run, Any]:
+    """Start a new run, or reopen `resumed`; either way lock it and remove stale temporaries.
+    Returns (run, lock handle)."""
+    run = resumed or start_run(command, name, config_yaml, seed, device, device_label, out=out,
+                               argv=argv)
+    lock = lock_run(run.dir)
+    removed = remove_stale_temporaries(run.dir)
+    if resumed is not None:
+        run.update_meta(status="running", ended=None,
+                        resumed=[*run.meta().get("resumed", []), utc_now()])
+        run.event("run.resume", removed_temporaries=removed)
+    return run, lock
+
+
+def begin_shared_run(dist_info: Dist, command: str, name: str, config_yaml: str, seed: int | None,
+                     device: str, device_label: str, out: Path | None, argv: list[str] | None,
+                     resumed: Run | None, choose_batch_size: Callable[[], int],
+                     **meta: Any) -> tuple[Run, int, Any]:
+    """begin_run on rank 0, with the batch size (the one a resumed run recorded, else
+    `choose_batch_size()`) and `meta` recorded; every rank gets (run, batch size, lock handle
+    or None on the other ranks)."""
+    lock, shared = None, None
+    if dist_info.main:
+        run, lock = begin_run(command, name, config_yaml, seed, device, device_label, out, argv,
+                              resumed)
+        batch_size = run.meta().get("batch_size") or choose_batch_size()
+        run.update_meta(batch_size=batch_size, world_size=dist_info.world, **meta)
+        shared = (str(run.dir), batch_size)
+    run_dir, batch_size = share_from_main(dist_info, shared)
+    return Run(Path(run_dir)), batch_size, lock
+
+
+def start_run(command: str, name: str, config_yaml: str, seed: int | None, device: str,
+              device_name: str, out: Path | None = None, root: Path = DEFAULT_ROOT,
+              argv: list[str] | None = None) -> Run:
+    """Create a run folder and write config.yaml, meta.json (status running) and the first event."""
+    run = Run(new_run_dir(name, out, root))
+    write_atomic(run.dir / "config.yaml", config_yaml)
+    write_json(run.meta_path, {
+        "command": command,
+        "argv": list(sys.argv if argv is None else argv),
+        "cwd": os.getcwd(),
+        "versions": versions(),
+        "device": device,
+        "device_name": device_name,
+        # CPU results are byte-reproducible for a given thread count (float sums are ordered by it)
+        "torch_threads": sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None,
+        "git_commit": git_commit(),
+        "seed": seed,
+        "started": utc_now(),
+        "ended": None,
+        "status": "running",
+    })
+    run.event("run.start", command=command, dir=str(run.dir))
+    return run
