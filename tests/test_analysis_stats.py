@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from acr.commands.analyze import sets, stats
+from acr.commands.analyze import sets
+from acr.core import stats
 
 
 def test_frechet_distance_closed_forms():

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from acr.commands.analyze import model_based, plots, report, sets, stats
+from acr.commands.analyze import model_based, plots, report, sets
 from acr.commands.analyze.cache import cached_features
 from acr.commands.analyze.clips import (AUDIO_SUFFIXES, GROUP_COLUMNS, Clip, baseline_setting,
                                         discover, prompt_table)
 from acr.commands.analyze.features import CORE_METRICS, METRIC_VERSION, ClipFeatures
-from acr.core import console
+from acr.core import console, stats
 from acr.core.audio import Unreadable
 from acr.core.errors import UsageError
 from acr.core.models import DEFAULT_CLAP
