@@ -12,34 +12,81 @@ from acr.core.metrics import key_metric_table
 
 COMMANDS = {"generate": "acr generate {config}", "experiment": "acr experiment {config}",
             "finetune": "acr finetune {config}"}
+INPUTS = {"data": "the training audio with its captions", "melody": "audio whose melody "
+          "conditions the prompts", "audio": "the recording that is continued"}
 
 
-def _entry(entries, name):
-    return next((e.data for e in entries if e.name == name), None)
-
-
-def _json(entries, name):
-    data = _entry(entries, name)
+def _json(read, name):
+    data = read(name)
     return json.loads(data) if data is not None else None
 
 
-def _history(entries, prefix):
-    data = _entry(entries, f"{prefix}/history.csv")
+def _history(read, prefix):
+    data = read(f"{prefix}/history.csv")
     return list(csv.DictReader(io.StringIO(data.decode()))) if data else []
 
 
-def _overview(run, entries) -> dict:
+def config_inputs(value, key: str = "") -> list[tuple[str, str]]:
+    """(key, path) of every input file or folder a config names (training data, melody and
+    continuation audio): what a rerun needs beside the package."""
+    found = []
+    if isinstance(value, dict):
+        for name, item in value.items():
+            path = f"{key}.{name}" if key else str(name)
+            if name in INPUTS and isinstance(item, str):
+                found.append((path, item))
+            else:
+                found += config_inputs(item, path)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += config_inputs(item, f"{key}[{index}]")
+    return found
+
+
+def _training_files(read, prefix) -> int | None:
+    """How many files the fine-tune trained on (its codes.ready event)."""
+    events = read(f"{prefix}/events.jsonl") or b""
+    for line in events.decode().splitlines():
+        if '"codes.ready"' in line:
+            try:
+                return json.loads(line).get("files")
+            except json.JSONDecodeError:
+                return None
+    return None
+
+
+def _overview(run, names, read) -> dict:
     meta, prefix = run["meta"], run["prefix"]
-    config = yaml.safe_load(_entry(entries, f"{prefix}/config.yaml") or b"{}") or {}
+    config = yaml.safe_load(read(f"{prefix}/config.yaml") or b"{}") or {}
     models = config.get("models") or [config.get("model")]
-    analysis = _json(entries, f"{prefix}/analysis/summary.json")
-    history = _history(entries, prefix)
-    count = len([e for e in entries if e.name.startswith(f"{prefix}/samples/")
-                 and e.name.endswith(".json")])
+    analysis = _json(read, f"{prefix}/analysis/summary.json")
+    history = _history(read, prefix)
+    count = len([n for n in names if n.startswith(f"{prefix}/samples/") and n.endswith(".json")])
     return {"prefix": prefix, "command": meta.get("command"), "status": meta.get("status"),
             "models": ", ".join(str(m) for m in models if m), "seed": meta.get("seed"),
             "config": config, "analysis": analysis, "history": history, "samples": count,
             "meta": meta}
+
+
+def _inputs(o, read) -> list[str]:
+    """What a rerun needs that the package does not hold."""
+    inputs = config_inputs(o["config"])
+    if not inputs:
+        return []
+    lines = ["It reads files that are not in this package (paths as on the machine that ran "
+             "it):", ""]
+    for key, path in inputs:
+        what = INPUTS[key.rsplit(".", 1)[-1]]
+        if key == "data" and o["command"] == "finetune":
+            files = _training_files(read, o["prefix"])
+            what += f" ({files} audio files were used)" if files else ""
+        lines.append(f"- `{key}: {path}`: {what}")
+    example = next((key for key, _ in inputs if "." not in key and "[" not in key), None)
+    lines += ["", "Copy them to those paths, or point the config at your copies (edit "
+              f"`{o['prefix']}/config.yaml`"
+              + (f", or add `--set {example}=PATH`" if example else "")
+              + "; relative paths resolve against the config file's folder).", ""]
+    return lines
 
 
 def _fmt(value) -> str:
@@ -72,20 +119,23 @@ def _comparison(overviews: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def render_readme(runs: list[dict], entries) -> str:
-    overviews = [_overview(run, entries) for run in runs]
+def render_readme(runs: list[dict], names: list[str], read) -> str:
+    """`runs`: {prefix, meta, command_line} per run; `names`: every entry of the package;
+    `read(name)`: an entry's bytes as packaged (redacted), or None."""
+    overviews = [_overview(run, names, read) for run in runs]
     lines = ["# acr research package", "",
              f"{len(runs)} run(s), packaged by `acr export`. Every file is listed with its size "
              "and sha256 in `MANIFEST.json`; check the package with "
-             "`acr export --verify PACKAGE.zip`.", ""]
+             "`acr export --verify PACKAGE.zip`. Home folders appear as `~` and token-like "
+             "secrets as `<redacted>`.", ""]
     if len(overviews) > 1:
         lines += _comparison(overviews)
-    for o in overviews:
+    for run, o in zip(runs, overviews):
         meta, prefix = o["meta"], o["prefix"]
         versions = meta.get("versions", {})
-        argv = meta.get("argv", [])
+        command_line = run.get("command_line")
         lines += [f"## `{prefix}`", "",
-                  f"- command: `acr {' '.join(argv[1:])}`" if argv else "- command: -",
+                  f"- command: `{command_line}`" if command_line else "- command: -",
                   f"- model: {o['models']}; seed: {o['seed']}; status: {o['status']}",
                   f"- started {meta.get('started')}, ended {meta.get('ended')}",
                   f"- environment: acr {versions.get('acr')}, audiocraft "
@@ -93,7 +143,7 @@ def render_readme(runs: list[dict], entries) -> str:
                   f"{versions.get('python')}; device {meta.get('device_name')}; "
                   f"{meta.get('torch_threads')} CPU threads; git commit "
                   f"{meta.get('git_commit') or '-'}", ""]
-        findings = _json(entries, f"{prefix}/findings.json") or []
+        findings = _json(read, f"{prefix}/findings.json") or []
         if findings:
             lines += ["### Findings", ""] + [f"- **{f.get('title')}**: {f.get('description')}"
                                               for f in findings] + [""]
@@ -108,9 +158,8 @@ def render_readme(runs: list[dict], entries) -> str:
                       f"{len(o['history'])} epochs; valid loss {_fmt(first['valid_loss'])} → "
                       f"{_fmt(last['valid_loss'])}; train loss {_fmt(first['train_loss'])} → "
                       f"{_fmt(last['train_loss'])} (`{prefix}/history.csv`).", ""]
-        plots = sorted(e.name for e in entries if e.name.startswith(f"{prefix}/")
-                       and e.name.endswith(".png") and ("heatmap" in e.name or "loss" in e.name
-                                                         or "loudness" in e.name))
+        plots = sorted(n for n in names if n.startswith(f"{prefix}/") and n.endswith(".png")
+                       and ("heatmap" in n or "loss" in n or "loudness" in n))
         if plots:
             lines += ["### Plots", ""] + [f"![{p.rsplit('/', 1)[-1]}]({p})" for p in plots[:8]]
             lines.append("")
@@ -118,11 +167,16 @@ def render_readme(runs: list[dict], entries) -> str:
         lines += ["### Reproduce", "",
                   "With the same acr, audiocraft and torch versions (above) and, on the CPU, the "
                   "same number of threads, this gives byte-identical audio:", "", "```bash",
-                  command, "```", "", "The config (every default filled in):", "", "```yaml",
-                  (_entry(entries, f"{prefix}/config.yaml") or b"").decode().rstrip(), "```", ""]
-        if o["command"] == "finetune" and any(e.name.startswith(f"{prefix}/model/")
-                                              for e in entries):
-            lines += ["The fine-tuned model is included: "
-                      f"`acr generate --model {prefix}/model --prompt ...`, or "
-                      f"`MusicGen.get_pretrained('{prefix}/model')` in plain AudioCraft.", ""]
+                  command, "```", ""]
+        lines += _inputs(o, read)
+        lines += ["The config (every default filled in):", "", "```yaml",
+                  (read(f"{prefix}/config.yaml") or b"").decode().rstrip(), "```", ""]
+        if o["command"] == "finetune":
+            if any(n.startswith(f"{prefix}/model/") for n in names):
+                lines += ["The fine-tuned model is included: "
+                          f"`acr generate --model {prefix}/model --prompt ...`, or "
+                          f"`MusicGen.get_pretrained('{prefix}/model')` in plain AudioCraft.", ""]
+            else:
+                lines += ["The fine-tuned model is not included (export with "
+                          "`--include-model` to add it).", ""]
     return "\n".join(lines)

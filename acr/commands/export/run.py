@@ -1,59 +1,56 @@
 """`acr export`: a shareable, verifiable zip of one or more run folders.
 
 The zip holds a rendered README.md, each run's records (config, meta, manifest or history,
-events, findings), its analysis (not the cache), optionally its samples (WAV or lossless FLAC)
-and a fine-tune's model/ (never optimizer state), and MANIFEST.json with the size and sha256 of
-every other entry. Entries are sorted and carry fixed timestamps and permissions, so the same
-runs give a byte-identical zip; `--verify` rechecks a zip against its manifest.
+events, findings), its analysis (not the cache), optionally its samples (WAV, or FLAC re-encoded
+losslessly) and a fine-tune's model/ (never optimizer state), and MANIFEST.json with the size and
+sha256 of every other entry. Each run sits under `<name>/<run folder>/`, its name taken from its
+config.yaml. Every text entry is redacted (redact.py), and with FLAC every record that names a
+re-encoded WAV names the FLAC instead. Entries are streamed into the zip (archive.py): memory
+does not grow with the package, and the same runs give a byte-identical zip.
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import os
 import re
-import zipfile
+import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable, Iterator
 
-from acr import __version__
+import yaml
+
+from acr.commands.export.archive import BLOCK, Entry, file_blocks, write_package
 from acr.commands.export.readme import render_readme
+from acr.commands.export.redact import Redactor
 from acr.core import console
-from acr.core.atomic import replacing
+from acr.core.config.schema import NAME_PATTERN
 from acr.core.errors import UsageError
 
-FORMAT = "acr-export/1"
-FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 LARGE_BYTES = 500 * 1024 * 1024
 RECORDS = ["config.yaml", "meta.json", "events.jsonl", "experiment.json", "findings.json",
            "history.csv", "summary.json"]
 TEXT_SUFFIXES = {".yaml", ".json", ".jsonl", ".csv", ".md", ".txt"}
 AUDIO_SUFFIXES = {".wav", ".flac"}
-TOKEN = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9]{20,})\b")
+# WAV sample formats that FLAC holds exactly (float and 32-bit WAVs stay WAV)
+FLAC_SUBTYPES = {"PCM_16": "PCM_16", "PCM_24": "PCM_24"}
+_PATH_CHAR = r"[^\s\"'`,;|()\[\]{}<>=]"
+WAV_REFERENCE = re.compile(rf"(?<!{_PATH_CHAR}){_PATH_CHAR}+\.wav(?![\w.-])", re.IGNORECASE)
 
 
 @dataclass
-class Entry:
-    name: str  # path inside the zip
-    data: bytes
+class RunSource:
+    """A run folder being exported: where it is, its place in the package, what goes in."""
 
-
-def scrub(text: str, run_dir: Path, prefix: str) -> str:
-    """No absolute home paths or token-like secrets in shared text: the run folder becomes its
-    path in the package, the home folder `~`, tokens `<redacted>`."""
-    for absolute in {str(run_dir.resolve()), str(run_dir)}:
-        if absolute not in ("", "."):
-            text = text.replace(absolute, prefix)
-    home = str(Path.home())
-    if home not in ("", "/"):
-        text = text.replace(home, "~")
-    return TOKEN.sub("<redacted>", text)
+    dir: Path
+    prefix: str
+    meta: dict
+    files: list[Path]
 
 
 def _check_inside(path: Path, root: Path) -> None:
     if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
-        raise UsageError(f"{path}: a symbolic link to {os.readlink(path)}, outside the run "
+        raise UsageError(f"{path}: a symbolic link to {path.readlink()}, outside the run "
                          "folder; acr export packages only what is inside it (replace the link "
                          "with a copy)")
 
@@ -83,75 +80,154 @@ def _run_files(run_dir: Path, samples: str, include_model: bool) -> list[Path]:
     return picked
 
 
-def _flac(path: Path) -> bytes:
-    """A WAV re-encoded as FLAC (lossless; 16-bit PCM stays 16-bit, float becomes 24-bit)."""
-    import soundfile as sf
-
-    info = sf.info(str(path))
-    data, rate = sf.read(str(path), dtype="int32" if info.subtype != "FLOAT" else "float64",
-                         always_2d=True)
-    buffer = io.BytesIO()
-    subtype = "PCM_16" if info.subtype == "PCM_16" else "PCM_24"
-    sf.write(buffer, data, rate, format="FLAC", subtype=subtype)
-    return buffer.getvalue()
-
-
-def package_name(run_dir: Path, meta: dict) -> str:
-    """`<run name>/<run folder>`, the run's place inside the package."""
-    resolved = run_dir.resolve()
-    return f"{resolved.parent.name or 'run'}/{resolved.name}"
+def run_name(run_dir: Path) -> str:
+    """The run's name: `name:` in its config.yaml, else its parent folder's name."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        config = None
+    name = config.get("name") if isinstance(config, dict) else None
+    if isinstance(name, str) and re.fullmatch(NAME_PATTERN, name):
+        return name
+    parent = run_dir.resolve().parent.name
+    return parent if re.fullmatch(NAME_PATTERN, parent) else "run"
 
 
-def collect(run_dirs: list[Path], samples: str, audio_format: str, include_model: bool,
-            force: bool) -> tuple[list[Entry], list[dict]]:
-    """Every entry of the package (but README and MANIFEST) and one summary per run."""
-    entries, runs, prefixes = [], [], set()
-    for run_dir in run_dirs:
-        run_dir = Path(run_dir)
-        meta_path = run_dir / "meta.json"
-        if not run_dir.is_dir() or not meta_path.is_file():
-            raise UsageError(f"{run_dir}: not a run folder (no meta.json); give folders that "
-                             "acr generate / experiment / finetune created")
+def _read_meta(run_dir: Path) -> dict:
+    meta_path = run_dir / "meta.json"
+    if not run_dir.is_dir() or not meta_path.is_file():
+        raise UsageError(f"{run_dir}: not a run folder (no meta.json); give folders that "
+                         "acr generate / experiment / finetune created")
+    try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{meta_path}: not valid JSON ({exc}); is this a run folder?")
+    if not isinstance(meta, dict):
+        raise UsageError(f"{meta_path}: not a run's meta.json (no JSON object)")
+    return meta
+
+
+def find_runs(run_dirs: list[Path], samples: str, include_model: bool, force: bool
+              ) -> list[RunSource]:
+    """The runs to export, each with a distinct `<name>/<run folder>` prefix."""
+    runs, seen, taken = [], set(), set()
+    for run_dir in map(Path, run_dirs):
+        meta = _read_meta(run_dir)
         if meta.get("status") in ("running", "failed") and not force:
             raise UsageError(f"{run_dir}: the run is {meta['status']}"
                              + (f" ({meta['error']})" if meta.get("error") else "")
                              + "; finish or resume it first, or pass --force to export it as is")
-        prefix = package_name(run_dir, meta)
-        if prefix in prefixes:
+        resolved = run_dir.resolve()
+        if resolved in seen:
             raise UsageError(f"{run_dir}: given twice")
-        prefixes.add(prefix)
-        for path in _run_files(run_dir, samples, include_model):
-            rel = path.relative_to(run_dir).as_posix()
-            if path.suffix.lower() == ".wav" and audio_format == "flac":
-                entries.append(Entry(f"{prefix}/{rel[:-4]}.flac", _flac(path)))
-            elif path.suffix in TEXT_SUFFIXES:
-                text = path.read_text(encoding="utf-8")
-                entries.append(Entry(f"{prefix}/{rel}", scrub(text, run_dir, prefix).encode()))
-            else:
-                entries.append(Entry(f"{prefix}/{rel}", path.read_bytes()))
-        runs.append({"dir": run_dir, "prefix": prefix, "meta": meta})
-    return entries, runs
+        seen.add(resolved)
+        prefix = base = f"{run_name(run_dir)}/{resolved.name}"
+        copy = 2
+        while prefix in taken:  # two runs of one name in folders of one name
+            prefix, copy = f"{base}-{copy}", copy + 1
+        taken.add(prefix)
+        runs.append(RunSource(run_dir, prefix, meta, _run_files(run_dir, samples, include_model)))
+    return runs
 
 
-def write_zip(path: Path, entries: list[Entry]) -> None:
-    """Sorted entries, fixed times and permissions: the same entries give the same bytes."""
-    with replacing(path) as tmp:
-        with zipfile.ZipFile(tmp, "w") as archive:
-            for entry in sorted(entries, key=lambda e: e.name):
-                info = zipfile.ZipInfo(entry.name, date_time=FIXED_TIME)
-                info.external_attr = 0o644 << 16
-                info.create_system = 3
-                stored = entry.name.endswith((".flac", ".png", ".bin"))
-                info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
-                archive.writestr(info, entry.data, compresslevel=None if stored else 6)
+def _text_blocks(path: Path, rewrite: Callable[[str], str]) -> Iterator[bytes]:
+    """A text file rewritten line by line (paths and tokens never span lines)."""
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        block, size = [], 0
+        for line in fh:
+            block.append(rewrite(line))
+            size += len(line)
+            if size >= BLOCK:
+                yield "".join(block).encode("utf-8", "surrogateescape")
+                block, size = [], 0
+        if block:
+            yield "".join(block).encode("utf-8", "surrogateescape")
 
 
-def manifest(entries: list[Entry]) -> Entry:
-    files = {e.name: {"size": len(e.data), "sha256": hashlib.sha256(e.data).hexdigest()}
-             for e in sorted(entries, key=lambda e: e.name)}
-    return Entry("MANIFEST.json", (json.dumps({"format": FORMAT, "acr": __version__,
-                                               "files": files}, indent=2) + "\n").encode())
+def _flac_blocks(path: Path, workdir: Path) -> Iterator[bytes]:
+    """A WAV re-encoded as FLAC of the same bit depth (block by block, through a temporary
+    file: FLAC's header is completed only once all audio is in)."""
+    import soundfile as sf
+
+    target = workdir / "sample.flac"
+    with sf.SoundFile(str(path)) as source, \
+            sf.SoundFile(str(target), "w", samplerate=source.samplerate,
+                         channels=source.channels, format="FLAC",
+                         subtype=FLAC_SUBTYPES[source.subtype]) as sink:
+        for block in source.blocks(blocksize=1 << 16, dtype="int32", always_2d=True):
+            sink.write(block)
+    try:
+        yield from file_blocks(target)
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def _wav_subtype(path: Path) -> str:
+    import soundfile as sf
+
+    try:
+        return sf.info(str(path)).subtype
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise UsageError(f"{path}: cannot read it as audio ({exc}); remove or replace it, or "
+                         "export with --audio-format wav")
+
+
+def _renamed_wavs(text: str, renamed: dict[str, str], prefix: str) -> str:
+    """`text` with every reference to a re-encoded WAV (relative to the run, or to the package)
+    naming its FLAC."""
+    def swap(match: re.Match) -> str:
+        reference = match.group(0)
+        rel = reference[len(prefix) + 1:] if reference.startswith(prefix + "/") else reference
+        return reference[:len(reference) - len(rel)] + renamed[rel] if rel in renamed \
+            else reference
+
+    return WAV_REFERENCE.sub(swap, text)
+
+
+def run_entries(run: RunSource, redactor: Redactor, audio_format: str, workdir: Path
+                ) -> tuple[list[Entry], int]:
+    """The package entries of one run, and how many WAVs stay WAV under --audio-format flac."""
+    renamed, kept = {}, 0
+    if audio_format == "flac":
+        for path in run.files:
+            if path.suffix.lower() == ".wav":
+                rel = path.relative_to(run.dir).as_posix()
+                if _wav_subtype(path) in FLAC_SUBTYPES:
+                    renamed[rel] = rel[:-4] + ".flac"
+                else:
+                    kept += 1
+
+    def rewrite(text: str) -> str:
+        text = redactor.text(text)
+        return _renamed_wavs(text, renamed, run.prefix) if renamed else text
+
+    entries = []
+    for path in run.files:
+        rel = path.relative_to(run.dir).as_posix()
+        name, size = f"{run.prefix}/{renamed.get(rel, rel)}", path.stat().st_size
+        if rel in renamed:
+            entries.append(Entry(name, size, partial(_flac_blocks, path, workdir)))
+        elif path.suffix in TEXT_SUFFIXES:
+            entries.append(Entry(name, size, partial(_text_blocks, path, rewrite)))
+        else:
+            entries.append(Entry(name, size, partial(file_blocks, path)))
+    return entries, kept
+
+
+def _readme(runs: list[RunSource], entries: list[Entry], redactor: Redactor) -> Entry:
+    by_name = {entry.name: entry for entry in entries}
+
+    def read(name: str) -> bytes | None:
+        return by_name[name].read() if name in by_name else None
+
+    described = []
+    for run in runs:
+        meta = json.loads(read(f"{run.prefix}/meta.json"))
+        described.append({"prefix": run.prefix, "meta": meta,
+                          "command_line": redactor.command(meta["argv"])
+                          if meta.get("argv") else None})
+    text = redactor.text(render_readme(described, sorted(by_name), read)).encode()
+    return Entry("README.md", len(text), lambda: [text])
 
 
 def export_runs(run_dirs: list[Path], out: Path | None, samples: str = "all",
@@ -161,56 +237,27 @@ def export_runs(run_dirs: list[Path], out: Path | None, samples: str = "all",
     out = Path(out) if out is not None else Path(f"{Path(run_dirs[0]).resolve()}.zip")
     if out.exists() and not force:
         raise UsageError(f"{out}: exists; choose another -o or pass --force to replace it")
-    entries, runs = collect(run_dirs, samples, audio_format, include_model, force)
-    readme = Entry("README.md", render_readme(runs, entries).encode())
-    everything = [*entries, readme]
-    write_zip(out, [*everything, manifest(everything)])
+    runs = find_runs(run_dirs, samples, include_model, force)
+    redactor = Redactor.for_runs({run.dir: run.prefix for run in runs})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}-", dir=out.parent) as workdir:
+        entries, kept = [], 0
+        for run in runs:
+            run_part, run_kept = run_entries(run, redactor, audio_format, Path(workdir))
+            entries += run_part
+            kept += run_kept
+        if kept:
+            console.warn(f"{kept} WAV(s) stay WAV: float and 32-bit samples do not fit FLAC "
+                         "losslessly")
+        entries.append(_readme(runs, entries, redactor))
+        files = write_package(out, entries)
     kinds: dict[str, int] = {}
-    for entry in everything:
-        kind = entry.name.split("/")[2] if entry.name.count("/") >= 2 else "records"
+    for name, listed in files.items():
+        kind = name.split("/")[2] if name.count("/") >= 2 else "records"
         kind = kind if kind in ("samples", "analysis", "model", "plots") else "records"
-        kinds[kind] = kinds.get(kind, 0) + len(entry.data)
+        kinds[kind] = kinds.get(kind, 0) + listed["size"]
     if kinds.get("samples", 0) > LARGE_BYTES:
         console.warn("samples make this package large; --audio-format flac shrinks them "
                      "losslessly, --samples none leaves them out")
-    return out, {"entries": len(everything) + 1, "bytes": out.stat().st_size, "kinds": kinds,
-                 "runs": [r["prefix"] for r in runs]}
-
-
-def verify(path: Path) -> list[str]:
-    """Every problem of a package against its MANIFEST.json (empty when it checks out)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise UsageError(f"{path}: not a zip file")
-    problems = []
-    with archive:
-        names = archive.namelist()
-        if "MANIFEST.json" not in names:
-            raise UsageError(f"{path}: no MANIFEST.json; not an acr export package")
-        listed = json.loads(archive.read("MANIFEST.json"))
-        if listed.get("format") != FORMAT:
-            problems.append(f"MANIFEST.json: unknown format {listed.get('format')!r}")
-        files = listed.get("files", {})
-        for name in names:
-            if name.startswith("/") or ".." in Path(name).parts or "\\" in name:
-                problems.append(f"{name}: unsafe entry name (absolute or with ..)")
-            elif name != "MANIFEST.json" and name not in files:
-                problems.append(f"{name}: in the zip but not in MANIFEST.json")
-        for name, expected in files.items():
-            if name not in names:
-                problems.append(f"{name}: listed in MANIFEST.json but missing from the zip")
-                continue
-            try:
-                data = archive.read(name)
-            except (zipfile.BadZipFile, OSError) as exc:  # a corrupt member fails its CRC
-                problems.append(f"{name}: unreadable ({exc})")
-                continue
-            if len(data) != expected["size"]:
-                problems.append(f"{name}: size {len(data)} != {expected['size']} in the manifest")
-            if hashlib.sha256(data).hexdigest() != expected["sha256"]:
-                problems.append(f"{name}: sha256 differs from the manifest")
-    return problems
+    return out, {"entries": len(files) + 1, "bytes": out.stat().st_size, "kinds": kinds,
+                 "runs": [run.prefix for run in runs]}
