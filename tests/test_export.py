@@ -478,4 +478,11 @@ def test_refusals(acr, runs, tmp_path):
     result = acr("export", run, "-o", tmp_path / "x.zip")
     assert result.exit_code == 2 and "exists" in result.stderr
     assert acr("export", tmp_path, "-o", tmp_path / "y.zip").exit_code == 2  # not a run
+    (run / "samples/broken.wav").write_bytes(b"RIFF not really")
+    result = acr("export", run, "-o", tmp_path / "z.zip", "--audio-format", "flac", "--force")
+    assert result.exit_code == 2 and f"{run / 'samples/broken.wav'}: cannot read it as audio" \
+        in result.stderr and not (tmp_path / "z.zip").exists()
+    (run / "meta.json").write_text("{not json")
+    result = acr("export", run, "-o", tmp_path / "z.zip")
+    assert result.exit_code == 2 and f"{run / 'meta.json'}: not valid JSON" in result.stderr
     assert acr("export").exit_code == 2

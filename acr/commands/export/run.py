@@ -167,7 +167,7 @@ def _wav_subtype(path: Path) -> str:
 
     try:
         return sf.info(str(path)).subtype
-    except (sf.LibsndfileError, RuntimeError) as exc:
+    except RuntimeError as exc:  # soundfile's LibsndfileError
         raise UsageError(f"{path}: cannot read it as audio ({exc}); remove or replace it, or "
                          "export with --audio-format wav")
 
@@ -178,8 +178,9 @@ def _renamed_wavs(text: str, renamed: dict[str, str], prefix: str) -> str:
     def swap(match: re.Match) -> str:
         reference = match.group(0)
         rel = reference[len(prefix) + 1:] if reference.startswith(prefix + "/") else reference
-        return reference[:len(reference) - len(rel)] + renamed[rel] if rel in renamed \
-            else reference
+        if rel not in renamed:
+            return reference
+        return reference[:len(reference) - len(rel)] + renamed[rel]
 
     return WAV_REFERENCE.sub(swap, text)
 
