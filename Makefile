@@ -28,6 +28,7 @@ bench: install
 	$(PY) benchmarks/experiment_batching.py
 	$(PY) benchmarks/analysis_features.py
 	$(PY) benchmarks/finetune_cached_codes.py
+	$(PY) benchmarks/export_memory.py
 
 # Rewrite requirements.txt from the current venv (after a deliberate upgrade), keeping its header.
 lock:

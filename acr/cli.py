@@ -345,7 +345,8 @@ def export(
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="The zip to write "
                                           "[default: RUN_DIR.zip beside the first run]."),
     samples: str = typer.Option("all", help="all | none: include the audio samples."),
-    audio_format: str = typer.Option("wav", help="wav | flac (lossless, smaller)."),
+    audio_format: str = typer.Option("wav", help="wav | flac (16- and 24-bit samples "
+                                     "re-encoded losslessly; float32 samples stay WAV)."),
     include_model: bool = typer.Option(False, "--include-model", help="Include a fine-tune's "
                                        "model/ (release layout; never optimizer state)."),
     force: bool = typer.Option(False, "--force", help="Export running or failed runs, and "
