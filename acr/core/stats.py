@@ -136,15 +136,17 @@ def unpaired_tests(groups: dict[str, list[float]]) -> dict:
     return out
 
 
-def bradley_terry(wins: np.ndarray, prior: float = 0.0, iterations: int = 10000,
+def bradley_terry(wins: np.ndarray, prior: float = 0.0, iterations: int = 100,
                   tolerance: float = 1e-10) -> np.ndarray:
     """Bradley-Terry log-strengths (mean 0) from a win matrix, by maximum likelihood.
 
     wins[i, j]: how often i beat j (a tie may count half to each side). The model says
-    P(i beats j) = 1 / (1 + exp(s_j - s_i)). Fitted with Hunter's MM algorithm (Ann. Statist.
-    32(1), 2004, eq. 3): p_i <- W_i / sum_j n_ij / (p_i + p_j). `prior` adds that many wins each
-    way to every compared pair; with 0 the maximum likelihood exists only when every setting both
-    won and lost within a connected comparison graph (`bt_needs_prior` says when it does not)."""
+    P(i beats j) = 1 / (1 + exp(s_j - s_i)); the log-likelihood sum_ij w_ij log P(i beats j) is
+    concave in s and maximised by Newton's method with a backtracking line search (the gradient
+    W_i - sum_j n_ij P_ij vanishes there: each setting's expected wins equal its wins, Hunter,
+    Ann. Statist. 32(1), 2004). `prior` adds that many wins each way to every compared pair; with
+    0 the maximum exists only when every setting both won and lost within a connected comparison
+    graph (`bt_needs_prior` says when it does not)."""
     wins = np.asarray(wins, dtype=float)
     compared = (wins + wins.T) > 0
     wins = wins + prior * compared
@@ -152,17 +154,25 @@ def bradley_terry(wins: np.ndarray, prior: float = 0.0, iterations: int = 10000,
         raise ValueError("no Bradley-Terry maximum likelihood: a setting never won or never lost "
                          "(or the comparisons are not connected); give a prior")
     games = wins + wins.T
-    won = wins.sum(axis=1)
-    p = np.ones(len(wins))
+
+    def loglik(s: np.ndarray) -> float:
+        return float(-(wins * np.logaddexp(0, s[None, :] - s[:, None])).sum())
+
+    s = np.zeros(len(wins))
     for _ in range(iterations):
-        new = won / (games / (p[:, None] + p[None, :])).sum(axis=1)
-        new = new / np.exp(np.mean(np.log(new)))
-        done = np.max(np.abs(np.log(new) - np.log(p))) < tolerance
-        p = new
-        if done:
+        p = 1 / (1 + np.exp(s[None, :] - s[:, None]))  # p[i, j] = P(i beats j)
+        gradient = wins.sum(axis=1) - (games * p).sum(axis=1)
+        if np.max(np.abs(gradient)) < tolerance:
             break
-    logs = np.log(p)
-    return logs - logs.mean()
+        curvature = games * p * p.T
+        hessian = curvature - np.diag(curvature.sum(axis=1))
+        step = np.linalg.lstsq(hessian, -gradient, rcond=None)[0]
+        rate, before = 1.0, loglik(s)
+        while loglik(s + rate * step) < before and rate > 1e-6:
+            rate /= 2
+        s = s + rate * step
+        s = s - s.mean()
+    return s - s.mean()
 
 
 def bt_needs_prior(wins: np.ndarray) -> bool:

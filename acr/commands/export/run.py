@@ -80,6 +80,8 @@ def _run_files(run_dir: Path, samples: str, include_model: bool) -> list[Path]:
             picked.append(path)
         elif top == "model" and include_model:
             picked.append(path)
+        elif top == "listening":  # acr listen: pages, their audio, designs and answers, whole
+            picked.append(path)
     return picked
 
 
@@ -123,7 +125,8 @@ def collect(run_dirs: list[Path], samples: str, audio_format: str, include_model
         prefixes.add(prefix)
         for path in _run_files(run_dir, samples, include_model):
             rel = path.relative_to(run_dir).as_posix()
-            if path.suffix.lower() == ".wav" and audio_format == "flac":
+            if path.suffix.lower() == ".wav" and audio_format == "flac" and \
+                    not rel.startswith("listening/"):  # test pages name their WAVs
                 entries.append(Entry(f"{prefix}/{rel[:-4]}.flac", _flac(path)))
             elif path.suffix in TEXT_SUFFIXES:
                 text = path.read_text(encoding="utf-8")
@@ -168,7 +171,8 @@ def export_runs(run_dirs: list[Path], out: Path | None, samples: str = "all",
     kinds: dict[str, int] = {}
     for entry in everything:
         kind = entry.name.split("/")[2] if entry.name.count("/") >= 2 else "records"
-        kind = kind if kind in ("samples", "analysis", "model", "plots") else "records"
+        kind = kind if kind in ("samples", "analysis", "model", "plots", "listening") \
+            else "records"
         kinds[kind] = kinds.get(kind, 0) + len(entry.data)
     if kinds.get("samples", 0) > LARGE_BYTES:
         console.warn("samples make this package large; --audio-format flac shrinks them "

@@ -16,7 +16,8 @@ def _interval(ax, names: list[str], means: list, lows: list, highs: list, xlabel
     means = np.array([np.nan if m is None else m for m in means], dtype=float)
     lows = np.array([np.nan if v is None else v for v in lows], dtype=float)
     highs = np.array([np.nan if v is None else v for v in highs], dtype=float)
-    errors = np.vstack([np.nan_to_num(means - lows), np.nan_to_num(highs - means)])
+    errors = np.clip(np.vstack([np.nan_to_num(means - lows), np.nan_to_num(highs - means)]), 0,
+                     None)  # a percentile interval need not contain the point estimate
     ax.errorbar(means, y, xerr=errors, fmt="o", capsize=4, color="#2d6cdf")
     ax.set_yticks(y, names)
     ax.invert_yaxis()
