@@ -217,7 +217,7 @@ def answer_page(driver, design: dict, slot: int, screenshot: Path | None = None)
         intended.append({"id": trial["id"], "answer": answer})
         wait_for(lambda: next_button.is_enabled())
         if number == 0 and screenshot is not None:
-            driver.save_screenshot(str(screenshot))
+            driver.find_element(By.TAG_NAME, "main").screenshot(str(screenshot))
         next_button.click()
     wait_for(lambda: driver.find_element(By.ID, "done").is_displayed())
     return intended
