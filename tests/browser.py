@@ -57,7 +57,7 @@ def stop_browser(driver) -> None:
         shutil.rmtree(driver.acr_profile, ignore_errors=True)
 
 
-def wait_for(predicate, timeout: float = 20.0, every: float = 0.05):
+def wait_for(predicate, timeout: float = 60.0, every: float = 0.05):
     """Poll until predicate() is truthy; returns its value (AssertionError on timeout)."""
     end = time.monotonic() + timeout
     while True:

@@ -36,7 +36,6 @@ def answers(test_dir: Path, slot: int, rater: str, taste: dict[str, float], nois
         elif design["design"] == "ab":
             a, b = taste[settings["A"]], taste[settings["B"]]
             if careless:
-                choice = "A" if trial["repeat_of"] is None else "B"
                 choice = "A"  # always the left clip: the swapped repeat gives it away
             else:
                 choice = "none" if a == b else ("A" if a > b else "B")

@@ -5,6 +5,7 @@ Browser tests (headless Chromium) are in test_listen_browser.py."""
 import csv
 import http.client
 import json
+import socket
 import threading
 import zipfile
 from pathlib import Path
@@ -86,6 +87,9 @@ def test_mos_design_balances_the_clips_over_rater_slots(run):
     clip = design["clips"][design["items"][0]["clips"][0]]
     assert clip["setting"] in SETTINGS and (run / clip["path"]).is_file()
     assert (folder / clip["src"]).read_bytes() == (run / clip["path"]).read_bytes()
+    event = json.loads((run / "events.jsonl").read_text().splitlines()[-1])
+    assert (event["event"], event["design"], event["seed"], event["slots"]) == \
+        ("listen.build", "mos", 7, 12)
 
 
 def test_ab_pairs_are_balanced_and_sides_random(run):
@@ -283,6 +287,9 @@ def test_serve_hands_out_slots_and_serves_only_the_page_and_its_audio(served):
         status, _, body = _request(port, "GET", path)
         assert status == 404, path
     assert _request(port, "PUT", "/submit", b"{}")[0] == 405
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:  # no Content-Length
+        raw.sendall(b"POST /submit HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.0 411")
 
 
 def test_serve_checks_submissions_and_saves_them(served):
@@ -324,11 +331,17 @@ def test_serve_checks_submissions_and_saves_them(served):
 def test_serve_refusals(acr, run):
     result = acr("listen", "serve", run)
     assert result.exit_code == 2 and "no listening test built" in result.stderr
+    build_test(run, "mos", seed=1, name="only")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = acr("listen", "serve", run, "--port", taken.getsockname()[1])
+    assert result.exit_code == 2 and "cannot listen there" in result.stderr
     build_test(run, "mos", seed=1)
     build_test(run, "ab", seed=1)
     result = acr("listen", "serve", run)
-    assert result.exit_code == 2 and "several listening tests (ab, mos); choose one with --name" \
-        in result.stderr
+    assert result.exit_code == 2 and "several listening tests (ab, mos, only); choose one with " \
+        "--name" in result.stderr
     result = acr("listen", "serve", run, "--name", "mushra")
     assert result.exit_code == 2 and "no listening test of that name" in result.stderr
 
@@ -444,5 +457,9 @@ def test_mushra_analysis_hidden_reference_screening(run, tmp_path):
 
 def test_no_answers_no_listening_section(run, tmp_path):
     assert listening_summary(run, [], tmp_path) is None
-    build_test(run, "mos", seed=1)
+    folder = build_test(run, "mos", seed=1)
+    assert listening_summary(run, [], tmp_path) is None
+    import_responses(run, [_save(tmp_path, answers(folder, 0, "R0", TASTE))])
+    assert listening_summary(run, [], tmp_path) is not None
+    (folder / "design.json").write_text("{broken")  # analyze goes on without the tests
     assert listening_summary(run, [], tmp_path) is None

@@ -157,9 +157,9 @@ def _play_all(driver, By):
         button.click()
         if button.get_attribute("data-label") == "reference":
             wait_for(lambda: "playing" in (button.get_attribute("class") or ""))
-            wait_for(lambda: "playing" not in (button.get_attribute("class") or ""), timeout=20)
+            wait_for(lambda: "playing" not in (button.get_attribute("class") or ""))
         else:
-            wait_for(lambda: "done" in (button.get_attribute("class") or ""), timeout=20)
+            wait_for(lambda: "done" in (button.get_attribute("class") or ""))
 
 
 def _slider_to(slider, value, Keys):

@@ -32,7 +32,8 @@ from scipy import stats as scipy_stats
 
 from acr.commands.listen.design import Design, list_tests
 from acr.commands.listen.responses import load_responses
-from acr.core import stats
+from acr.core import console, stats
+from acr.core.errors import UsageError
 
 EXCLUDE_SHARE = 0.15  # BS.1534-3: exclude when more than 15% of the checks fail
 MOS_REPEAT_TOLERANCE = 1
@@ -327,7 +328,11 @@ def listening_summary(run_dir: Path, rows: list[dict], plots_dir: Path
     from acr.commands.listen.plots import draw_test
     from acr.commands.listen.report import render_test
 
-    tests = [t for t in list_tests(run_dir) if any((t.folder / "responses").glob("*.json"))]
+    try:
+        tests = [t for t in list_tests(run_dir) if any((t.folder / "responses").glob("*.json"))]
+    except UsageError as exc:  # a damaged design.json: the rest of the analysis goes on
+        console.warn(f"listening tests not analysed: {exc}")
+        return None
     if not tests:
         return None
     summary, lines, plots = {}, ["## Listening tests", ""], []

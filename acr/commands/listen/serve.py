@@ -21,6 +21,7 @@ from acr.commands.listen.design import Design, find_test
 from acr.commands.listen.responses import (MAX_BYTES, check_response, load_responses,
                                            parse_json, store_response)
 from acr.core import console
+from acr.core.errors import UsageError
 from acr.core.runs import Run
 
 READ_TIMEOUT = 30  # seconds a client may take to send its request
@@ -132,7 +133,12 @@ def make_server(run_dir: Path, name: str | None = None, host: str = "127.0.0.1",
                 port: int = 8000) -> TestServer:
     """A server for the run's test (`name`, or its only one), bound but not yet serving."""
     design = find_test(Path(run_dir), name)
-    return TestServer((host, port), design, Path(run_dir))
+    try:
+        return TestServer((host, port), design, Path(run_dir))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise UsageError(f"--host {host} --port {port}: cannot listen there ({reason}); choose "
+                         "another --port (0 picks a free one)")
 
 
 def serve_test(server: TestServer) -> None:
