@@ -2,12 +2,10 @@
 analysis joined with the metrics, and the export of it all. Fast tests use a run folder of
 synthetic clips with experiment sidecars; the slow ones a real tiny-musicgen experiment run.
 Browser tests (headless Chromium) are in test_listen_browser.py."""
-import csv
 import http.client
 import json
 import socket
 import threading
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -149,7 +147,11 @@ def test_mushra_reference_hidden_copy_and_low_pass_anchor(run, tmp_path):
     assert level(low, 1000) == pytest.approx(level(ref, 1000), rel=0.02)  # pass band kept
     assert level(low, 6000) < 0.001 * level(ref, 6000)  # 6 kHz: 60 dB down
     assert all(not t["repeat_of"] for s in design["slots"] for t in s)  # the reference checks
-    assert design["reference_min"] == 90
+    assert design["reference_min"] == 90 and hidden["reference"] == f"{item['block']}.wav"
+    moved = tmp_path / "elsewhere"  # the same references elsewhere: the same test
+    (tmp_path / "references").rename(moved)
+    again = build_test(fake_run(tmp_path / "b"), "mushra", seed=1, reference=moved, raters=2)
+    assert design_of(again)["id"] == design["id"]
 
 
 @pytest.mark.slow

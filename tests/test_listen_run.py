@@ -13,7 +13,6 @@ import threading
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from browser import chromium_missing, start_browser, stop_browser, wait_for

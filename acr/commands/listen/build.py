@@ -47,7 +47,8 @@ def build_test(run_dir: Path, kind: str = "mos", per_rater: int | None = None, r
                          "another --name or remove the folder")
     clips = pick_settings(run_clips(run_dir), settings)
     chosen = [s for s in dict.fromkeys(c.setting for c in clips)]
-    items = trial_pool(kind, clips, chosen, Path(reference) if reference is not None else None)
+    reference = Path(reference) if reference is not None else None
+    items = trial_pool(kind, clips, chosen, reference)
     seed = int(seed) if seed is not None else secrets.randbelow(2 ** 31)
     per_rater = min(per_rater or len(items), len(items))
 
@@ -58,8 +59,8 @@ def build_test(run_dir: Path, kind: str = "mos", per_rater: int | None = None, r
     def register(role: str, source, item: dict) -> str:
         if isinstance(source, RunClip):
             rel, path, setting = source.rel, run_dir / source.rel, source.setting
-        else:
-            rel = Path(source).resolve().as_posix()
+        else:  # a reference: named by its place in --reference, not by where that lives
+            rel = Path(source).relative_to(reference).as_posix()
             path, setting = Path(source), role
         clip_id = opaque_id(seed, name, role, rel)
         if clip_id not in registry:
@@ -67,7 +68,7 @@ def build_test(run_dir: Path, kind: str = "mos", per_rater: int | None = None, r
             registry[clip_id] = {
                 "role": role, "setting": setting,
                 "path": source.rel if isinstance(source, RunClip) else None,
-                "reference": Path(source).name if not isinstance(source, RunClip) else None,
+                "reference": None if isinstance(source, RunClip) else rel,
                 "block": item["block"], "prompt": item["prompt"],
                 "sample_index": source.sample_index if isinstance(source, RunClip) else None,
                 "src": f"audio/{clip_id}{suffix}"}

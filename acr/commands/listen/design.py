@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acr.commands.listen.clips import AUDIO_SUFFIXES, LISTENING, RunClip, pick_settings, run_clips
+from acr.commands.listen.clips import AUDIO_SUFFIXES, LISTENING, RunClip
 from acr.core import console
 from acr.core.errors import UsageError
 
