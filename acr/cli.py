@@ -339,6 +339,105 @@ def analyze(
     _guarded(work)
 
 
+listen_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=None,
+    help="Blind listening tests in the browser: build a test from a run, collect answers (import "
+         "downloaded files, or serve the page and save submissions), browse a run's clips; "
+         "`acr analyze RUN` analyses the answers next to the metrics.")
+app.add_typer(listen_app, name="listen")
+
+
+@listen_app.command("build")
+def listen_build(
+    run_dir: Path = typer.Argument(..., help="A run folder of acr experiment (or generate)."),
+    design: str = typer.Option("mos", help="mos (1-5 ratings) | ab (pairwise preference) | "
+                               "mushra (0-100, all settings of a prompt at once)."),
+    per_rater: Optional[int] = typer.Option(None, help="Trials per rater, attention checks not "
+                                            "counted [default: every trial of the pool]."),
+    raters: int = typer.Option(10, help="Rater slots: trial orders drawn from the seed."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the trial orders and sides "
+                                       "[default: random, recorded in design.json]."),
+    settings: Optional[str] = typer.Option(None, help="Comma-separated settings to test "
+                                           "[default: all]."),
+    reference: Optional[Path] = typer.Option(None, help="MUSHRA: folder of references, "
+                                             "<prompt set>/<prompt index>.wav, for the hidden "
+                                             "reference and the 3.5 kHz anchor."),
+    name: Optional[str] = typer.Option(None, help="Test folder name under RUN/listening/ "
+                                       "[default: the design]."),
+    no_preference: bool = typer.Option(True, "--no-preference/--forced-choice",
+                                       help="AB: offer 'no preference', or force a choice."),
+) -> None:
+    """Build a blind test page: RUN/listening/<name>/ (index.html, audio/, design.json)."""
+    def work() -> None:
+        from acr.commands.listen import build_test
+
+        wanted = [s.strip() for s in settings.split(",") if s.strip()] if settings else None
+        folder = build_test(run_dir, design, per_rater=per_rater, raters=raters, seed=seed,
+                            settings=wanted, reference=reference, name=name,
+                            no_preference=no_preference)
+        console.result(f"wrote the {design} test to {folder} (open {folder / 'index.html'}, or "
+                       f"acr listen serve {run_dir})")
+
+    _guarded(work)
+
+
+@listen_app.command("import")
+def listen_import(
+    run_dir: Path = typer.Argument(..., help="The run folder the test was built in."),
+    files: list[Path] = typer.Argument(..., help="Answer files downloaded from the page."),
+    name: Optional[str] = typer.Option(None, help="The test [default: named in each file]."),
+) -> None:
+    """Check answer files against the test's design and store them in its responses/."""
+    def work() -> None:
+        from acr.commands.listen import import_responses
+
+        stored = import_responses(run_dir, files, name=name)
+        new = sum(s.new for s in stored)
+        for item in stored:
+            if not item.new:
+                console.info(f"{item.path.name}: already imported")
+        console.result(f"imported {new} answer file(s)" + (
+            f" ({len(stored) - new} already there)" if new < len(stored) else "")
+            + f" into {stored[0].path.parent}")
+
+    _guarded(work)
+
+
+@listen_app.command("serve")
+def listen_serve(
+    run_dir: Path = typer.Argument(..., help="The run folder the test was built in."),
+    name: Optional[str] = typer.Option(None, help="The test [default: the run's only test]."),
+    port: int = typer.Option(8000, help="Port (0: any free one)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; another address than "
+                             "this machine's loopback opens the test to the network."),
+) -> None:
+    """Serve a test's page and save every submission (until Ctrl-C)."""
+    def work() -> None:
+        from acr.commands.listen import make_server, serve_test
+
+        server = make_server(run_dir, name=name, host=host, port=port)
+        bound_host, bound_port = server.server_address[:2]
+        console.result(f"serving {server.design.name} on http://{bound_host}:{bound_port}/ "
+                       "(Ctrl-C to stop)")
+        serve_test(server)
+
+    _guarded(work)
+
+
+@listen_app.command("browse")
+def listen_browse(
+    run_dir: Path = typer.Argument(..., help="A run folder."),
+) -> None:
+    """Write a non-blind run browser: players, spectrograms and metrics, prompt x setting."""
+    def work() -> None:
+        from acr.commands.listen import build_browser
+
+        page = build_browser(run_dir)
+        console.result(f"wrote the run browser to {page}")
+
+    _guarded(work)
+
+
 @app.command()
 def export(
     run_dirs: Optional[list[Path]] = typer.Argument(None, help="Run folders to package."),

@@ -5,6 +5,8 @@ Samples are averaged per (setting, prompt); settings are compared on the prompts
 and rank-biserial effect sizes); prompt sets, which hold different prompts, are compared unpaired
 (Kruskal-Wallis, Mann-Whitney U per pair with Holm). Bootstrap CIs resample prompts.
 Every pair is (a, b); differences and rank-biserial effects are positive when b is higher.
+Listening tests add Bradley-Terry strengths (pairwise preferences), Krippendorff's alpha (agreement)
+and Spearman correlations with confidence intervals (human scores against metrics).
 """
 from __future__ import annotations
 
@@ -132,3 +134,85 @@ def unpaired_tests(groups: dict[str, list[float]]) -> dict:
         pair["p_holm"] = adjusted
         pair["significant"] = bool(adjusted < ALPHA)
     return out
+
+
+def bradley_terry(wins: np.ndarray, prior: float = 0.0, iterations: int = 100,
+                  tolerance: float = 1e-10) -> np.ndarray:
+    """Bradley-Terry log-strengths (mean 0) from a win matrix, by maximum likelihood.
+
+    wins[i, j]: how often i beat j (a tie may count half to each side). The model says
+    P(i beats j) = 1 / (1 + exp(s_j - s_i)); the log-likelihood sum_ij w_ij log P(i beats j) is
+    concave in s and maximised by Newton's method with a backtracking line search (the gradient
+    W_i - sum_j n_ij P_ij vanishes there: each setting's expected wins equal its wins, Hunter,
+    Ann. Statist. 32(1), 2004). `prior` adds that many wins each way to every compared pair; with
+    0 the maximum exists only when every setting both won and lost within a connected comparison
+    graph (`bt_needs_prior` says when it does not)."""
+    wins = np.asarray(wins, dtype=float)
+    compared = (wins + wins.T) > 0
+    wins = wins + prior * compared
+    if bt_needs_prior(wins):
+        raise ValueError("no Bradley-Terry maximum likelihood: a setting never won or never lost "
+                         "(or the comparisons are not connected); give a prior")
+    games = wins + wins.T
+
+    def loglik(s: np.ndarray) -> float:
+        return float(-(wins * np.logaddexp(0, s[None, :] - s[:, None])).sum())
+
+    s = np.zeros(len(wins))
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(s[None, :] - s[:, None]))  # p[i, j] = P(i beats j)
+        gradient = wins.sum(axis=1) - (games * p).sum(axis=1)
+        if np.max(np.abs(gradient)) < tolerance:
+            break
+        curvature = games * p * p.T
+        hessian = curvature - np.diag(curvature.sum(axis=1))
+        step = np.linalg.lstsq(hessian, -gradient, rcond=None)[0]
+        rate, before = 1.0, loglik(s)
+        while loglik(s + rate * step) < before and rate > 1e-6:
+            rate /= 2
+        s = s + rate * step
+        s = s - s.mean()
+    return s - s.mean()
+
+
+def bt_needs_prior(wins: np.ndarray) -> bool:
+    """True when the plain Bradley-Terry maximum likelihood does not exist: some setting never
+    won or never lost, or the settings split into groups never compared (Ford's condition: the
+    directed graph i -> j 'i beat j at least once' must be strongly connected)."""
+    wins = np.asarray(wins, dtype=float)
+    reach = (wins > 0) | np.eye(len(wins), dtype=bool)
+    for _ in range(len(wins)):  # transitive closure
+        reach = reach | ((reach.astype(int) @ reach.astype(int)) > 0)
+    return not bool(reach.all())
+
+
+def krippendorff_alpha(ratings: np.ndarray, level: str = "ordinal") -> float | None:
+    """Krippendorff's alpha of a raters x units matrix (NaN = not rated), with the `krippendorff`
+    package; None when it is undefined (fewer than two raters on every unit, or one value only)."""
+    import krippendorff
+
+    ratings = np.asarray(ratings, dtype=float)
+    if ratings.ndim != 2 or ratings.shape[0] < 2:
+        return None
+    values = ratings[:, np.isfinite(ratings).sum(axis=0) >= 2]
+    if values.shape[1] == 0 or len(np.unique(values[np.isfinite(values)])) < 2:
+        return None
+    return float(krippendorff.alpha(reliability_data=values, level_of_measurement=level))
+
+
+def spearman(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict:
+    """Spearman's rho with its p-value and a Fisher-z confidence interval using Bonett and
+    Wright's standard error sqrt((1 + rho^2 / 2) / (n - 3)) (Psychometrika 65(1), 2000)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    n = int(len(x))
+    if n < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"n": n, "rho": None, "p": None, "ci95": [None, None],
+                "note": "too few clips (needs 4) or no variation"}
+    result = stats.spearmanr(x, y)
+    rho = float(result.statistic)
+    z = np.arctanh(np.clip(rho, -0.999999, 0.999999))
+    half = stats.norm.ppf(0.5 + level / 2) * np.sqrt((1 + rho ** 2 / 2) / (n - 3))
+    return {"n": n, "rho": rho, "p": float(result.pvalue),
+            "ci95": [float(np.tanh(z - half)), float(np.tanh(z + half))]}

@@ -39,7 +39,9 @@ def _differences(metric: str, result: dict) -> list[str]:
     return lines
 
 
-def render(summary: dict, plots: list[Path], findings: list[dict], out_dir: Path) -> str:
+def render(summary: dict, plots: list[Path], findings: list[dict], out_dir: Path,
+           listening: list[str] | None = None) -> str:
+    """report.md; `listening`: the listening tests' section (acr.commands.listen), if any."""
     info = summary["analysed"]
     settings = info["settings"]
     lines = [f"# Analysis of `{info['path']}`", "",
@@ -110,6 +112,7 @@ def render(summary: dict, plots: list[Path], findings: list[dict], out_dir: Path
         for finding in findings:
             lines.append(f"- **{finding.get('title', '')}**: {finding.get('description', '')}")
         lines.append("")
+    lines += listening or []
     lines += ["## Plots", ""]
     for plot in plots:
         rel = plot.relative_to(out_dir).as_posix()

@@ -21,6 +21,7 @@ from acr.commands.analyze.cache import cached_features
 from acr.commands.analyze.clips import (AUDIO_SUFFIXES, GROUP_COLUMNS, Clip, baseline_setting,
                                         discover, prompt_table)
 from acr.commands.analyze.features import CORE_METRICS, METRIC_VERSION, ClipFeatures
+from acr.commands.listen import LISTENING, listening_summary
 from acr.core import console, stats
 from acr.core.audio import Unreadable
 from acr.core.errors import UsageError
@@ -37,7 +38,8 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     if not path.is_dir():
         raise UsageError(f"{path}: no such folder; give a run folder or a folder of audio files")
     out_dir = Path(out) if out is not None else path / "analysis"
-    clips = discover(path, skip=out_dir)
+    clips = [c for c in discover(path, skip=out_dir)  # not the listening tests' copies
+             if c.rel.split("/")[0] != LISTENING]
     if not clips:
         raise UsageError(f"{path}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found; "
                          "give a run folder or a folder of audio files")
@@ -106,10 +108,15 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
         "tests": tests, "sets": set_metrics, "model_based": model_info,
         "flags": {k: v for k, v in flags.items() if v}, "skipped": skipped,
     }
+    listening = listening_summary(path, rows, out_dir / "plots")  # None without answers
+    if listening is not None:
+        summary["listening"] = listening.summary
     write_json(out_dir / "summary.json", summary)
     plot_files = plots.draw_all(out_dir / "plots", clips, tables, values, settings)
+    plot_files += listening.plots if listening is not None else []
     write_atomic(out_dir / "report.md", report.render(summary, plot_files, read_findings(path),
-                                                      out_dir))
+                                                      out_dir, listening.report_lines
+                                                      if listening is not None else []))
     if not quiet:
         report.terminal_table(summary, settings, base)
         counts = f"{computed} analysed, {len(clips) - computed} cached" + (

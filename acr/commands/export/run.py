@@ -77,6 +77,8 @@ def _run_files(run_dir: Path, samples: str, include_model: bool) -> list[Path]:
             picked.append(path)
         elif top == "model" and include_model:
             picked.append(path)
+        elif top == "listening":  # acr listen: pages, their audio, designs and answers, whole
+            picked.append(path)
     return picked
 
 
@@ -191,8 +193,9 @@ def run_entries(run: RunSource, redactor: Redactor, audio_format: str, workdir: 
     renamed, kept = {}, 0
     if audio_format == "flac":
         for path in run.files:
-            if path.suffix.lower() == ".wav":
-                rel = path.relative_to(run.dir).as_posix()
+            rel = path.relative_to(run.dir).as_posix()
+            if path.suffix.lower() == ".wav" and not rel.startswith("listening/"):
+                # (listening-test pages name their WAVs: they stay as they are)
                 if _wav_subtype(path) in FLAC_SUBTYPES:
                     renamed[rel] = rel[:-4] + ".flac"
                 else:
@@ -255,7 +258,8 @@ def export_runs(run_dirs: list[Path], out: Path | None, samples: str = "all",
     kinds: dict[str, int] = {}
     for name, listed in files.items():
         kind = name.split("/")[2] if name.count("/") >= 2 else "records"
-        kind = kind if kind in ("samples", "analysis", "model", "plots") else "records"
+        kind = kind if kind in ("samples", "analysis", "model", "plots", "listening") \
+            else "records"
         kinds[kind] = kinds.get(kind, 0) + listed["size"]
     if kinds.get("samples", 0) > LARGE_BYTES:
         console.warn("samples make this package large; --audio-format flac shrinks them "
