@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-METRIC_VERSION = 1  # bump when any value below changes: cached results are recomputed
+METRIC_VERSION = 2  # bump when any value below changes: cached results are recomputed
 N_FFT, HOP, N_MELS, N_MFCC = 2048, 512, 128, 20
 SILENCE_DBFS = -60.0
 CLIP_LEVEL = 0.999
