@@ -79,10 +79,18 @@ def test_paired_tests_find_a_real_shift_and_match_scipy():
     assert pairs[("baseline", "hot")]["significant"]
     assert pairs[("baseline", "hot")]["rank_biserial"] == 1.0  # hot is higher for every prompt
     assert pairs[("baseline", "hot")]["median_difference"] == pytest.approx(2, abs=0.2)
-    raw = scipy_stats.wilcoxon(matrix[:, 0], matrix[:, 1]).pvalue
-    assert pairs[("baseline", "hot")]["p"] == pytest.approx(raw)
-    assert pairs[("baseline", "hot")]["p_holm"] == pytest.approx(min(1, 3 * raw), rel=1e-6) or \
-        pairs[("baseline", "hot")]["p_holm"] >= raw
+    # hot is higher than baseline and than same for all 12 prompts: the exact two-sided
+    # Wilcoxon p is 2 / 2^12 for both; baseline vs same is what scipy says
+    assert pairs[("baseline", "hot")]["p"] == pytest.approx(2 / 2 ** 12)
+    assert pairs[("hot", "same")]["p"] == pytest.approx(2 / 2 ** 12)
+    p_same = scipy_stats.wilcoxon(matrix[:, 0], matrix[:, 2]).pvalue
+    assert pairs[("baseline", "same")]["p"] == pytest.approx(p_same) and p_same > 0.1
+    # Holm by hand: sorted p = (2/4096, 2/4096, p_same) -> 3 x 2/4096, then max(that,
+    # 2 x 2/4096), then max(that, 1 x p_same)
+    assert pairs[("baseline", "hot")]["p_holm"] == pytest.approx(6 / 4096)
+    assert pairs[("hot", "same")]["p_holm"] == pytest.approx(6 / 4096)
+    assert pairs[("baseline", "same")]["p_holm"] == pytest.approx(p_same)
+    assert [p["significant"] for p in result["pairs"]] == [True, False, True]
 
 
 def test_paired_tests_say_when_n_is_too_small():
