@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from acr.commands.analyze.features import CORE_METRICS
+from helpers import build_tiny_clap
 from synth import drums, progression, sine, write
 
 GRID = """\
@@ -46,6 +47,12 @@ def experiment_run(tmp_path_factory):
                                       str(folder / "run")])
     assert result.exit_code == 0, result.stderr
     return folder / "run"
+
+
+@pytest.fixture(scope="module")
+def tiny_clap(tmp_path_factory):
+    """A tiny random CLAP model folder (model, tokenizer, feature extractor)."""
+    return build_tiny_clap(tmp_path_factory.mktemp("clap") / "tiny-clap")
 
 
 @pytest.fixture
@@ -121,6 +128,77 @@ def test_model_metrics_are_unavailable_without_weights(acr, run):
     assert model["status"] == "unavailable"
     assert "hf download laion/clap-htsat-unfused" in model["reason"]
     assert "CLAP alignment and FAD: unavailable" in (run / "analysis/report.md").read_text()
+
+
+@pytest.mark.slow
+def test_clap_alignment_and_fad_with_a_tiny_clap(acr, run, tiny_clap):
+    import soundfile as sf
+    import torch
+    import torchaudio.functional as F
+    from transformers import ClapModel, ClapProcessor
+
+    result = acr("analyze", run, "--clap-model", tiny_clap)
+    assert result.exit_code == 0, result.stderr
+    rows = read_csv(run / "analysis/metrics.csv")
+    assert list(rows[0]) == COLUMNS[:-1] + ["clap_score", "flags"] and len(rows) == 24
+    summary = json.loads((run / "analysis/summary.json").read_text())
+    model = summary["model_based"]
+    assert (model["status"], model["model"], model["fad_to"]) == ("ok", str(tiny_clap),
+                                                                  "baseline")
+    assert model["fad"]["baseline"] == pytest.approx(0, abs=1e-6) and model["fad"]["hot"] > 0
+    assert summary["groups"]["hot"]["clap_score"]["n"] == 6
+    assert f"FAD ({tiny_clap})" in (run / "analysis/report.md").read_text()
+    # the score is the cosine of CLAP's own forward pass (transformers' ClapModel.forward)
+    reference_model = ClapModel.from_pretrained(tiny_clap).eval()
+    processor = ClapProcessor.from_pretrained(tiny_clap)
+    for row in rows[:3]:
+        audio, rate = sf.read(run / row["path"], dtype="float32", always_2d=True)
+        mono = F.resample(torch.from_numpy(audio.mean(axis=1)), rate, 48000).numpy()
+        with torch.inference_mode():
+            out = reference_model(**processor(text=[row["prompt"]], audio=[mono],
+                                              sampling_rate=48000, return_tensors="pt"))
+        expected = float((out.text_embeds * out.audio_embeds).sum())
+        assert float(row["clap_score"]) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_failing_model_tier_is_reported_and_the_rest_is_kept(acr, run, tmp_path):
+    broken = build_tiny_clap(tmp_path / "broken-clap", extractor_mel_bins=32)  # fails on a clip
+    result = acr("analyze", run, "--clap-model", broken)
+    assert result.exit_code == 0, result.stderr
+    assert "warning: model-based metrics (CLAP, FAD) failed, the rest of the analysis is " \
+           "complete: RuntimeError: running_mean should contain 32 elements" in result.stderr
+    model = json.loads((run / "analysis/summary.json").read_text())["model_based"]
+    assert model["status"] == "failed" and model["reason"].startswith("RuntimeError: ")
+    rows = read_csv(run / "analysis/metrics.csv")
+    assert list(rows[0]) == COLUMNS and len(rows) == 24
+    report = (run / "analysis/report.md").read_text()
+    assert "CLAP alignment and FAD: failed (RuntimeError: " in report and "## Plots" in report
+
+
+@pytest.mark.slow
+def test_nan_and_inf_clips_are_flagged_through_every_stage(acr, run, tiny_clap):
+    """Features, set metrics, plots, report and CLAP all take clips holding NaN or inf."""
+    for name, bad in (("hot/loud/0-0.wav", np.nan), ("baseline/calm/1-1.wav", np.inf)):
+        audio = 0.3 * drums(120, 1.0, 32000)
+        audio[1000:1400] = bad
+        write(run / "samples/tiny-musicgen" / name, audio, 32000)
+    result = acr("analyze", run, "--clap-model", tiny_clap)
+    assert result.exit_code == 0, result.stderr
+    assert "2 clip(s) flagged nan: samples/tiny-musicgen/baseline/calm/1-1.wav, " \
+           "samples/tiny-musicgen/hot/loud/0-0.wav" in result.stderr
+    rows = {r["path"]: r for r in read_csv(run / "analysis/metrics.csv")}
+    bad = rows["samples/tiny-musicgen/hot/loud/0-0.wav"]
+    assert bad["flags"].split()[0] == "nan"
+    assert float(bad["loudness_lufs"]) < 0 and float(bad["onset_rate_hz"]) > 1
+    assert -1 <= float(bad["clap_score"]) <= 1
+    summary = json.loads((run / "analysis/summary.json").read_text())
+    assert summary["model_based"]["status"] == "ok"
+    assert all(np.isfinite(v) for v in summary["model_based"]["fad"].values())
+    assert all(np.isfinite(s["diversity"]) for s in summary["sets"].values())
+    assert (run / "analysis/plots/spectrograms.png").is_file()
+    assert "- nan: `samples/tiny-musicgen/baseline/calm/1-1.wav`, " \
+           "`samples/tiny-musicgen/hot/loud/0-0.wav`" in (run / "analysis/report.md").read_text()
 
 
 @pytest.mark.slow

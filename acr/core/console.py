@@ -18,11 +18,11 @@ _out = Console(highlight=False)
 
 
 def info(message: str) -> None:
-    _err.print(message, markup=False)
+    _err.print(message, markup=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    _err.print(f"warning: {message}", style="yellow", markup=False)
+    _err.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
 
 
 def error(message: str) -> None:

@@ -68,8 +68,10 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
 
     # set level, and the model-based tier
     novelty, set_metrics = set_level(clips, features, ref_results, settings, base)
+    readable_reference = [c for c, r in zip(reference_clips, ref_results)
+                          if isinstance(r, ClipFeatures)]
     model_info, clap_scores = model_based.model_metrics(
-        clips, reference_clips, settings, base, model_metrics, clap_model or DEFAULT_CLAP)
+        clips, readable_reference, settings, base, model_metrics, clap_model or DEFAULT_CLAP)
 
     # per metric statistics (small groups give NaN spreads by design: no numpy warnings)
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"numpy\..*")
@@ -117,6 +119,9 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
         console.info(f"{len(clips)} clips ({counts})")
         for item in skipped:
             console.warn(f"skipped {item['path']}: {item['reason']}")
+        if model_info["status"] == "failed":
+            console.warn(f"model-based metrics (CLAP, FAD) failed, the rest of the analysis is "
+                         f"complete: {model_info['reason']}")
         for flag, paths in summary["flags"].items():
             console.warn(f"{len(paths)} clip(s) flagged {flag}: {', '.join(paths[:3])}"
                          + (" ..." if len(paths) > 3 else ""))
