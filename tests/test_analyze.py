@@ -104,7 +104,13 @@ def test_analyze_an_experiment_run(acr, run):
     assert "**first look**: hot sounds harsher" in report
     assert "![spectrograms](plots/spectrograms.png)" in report
     assert "key metrics" not in result.stdout and "mean ± 95% CI" in result.stderr
-    assert "24 clips (24 analysed, 0 cached)" in result.stderr
+    assert "\n24 clips (24 analysed, 0 cached)\n" in result.stderr
+    assert "\n24 clips in 2 settings (baseline, hot); baseline: `baseline`. 24 analysed now, 0 " \
+           "from the cache. Metric version 2; written " in report
+    assert "\nSamples are averaged per prompt first (prompts are the blocks of the design); " \
+           "means come with 95% bootstrap confidence intervals over prompts.\n" in report
+    assert "\nWilcoxon signed-rank test over prompts; the difference is listed when significant " \
+           "(p < 0.05).\n" in report and "p = <" not in report
 
 
 @pytest.mark.slow
@@ -225,8 +231,22 @@ def test_plain_folder_with_a_corrupt_and_a_silent_file(acr, tmp_path):
     summary = json.loads((tmp_path / "out/summary.json").read_text())
     assert summary["skipped"][0]["path"] == "broken.wav"
     assert summary["analysed"]["settings"] == ["all"]
-    assert "skipped `broken.wav`: unreadable" in (tmp_path / "out/report.md").read_text()
+    report = (tmp_path / "out/report.md").read_text()
+    assert "skipped `broken.wav`: unreadable" in report
     assert not (folder / "analysis").exists()
+    # the counts, and words for a folder without prompts (no talk of prompts it does not have)
+    assert "\n4 clips (4 analysed, 0 cached), 1 file skipped\n" in result.stderr
+    assert "\nmean ± 95% CI (over clips)\nsetting\tLUFS\tcentroid Hz\tflatness\tonsets/s\tBPM\t" \
+           "repetition\nall\t" in result.stderr
+    assert "\n4 clips in one group (`all`). 4 analysed now, 0 from the cache; 1 unreadable file " \
+           "skipped. Metric version 2; written " in report
+    assert "\nThe clips have no prompts (no acr sidecars), so every clip counts once; means come " \
+           "with 95% bootstrap confidence intervals over clips.\n" in report
+    assert "\n## Differences between settings\n\nOne setting (`all`): nothing to compare.\n" \
+        in report
+    assert "per prompt" not in report and "over prompts" not in report
+    again = acr("analyze", folder, "--out", tmp_path / "out", "--no-model-metrics")
+    assert "\n4 clips (0 analysed, 4 cached), 1 file skipped\n" in again.stderr
 
 
 @pytest.mark.slow
@@ -254,23 +274,101 @@ def test_analyze_a_generate_run(acr, in_tmp):
 
 
 @pytest.mark.parametrize("setup, message", [
-    ("missing", "no such folder"),
+    ("missing", "{folder}: no such folder; give a run folder or a folder of audio files"),
+    ("file", "{folder}: is a file, not a folder; give a run folder or a folder of audio files "
+             "(a single file is not analysed on its own: put it in a folder)"),
+    ("reference file", "--reference {folder}/ref.wav: is a file, not a folder; give a folder of "
+                       "reference audio files (a single file is not analysed on its own: put "
+                       "it in a folder)"),
     ("empty", "no audio files"),
     ("unreadable", "none of the 2 audio files could be read"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(acr, tmp_path, setup, message):
-    folder = tmp_path / "input"
-    if setup != "missing":
+    folder = tmp_path / ("input.wav" if setup == "file" else "input")
+    extra = []
+    if setup == "file":
+        write(folder, sine(440, 1, 16000), 16000)  # a WAV where a folder belongs
+    elif setup != "missing":
         folder.mkdir()
         (folder / "readme.txt").write_text("x")
     if setup == "unreadable":
         (folder / "a.wav").write_bytes(b"nope")
         (folder / "b.flac").write_bytes(b"")
-    result = acr("analyze", folder)
-    assert result.exit_code == 2 and message in result.stderr
+    if setup == "reference file":
+        write(folder / "a.wav", sine(440, 1, 16000), 16000)
+        extra = ["--reference", write(folder / "ref.wav", sine(440, 1, 16000), 16000)]
+    result = acr("analyze", folder, *extra)
+    assert result.exit_code == 2 and message.format(folder=folder) in result.stderr
     errors = [l for l in result.stderr.strip().splitlines() if not l.startswith("analysing:")]
     assert len(errors) == 1
-    assert not (folder / "analysis").exists()
+    assert not (folder / "analysis").exists() or setup == "file"
+
+
+ORDERED = """\
+name: ordered
+model: tiny-musicgen
+device: cpu
+seed: 3
+batch_size: 8
+defaults: {duration: 0.5}
+prompt_sets:
+  zeta: [soft piano, slow pad]
+  alpha: [heavy drums, brass hits]
+parameter_sets:
+  music_forward: {temperature: 1.2}
+  even: {}
+  another: {top_k: 10}
+analyze: false
+"""
+
+
+@pytest.mark.slow
+def test_settings_and_baseline_follow_the_config_order(acr, in_tmp):
+    """Not alphabetical: the first parameter set is the baseline unless `baseline:` names one,
+    and every list (summary, tables, report, metrics.csv) keeps the config's order."""
+    (in_tmp / "o.yaml").write_text(ORDERED)
+    assert acr("experiment", "o.yaml", "--out", "R").exit_code == 0
+    result = acr("analyze", "R", "--no-model-metrics")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((in_tmp / "R/analysis/summary.json").read_text())
+    assert summary["analysed"]["settings"] == ["music_forward", "even", "another"]
+    assert summary["analysed"]["baseline"] == "music_forward"
+    assert list(summary["sets"]) == ["music_forward", "even", "another"]
+    assert summary["sets"]["even"]["frechet_to"] == "music_forward"
+    pairs = summary["tests"]["loudness_lufs"]["settings"]["pairs"]
+    assert [(p["a"], p["b"]) for p in pairs] == [("music_forward", "even"),
+                                                 ("music_forward", "another"),
+                                                 ("even", "another")]
+    assert list(summary["tests"]["loudness_lufs"]["prompt_sets"]["groups"]) == ["zeta", "alpha"]
+    rows = read_csv(in_tmp / "R/analysis/metrics.csv")
+    assert [(r["parameter_set"], r["prompt_set"], r["prompt_index"]) for r in rows[:5]] == [
+        ("music_forward", "zeta", "0"), ("music_forward", "zeta", "1"),
+        ("music_forward", "alpha", "0"), ("music_forward", "alpha", "1"), ("even", "zeta", "0")]
+    table = result.stderr.split("mean ± 95% CI (over prompts); * differs from music_forward "
+                                "(Holm p < 0.05)\n")[1].splitlines()
+    assert table[0] == "setting\tLUFS\tcentroid Hz\tflatness\tonsets/s\tBPM\trepetition"
+    assert [line.split("\t")[0] for line in table[1:4]] == ["music_forward", "even", "another"]
+    assert table[4] == "12 clips (12 analysed, 0 cached)"
+    report = (in_tmp / "R/analysis/report.md").read_text()
+    assert "12 clips in 3 settings (music_forward, even, another); baseline: `music_forward`. " \
+           "12 analysed now, 0 from the cache. Metric version" in report
+    assert json.loads((in_tmp / "R/experiment.json").read_text())["config"]["baseline"] == \
+        "music_forward"
+
+    # `baseline: even`: recorded with the run and used by the analysis
+    result = acr("experiment", "o.yaml", "--out", "B", "--set", "baseline=even")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((in_tmp / "B/experiment.json").read_text())["config"]["baseline"] == "even"
+    assert acr("analyze", "B", "--no-model-metrics").exit_code == 0
+    summary = json.loads((in_tmp / "B/analysis/summary.json").read_text())
+    assert summary["analysed"]["settings"] == ["music_forward", "even", "another"]
+    assert summary["analysed"]["baseline"] == "even"
+    assert summary["sets"]["music_forward"]["frechet_to"] == "even"
+    (in_tmp / "B/experiment.json").unlink()  # a run stopped before its manifest: config.yaml
+    assert acr("analyze", "B", "--no-model-metrics").exit_code == 0
+    summary = json.loads((in_tmp / "B/analysis/summary.json").read_text())
+    assert (summary["analysed"]["settings"], summary["analysed"]["baseline"]) == (
+        ["music_forward", "even", "another"], "even")
 
 
 @pytest.mark.slow
