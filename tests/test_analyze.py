@@ -153,7 +153,9 @@ def test_clap_alignment_and_fad_with_a_tiny_clap(acr, run, tiny_clap):
                                                                   "baseline")
     assert model["fad"]["baseline"] == pytest.approx(0, abs=1e-6) and model["fad"]["hot"] > 0
     assert summary["groups"]["hot"]["clap_score"]["n"] == 6
-    assert f"FAD ({tiny_clap})" in (run / "analysis/report.md").read_text()
+    report = (run / "analysis/report.md").read_text()
+    assert f"(FAD, `{tiny_clap}`) to baseline; CLAP score: cosine similarity of each clip to " \
+           "its prompt.\n\n| setting | FAD | mean CLAP score |\n" in report
     # the score is the cosine of CLAP's own forward pass (transformers' ClapModel.forward)
     reference_model = ClapModel.from_pretrained(tiny_clap).eval()
     processor = ClapProcessor.from_pretrained(tiny_clap)

@@ -119,8 +119,15 @@ def render(summary: dict, plots: list[Path], findings: list[dict], out_dir: Path
     model = summary["model_based"]
     lines += ["## Model-based metrics", ""]
     if model["status"] == "ok":
-        lines += markdown_table(["setting", f"FAD ({model['model']})"],
-                        [[s, format_value(v)] for s, v in model["fad"].items()])
+        scored = model.get("clap_score")
+        lines += [f"Fréchet distance of CLAP audio embeddings (FAD, `{model['model']}`) to "
+                  f"{'the reference' if model['fad_to'] == 'reference' else model['fad_to']}"
+                  + ("; CLAP score: cosine similarity of each clip to its prompt." if scored
+                     else "; no CLAP scores (the clips have no prompts)."), ""]
+        lines += markdown_table(["setting", "FAD", *(["mean CLAP score"] if scored else [])],
+                                [[s, format_value(v), *([format_value(
+                                    summary["groups"][s]["clap_score"]["mean"])] if scored
+                                    else [])] for s, v in model["fad"].items()])
     else:
         lines += [f"CLAP alignment and FAD: {model['status']} ({model.get('reason', '')}).", ""]
     if summary["flags"] or summary["skipped"]:
