@@ -242,8 +242,8 @@ def test_plain_folder_with_a_corrupt_and_a_silent_file(acr, tmp_path):
            "repetition\nall\t" in result.stderr
     assert "\n4 clips in one group (`all`). 4 analysed now, 0 from the cache; 1 unreadable file " \
            "skipped. Metric version 2; written " in report
-    assert "\nThe clips have no prompts (no acr sidecars), so every clip counts once; means come " \
-           "with 95% bootstrap confidence intervals over clips.\n" in report
+    assert "\nThese clips have no prompts, so each clip counts once; means come with 95% " \
+           "bootstrap confidence intervals over clips.\n" in report
     assert "\n## Differences between settings\n\nOne setting (`all`): nothing to compare.\n" \
         in report
     assert "per prompt" not in report and "over prompts" not in report
@@ -382,3 +382,13 @@ def test_experiment_with_analyze_true_analyses_at_the_end(acr, in_tmp):
     assert len(read_csv(in_tmp / "R/analysis/metrics.csv")) == 12
     events = (in_tmp / "R/events.jsonl").read_text()
     assert '"analysis.done"' in events
+
+
+@pytest.mark.slow
+def test_clap_that_is_not_there_is_unavailable_with_what_to_do(tmp_path):
+    from acr.core.transformers_models import Unavailable, load_clap
+
+    with pytest.raises(Unavailable, match=r"not a CLAP model folder with its processor"):
+        load_clap(str(tmp_path))
+    with pytest.raises(Unavailable, match=r"run `hf download laion/not-cached`"):
+        load_clap("laion/not-cached")

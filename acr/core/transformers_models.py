@@ -40,6 +40,8 @@ class Clap:
         shorter than 1 s is dropped unless it is all there is) whose embeddings are averaged:
         the whole clip counts, and the result does not depend on the feature extractor's random
         crop."""
+        if not clips:
+            return np.empty((0, self.model.config.projection_dim), dtype=np.float32)
         windows, owners = [], []
         for index, clip in enumerate(clips):
             starts = list(range(0, max(len(clip), 1), self.window))

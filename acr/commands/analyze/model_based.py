@@ -56,4 +56,4 @@ def model_metrics(clips, reference_clips, settings: list[str], base: str, enable
         return {"status": "failed", "model": name, "reason": reason}, None
     return {"status": "ok", "model": name, "fad": fad,
             "fad_to": "reference" if reference_clips else base,
-            "clap_score": scores is not None}, scores
+            "clap_scores": scores is not None}, scores

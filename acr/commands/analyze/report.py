@@ -69,8 +69,8 @@ def render(summary: dict, plots: list[Path], findings: list[dict], out_dir: Path
              "Samples are averaged per prompt first (prompts are the blocks of the design); "
              "means come with 95% bootstrap confidence intervals over prompts."
              if unit == "prompts" else
-             "The clips have no prompts (no acr sidecars), so every clip counts once; means come "
-             "with 95% bootstrap confidence intervals over clips.", "",
+             "These clips have no prompts, so each clip counts once; means come with 95% "
+             "bootstrap confidence intervals over clips.", "",
              "## Key metrics by setting", ""]
     lines += key_metric_table(summary)
 
@@ -119,7 +119,7 @@ def render(summary: dict, plots: list[Path], findings: list[dict], out_dir: Path
     model = summary["model_based"]
     lines += ["## Model-based metrics", ""]
     if model["status"] == "ok":
-        scored = model.get("clap_score")
+        scored = model.get("clap_scores")
         lines += [f"Fréchet distance of CLAP audio embeddings (FAD, `{model['model']}`) to "
                   f"{'the reference' if model['fad_to'] == 'reference' else model['fad_to']}"
                   + ("; CLAP score: cosine similarity of each clip to its prompt." if scored
