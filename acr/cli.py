@@ -325,8 +325,8 @@ def analyze(
     model_metrics: bool = typer.Option(True, "--model-metrics/--no-model-metrics",
                                        help="Try CLAP alignment and FAD (needs the CLAP weights "
                                             "in the local Hugging Face cache)."),
-    clap_model: Optional[str] = typer.Option(None, help=f"CLAP model id [default: "
-                                             f"{DEFAULT_CLAP}]."),
+    clap_model: Optional[str] = typer.Option(None, help=f"CLAP model: a Hugging Face id or a "
+                                             f"local folder [default: {DEFAULT_CLAP}]."),
 ) -> None:
     """Per-clip metrics, per-setting statistics, plots and a report for a run or audio folder."""
     def work() -> None:

@@ -41,3 +41,47 @@ def cuda_available() -> bool:
 gpu = pytest.mark.gpu
 requires_gpu = pytest.mark.skipif("not __import__('torch').cuda.is_available()",
                                   reason="needs a CUDA GPU")
+
+
+CLAP_WORDS = ("<s> <pad> </s> <unk> <mask> soft piano quiet strings slow pad heavy drums "
+              "distorted guitar brass hits dog barks rain").split()
+
+
+def build_tiny_clap(folder: Path, mel_bins: int = 16, extractor_mel_bins: int | None = None,
+                    seed: int = 0) -> Path:
+    """A tiny random CLAP in the Hugging Face layout (config, weights, processor): a word-level
+    tokenizer made with the `tokenizers` library as a RobertaTokenizer (what ClapProcessor
+    loads), a ClapFeatureExtractor at 48 kHz with a 1 s window, and a ClapModel of ~23k
+    parameters. `extractor_mel_bins` other than `mel_bins` makes a model that loads but fails
+    on its first clip."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import (ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor,
+                              RobertaTokenizer)
+
+    vocab = {word: index for index, word in enumerate(CLAP_WORDS)}
+    words = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    words.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])])
+    tokenizer = RobertaTokenizer(tokenizer_object=words, bos_token="<s>", eos_token="</s>",
+                                 sep_token="</s>", cls_token="<s>", pad_token="<pad>",
+                                 unk_token="<unk>", mask_token="<mask>")
+    extractor = ClapFeatureExtractor(feature_size=extractor_mel_bins or mel_bins,
+                                     sampling_rate=48000, hop_length=480, max_length_s=1,
+                                     fft_window_size=512, truncation="rand_trunc",
+                                     padding="repeatpad", frequency_min=50,
+                                     frequency_max=14000)
+    config = ClapConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 16, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "intermediate_size": 32,
+                     "max_position_embeddings": 40, "pad_token_id": vocab["<pad>"]},
+        audio_config={"num_mel_bins": mel_bins, "spec_size": 64, "window_size": 4,
+                      "patch_size": 4, "patch_stride": [4, 4], "hidden_size": 32,
+                      "depths": [1, 1], "num_attention_heads": [2, 2],
+                      "patch_embeds_hidden_size": 16},
+        projection_dim=8)
+    torch.manual_seed(seed)
+    ClapModel(config).eval().save_pretrained(folder)
+    ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder

@@ -79,10 +79,18 @@ def test_paired_tests_find_a_real_shift_and_match_scipy():
     assert pairs[("baseline", "hot")]["significant"]
     assert pairs[("baseline", "hot")]["rank_biserial"] == 1.0  # hot is higher for every prompt
     assert pairs[("baseline", "hot")]["median_difference"] == pytest.approx(2, abs=0.2)
-    raw = scipy_stats.wilcoxon(matrix[:, 0], matrix[:, 1]).pvalue
-    assert pairs[("baseline", "hot")]["p"] == pytest.approx(raw)
-    assert pairs[("baseline", "hot")]["p_holm"] == pytest.approx(min(1, 3 * raw), rel=1e-6) or \
-        pairs[("baseline", "hot")]["p_holm"] >= raw
+    # hot is higher than baseline and than same for all 12 prompts: the exact two-sided
+    # Wilcoxon p is 2 / 2^12 for both; baseline vs same is what scipy says
+    assert pairs[("baseline", "hot")]["p"] == pytest.approx(2 / 2 ** 12)
+    assert pairs[("hot", "same")]["p"] == pytest.approx(2 / 2 ** 12)
+    p_same = scipy_stats.wilcoxon(matrix[:, 0], matrix[:, 2]).pvalue
+    assert pairs[("baseline", "same")]["p"] == pytest.approx(p_same) and p_same > 0.1
+    # Holm by hand: sorted p = (2/4096, 2/4096, p_same) -> 3 x 2/4096, then max(that,
+    # 2 x 2/4096), then max(that, 1 x p_same)
+    assert pairs[("baseline", "hot")]["p_holm"] == pytest.approx(6 / 4096)
+    assert pairs[("hot", "same")]["p_holm"] == pytest.approx(6 / 4096)
+    assert pairs[("baseline", "same")]["p_holm"] == pytest.approx(p_same)
+    assert [p["significant"] for p in result["pairs"]] == [True, False, True]
 
 
 def test_paired_tests_say_when_n_is_too_small():
@@ -103,3 +111,45 @@ def test_unpaired_tests_compare_prompt_sets():
     assert pairs[("joy", "sadness")]["significant"] and not pairs[("joy", "anger")]["significant"]
     assert pairs[("joy", "sadness")]["rank_biserial"] == 1.0  # sadness is higher throughout
     assert stats.unpaired_tests({"x": [1.0]})["omnibus"] is None
+
+
+def test_friedman_and_wilcoxon_notes_say_why_there_is_no_test():
+    prompts = [f"p{i}" for i in range(20)]
+    flat = {s: {p: 0.0 for p in prompts} for s in ("a", "b", "c")}  # e.g. a clipping ratio
+    result = stats.paired_tests(flat)
+    assert result["omnibus"]["note"] == "no variation: every setting has the same value for " \
+                                        "each of the 20 prompts, nothing to rank"
+    assert result["pairs"][0]["note"] == "no variation: the two settings have the same value " \
+                                         "for each of the 20 prompts"
+    by_prompt = {s: {p: float(i) for i, p in enumerate(prompts)} for s in ("a", "b", "c")}
+    assert stats.paired_tests(by_prompt)["omnibus"]["note"].startswith("no variation")
+    one = stats.paired_tests({s: {"p0": v} for s, v in (("a", 1.0), ("b", 2.0), ("c", 3.0))},
+                             unit="clips")
+    assert one["omnibus"]["note"] == "n = 1 clip: too few for the Friedman test (needs 2)"
+    assert one["pairs"][0]["note"] == "n = 1 clip: too few for a Wilcoxon test (needs 6)"
+
+
+def test_report_wording_of_differences():
+    from acr.commands.analyze.report import difference_lines, p_text
+
+    assert [p_text(0.0004), p_text(0.0123), p_text(0.0004, "Holm p"), p_text(None)] == [
+        "p < 0.001", "p = 0.012", "Holm p < 0.001", "p = -"]
+    rng = np.random.default_rng(5)
+    prompts = [f"p{i}" for i in range(14)]
+    base = {p: rng.normal(0, 1) for p in prompts}
+    table = {"baseline": base, "hot": {p: v + 2 for p, v in base.items()},
+             "hotter": {p: v + 4 for p, v in base.items()}}
+    lines = difference_lines("loudness_lufs", stats.paired_tests(table), "prompts")
+    assert lines == [
+        "- **integrated loudness (LUFS)**: the settings differ (Friedman chi2 = 28.00, "
+        "p < 0.001, Kendall's W = 1.00, n = 14 prompts).",
+        "  - hot is higher than baseline (median difference +2, rank-biserial +1.00, "
+        "Holm p < 0.001).",
+        "  - hotter is higher than baseline (median difference +4, rank-biserial +1.00, "
+        "Holm p < 0.001).",
+        "  - hotter is higher than hot (median difference +2, rank-biserial +1.00, "
+        "Holm p < 0.001)."]
+    flat = {s: {p: 0.0 for p in prompts} for s in ("a", "b", "c")}
+    assert difference_lines("clipping_ratio", stats.paired_tests(flat), "prompts") == [
+        "- **clipping ratio**: no variation: every setting has the same value for each of the "
+        "14 prompts, nothing to rank."]

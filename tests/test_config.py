@@ -216,3 +216,16 @@ def test_set_names_must_be_folder_safe(tmp_path):
     assert experiment_problems(tmp_path, EXPERIMENT.replace("{a: [x]}", "{'a/b': [x]}")) == [
         "F:3:15: prompt_sets.a/b: name 'a/b' is not valid: use letters, digits, '.', '_' and '-' "
         "(starting with a letter or digit)"]
+
+
+def test_baseline_names_a_parameter_set(tmp_path):
+    text = EXPERIMENT.replace("{base: {}}", "{base: {}, hot: {temperature: 1.5}}")
+    assert experiment_problems(tmp_path, text + "baseline: warm\n") == [
+        "F:5:11: baseline: 'warm' names no parameter set; use one of: base, hot"]
+    path = tmp_path / "ok.yaml"
+    path.write_text(text + "baseline: hot\n")
+    assert load_config(ExperimentConfig, path).baseline_set == "hot"
+    path.write_text(text)
+    assert load_config(ExperimentConfig, path).baseline_set == "base"  # the first
+    path.write_text(EXPERIMENT.replace("{base: {}}", "{hot: {temperature: 1.5}, baseline: {}}"))
+    assert load_config(ExperimentConfig, path).baseline_set == "baseline"  # named so

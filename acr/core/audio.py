@@ -54,6 +54,14 @@ def read_clip(path: Path) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(rate)
 
 
+def finite_audio(audio: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(audio with NaN and inf read as 0, whether it was all finite): how analysis reads a clip
+    that it flags `nan` rather than refuses."""
+    if np.isfinite(audio).all():
+        return audio, True
+    return np.nan_to_num(audio, nan=0.0, posinf=0.0, neginf=0.0), False
+
+
 def load_resampled(path: Path, sample_rate: int, channels: int) -> torch.Tensor:
     """A file as float32 [channels, samples] at `sample_rate` with `channels` (mixed down, or
     a mono file duplicated)."""

@@ -18,11 +18,11 @@ _out = Console(highlight=False)
 
 
 def info(message: str) -> None:
-    _err.print(message, markup=False)
+    _err.print(message, markup=False, soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    _err.print(f"warning: {message}", style="yellow", markup=False)
+    _err.print(f"warning: {message}", style="yellow", markup=False, soft_wrap=True)
 
 
 def error(message: str) -> None:
@@ -58,12 +58,21 @@ def progress(description: str, total: float) -> Iterator[Callable[[float], None]
 
 
 def table(title: str, columns: list[str], rows: list[list[str]]) -> None:
-    """A small table on stderr (rich renders it as plain text when not on a terminal)."""
-    from rich.table import Table
+    """A small table on stderr. On a terminal: rich, when it fits the terminal's width (numbers
+    are never broken across lines); otherwise, and in logs, pipes and CI, plain lines: the
+    title, then the header and each row with cells separated by tabs."""
+    if _err.is_terminal:
+        from rich.measure import Measurement
+        from rich.table import Table
 
-    grid = Table(title=title, title_justify="left")
-    for index, column in enumerate(columns):  # a label column, then right-aligned numbers
-        grid.add_column(column, justify="left" if index == 0 else "right", overflow="fold")
-    for row in rows:
-        grid.add_row(*row)
-    _err.print(grid)
+        grid = Table(title=title, title_justify="left")
+        for index, column in enumerate(columns):  # a label column, then right-aligned numbers
+            grid.add_column(column, justify="left" if index == 0 else "right", no_wrap=True)
+        for row in rows:
+            grid.add_row(*row)
+        unbounded = _err.options.update(width=1 << 16)  # the width the table wants
+        if Measurement.get(_err, unbounded, grid).maximum <= _err.width:
+            _err.print(grid)
+            return
+    print("\n".join([title, *("\t".join(cells) for cells in [columns, *rows])]),
+          file=sys.stderr, flush=True)

@@ -1,31 +1,53 @@
 """ITU-R BS.1770-4 loudness, EBU Tech 3342 loudness range and true peak, vectorised.
 
-The K-weighting filter coefficients come from pyloudnorm's filter design (a reference
-implementation that passes the EBU test set), run as one second-order-sections filter over all
-channels at once; the gating is done over all blocks at once instead of pyloudnorm's per-block
-Python loop. True peak uses a 48-tap, 4-phase interpolator like BS.1770's Annex 2, as one batched
+The K-weighting filters are designed at any rate from the analogue prototype behind the
+standard's 48 kHz table (libebur128's design: at 48 kHz it gives the table's coefficients), and
+run as one second-order-sections filter over all channels at once; the gating is done over all
+blocks at once. True peak uses a 48-tap, 4-phase interpolator like BS.1770's Annex 2, as one batched
 convolution. Verified against EBU Tech 3341 / 3342 in the tests.
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import firwin, sosfilt, tf2sos
+from scipy.signal import sosfilt
 
 CHANNEL_GAINS = np.array([1.0, 1.0, 1.0, 1.41, 1.41])  # L, R, C, Ls, Rs
 ABSOLUTE_GATE = -70.0
 _FILTERS: dict[int, np.ndarray] = {}
-OVERSAMPLE = 4
-_INTERPOLATOR = firwin(48, 1 / OVERSAMPLE) * OVERSAMPLE  # 12 taps per phase
+# ITU-R BS.1770-4 Annex 2: the 48-tap interpolating filter for 4x oversampling, as the standard
+# lists it: four phases of 12 taps, phase p giving y[4n + p] = sum_k ANNEX2_PHASES[p][k] x[n - k]
+ANNEX2_PHASES = np.array([
+    [0.0017089843750, 0.0109863281250, -0.0196533203125, 0.0332031250000, -0.0594482421875,
+     0.1373291015625, 0.9721679687500, -0.1022949218750, 0.0476074218750, -0.0266113281250,
+     0.0148925781250, -0.0083007812500],
+    [-0.0291748046875, 0.0292968750000, -0.0517578125000, 0.0891113281250, -0.1665039062500,
+     0.4650878906250, 0.7797851562500, -0.2003173828125, 0.1015625000000, -0.0582275390625,
+     0.0330810546875, -0.0189208984375],
+    [-0.0189208984375, 0.0330810546875, -0.0582275390625, 0.1015625000000, -0.2003173828125,
+     0.7797851562500, 0.4650878906250, -0.1665039062500, 0.0891113281250, -0.0517578125000,
+     0.0292968750000, -0.0291748046875],
+    [-0.0083007812500, 0.0148925781250, -0.0266113281250, 0.0476074218750, -0.1022949218750,
+     0.9721679687500, 0.1373291015625, -0.0594482421875, 0.0332031250000, -0.0196533203125,
+     0.0109863281250, 0.0017089843750],
+])
 
 
 def k_weighting(rate: int) -> np.ndarray:
-    """The two K-weighting stages at `rate` (pyloudnorm's design) as second-order sections."""
+    """The two K-weighting stages at `rate` as second-order sections [[b0, b1, b2, 1, a1, a2]]:
+    the +4 dB high shelf and the RLB high-pass of BS.1770-4 (bilinear transform of their
+    analogue prototypes, the parameters that reproduce the standard's 48 kHz coefficients)."""
     if rate not in _FILTERS:
-        import pyloudnorm
-
-        stages = pyloudnorm.Meter(rate)._filters.values()
-        _FILTERS[rate] = np.vstack([tf2sos(np.asarray(s.b) * float(s.passband_gain),
-                                           np.asarray(s.a)) for s in stages])
+        k = np.tan(np.pi * 1681.974450955533 / rate)  # shelf: f0, gain (dB) and Q
+        q, vh = 0.7071752369554196, 10 ** (3.999843853973347 / 20)
+        vb = vh ** 0.4996667741545416
+        norm = 1 + k / q + k * k
+        shelf = [(vh + vb * k / q + k * k) / norm, 2 * (k * k - vh) / norm,
+                 (vh - vb * k / q + k * k) / norm, 1.0, 2 * (k * k - 1) / norm,
+                 (1 - k / q + k * k) / norm]
+        k, q = np.tan(np.pi * 38.13547087602444 / rate), 0.5003270373238773  # high-pass
+        norm = 1 + k / q + k * k
+        high_pass = [1.0, -2.0, 1.0, 1.0, 2 * (k * k - 1) / norm, (1 - k / q + k * k) / norm]
+        _FILTERS[rate] = np.array([shelf, high_pass])
     return _FILTERS[rate]
 
 
@@ -92,17 +114,19 @@ def loudness_range(audio: np.ndarray, rate: int, cumulative: np.ndarray | None =
 
 
 def true_peaks(signals: "torch.Tensor") -> np.ndarray:
-    """True peak (dBTP) of each row of [rows, samples]: the peak after 4x interpolation.
+    """True peak (dBTP) of each row of [rows, samples]: the largest |value| of the signal
+    oversampled 4x with the BS.1770-4 Annex 2 filter, or of the samples themselves if larger
+    (as libebur128 reports it). In floating point the standard's 12.04 dB headroom is moot.
 
     Exact but sparse: an interpolated value is a 12-sample weighted sum, so it cannot exceed
     L x (the largest |x| in its window), L being the largest per-phase sum of |taps|. Only
-    windows that could beat the sample peak are interpolated."""
+    windows that could beat the sample peak are interpolated, all phases at once."""
     import torch
 
-    taps = len(_INTERPOLATOR) // OVERSAMPLE
-    phases = np.stack([_INTERPOLATOR[p::OVERSAMPLE][::-1] for p in range(OVERSAMPLE)])
-    weight = torch.from_numpy(phases.T.copy()).to(signals.dtype)  # [taps, phases]
-    bound = float(np.abs(phases).sum(axis=1).max())
+    taps = ANNEX2_PHASES.shape[1]
+    # a window holds x[n - 11], ..., x[n]: each phase's taps, reversed, as the columns
+    weight = torch.from_numpy(ANNEX2_PHASES[:, ::-1].T.copy()).to(signals.dtype)  # [taps, 4]
+    bound = float(np.abs(ANNEX2_PHASES).sum(axis=1).max())
     padded = torch.nn.functional.pad(signals, (taps - 1, taps - 1))
     window_max = torch.nn.functional.max_pool1d(padded.abs()[:, None], taps, stride=1)[:, 0]
     sample_peak = signals.abs().amax(dim=1)

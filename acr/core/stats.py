@@ -64,8 +64,9 @@ def rank_biserial(differences: np.ndarray) -> float:
     return float((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())
 
 
-def paired_tests(table: dict[str, dict[str, float]]) -> dict:
-    """Compare settings on complete blocks. table: setting -> {prompt: value}."""
+def paired_tests(table: dict[str, dict[str, float]], unit: str = "prompts") -> dict:
+    """Compare settings on complete blocks. table: setting -> {prompt: value}; `unit` names
+    the blocks in the notes (prompts, or clips where there are none)."""
     settings = list(table)
     prompts = sorted(set.intersection(*(set(k for k, v in table[s].items() if np.isfinite(v))
                                         for s in settings))) if settings else []
@@ -74,15 +75,20 @@ def paired_tests(table: dict[str, dict[str, float]]) -> dict:
         out["note"] = "one setting: nothing to compare"
         return out
     matrix = np.array([[table[s][p] for s in settings] for p in prompts])
+    n = f"n = {len(prompts)} {unit[:-1] if len(prompts) == 1 else unit}"
     if len(settings) >= 3:
-        if len(prompts) >= 2 and np.ptp(matrix) > 0:
+        if len(prompts) < 2:
+            out["omnibus"] = {"test": "friedman",
+                              "note": f"{n}: too few for the Friedman test (needs 2)"}
+        elif not np.any(np.ptp(matrix, axis=1) > 0):
+            out["omnibus"] = {"test": "friedman", "note": "no variation: every setting has the "
+                              f"same value for each of the {len(prompts)} {unit}, nothing to "
+                              "rank"}
+        else:
             statistic, p_value = stats.friedmanchisquare(*matrix.T)
             w = statistic / (len(prompts) * (len(settings) - 1))
             out["omnibus"] = {"test": "friedman", "statistic": float(statistic),
                               "p": float(p_value), "kendall_w": float(w), "n": len(prompts)}
-        else:
-            out["omnibus"] = {"test": "friedman", "note": f"n = {len(prompts)} prompts: too few "
-                              "for the Friedman test (needs 2 and some variation)"}
     raw = []
     for a, b in combinations(range(len(settings)), 2):
         differences = matrix[:, b] - matrix[:, a] if len(prompts) else np.array([])
@@ -90,8 +96,9 @@ def paired_tests(table: dict[str, dict[str, float]]) -> dict:
                 "median_difference": float(np.median(differences)) if len(differences) else None,
                 "rank_biserial": rank_biserial(differences) if len(differences) else None}
         if len(prompts) < MIN_PAIRED or not np.any(differences):
-            pair["note"] = (f"n = {len(prompts)} prompts: too few for a Wilcoxon test (needs "
-                            f"{MIN_PAIRED})" if len(prompts) < MIN_PAIRED else "no differences")
+            pair["note"] = (f"{n}: too few for a Wilcoxon test (needs {MIN_PAIRED})"
+                            if len(prompts) < MIN_PAIRED else "no variation: the two settings "
+                            f"have the same value for each of the {len(prompts)} {unit}")
             raw.append(float("nan"))
         else:
             result = stats.wilcoxon(matrix[:, a], matrix[:, b])

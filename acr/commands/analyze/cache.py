@@ -51,7 +51,8 @@ def analyse_clips(paths: list[Path], extractor: Extractor | None = None
 
 def cached_features(clips: list[Clip], cache_dir: Path, on_progress=None
                     ) -> tuple[list[ClipFeatures | Unreadable], int]:
-    """Features of every clip, computing only those not cached; returns (results, computed)."""
+    """Features of every clip, computing only those not cached; returns (results, computed):
+    computed counts the clips analysed now (not the unreadable files, which are never cached)."""
     keys = [f"{file_digest(c.path)}-v{METRIC_VERSION}" for c in clips]
     results: list[ClipFeatures | Unreadable | None] = []
     for key in keys:
@@ -71,4 +72,5 @@ def cached_features(clips: list[Clip], cache_dir: Path, on_progress=None
                 write_json(cache_dir / f"{keys[index]}.json", dataclasses.asdict(result))
         if on_progress:
             on_progress(len(clips) - len(missing) + start + len(chunk))
-    return results, len(missing)  # type: ignore[return-value]
+    computed = sum(isinstance(results[i], ClipFeatures) for i in missing)
+    return results, computed  # type: ignore[return-value]

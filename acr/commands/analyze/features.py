@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-METRIC_VERSION = 1  # bump when any value below changes: cached results are recomputed
+from acr.core.audio import finite_audio
+
+METRIC_VERSION = 2  # bump when any value below changes: cached results are recomputed
 N_FFT, HOP, N_MELS, N_MFCC = 2048, 512, 128, 20
 SILENCE_DBFS = -60.0
 CLIP_LEVEL = 0.999
@@ -109,9 +111,7 @@ class Extractor:
         from acr.core import loudness
 
         freqs, mel_bank, chroma_bank = self.banks(rate)
-        finite = [np.isfinite(c).all() for c in clips]
-        clips = [c if ok else np.nan_to_num(c, nan=0.0, posinf=0.0, neginf=0.0)
-                 for c, ok in zip(clips, finite)]
+        clips, all_finite = map(list, zip(*(finite_audio(c) for c in clips)))
         audio = torch.from_numpy(np.stack(clips).astype(np.float32))  # [clips, channels, samples]
         window = torch.hann_window(N_FFT)
         spectrum = torch.stft(audio.mean(dim=1), N_FFT, HOP, window=window, center=True,
@@ -147,7 +147,7 @@ class Extractor:
                 "silence_ratio": float((frame_rms[i] < 10 ** (SILENCE_DBFS / 20)).float().mean()),
                 "true_peak_dbtp": float(peaks[i].max()),
             })
-            if not finite[i]:
+            if not all_finite[i]:
                 features.flags.insert(0, "nan")
             return features
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from acr.core.audio import read_clip
+from acr.core.audio import finite_audio, read_clip
 from acr.core.metrics import KEY_METRICS, LABELS
 from acr.core.plotting import pyplot, save_figure
 
@@ -61,6 +61,7 @@ def spectrogram_grid(cells: dict[tuple[str, str], Path], prompts: list[str],
             clip = cells.get((prompt, setting))
             if clip is not None:
                 audio, rate = read_clip(clip)
+                audio = finite_audio(audio)[0]  # a clip flagged `nan` is drawn with NaN as 0
                 mel = librosa.feature.melspectrogram(y=audio.mean(axis=0), sr=rate, n_mels=64)
                 ax.imshow(librosa.power_to_db(mel, ref=np.max), origin="lower", aspect="auto",
                           cmap="magma", vmin=-80, vmax=0)

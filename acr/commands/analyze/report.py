@@ -12,19 +12,23 @@ from acr.core.metrics import (KEY_METRICS, LABELS, format_value, key_metric_tabl
                               markdown_table)
 
 
-def _p(value) -> str:
-    return "-" if value is None else ("< 0.001" if value < 0.001 else f"{value:.3f}")
+def p_text(value, name: str = "p") -> str:
+    """'p = 0.012', 'p < 0.001' (or 'Holm p < 0.001' with name='Holm p')."""
+    if value is None or not np.isfinite(value):
+        return f"{name} = -"
+    return f"{name} < 0.001" if value < 0.001 else f"{name} = {value:.3f}"
 
 
-def _differences(metric: str, result: dict) -> list[str]:
+def difference_lines(metric: str, result: dict, unit: str) -> list[str]:
+    """report.md lines for one metric's comparison of settings (`unit`: what the blocks are)."""
     label = LABELS.get(metric, metric)
     lines = []
     omnibus = result.get("omnibus")
     if omnibus and "p" in omnibus:
         verdict = "differ" if omnibus["p"] < 0.05 else "do not differ significantly"
         lines.append(f"- **{label}**: the settings {verdict} (Friedman chi2 = "
-                     f"{omnibus['statistic']:.2f}, p = {_p(omnibus['p'])}, Kendall's W = "
-                     f"{omnibus['kendall_w']:.2f}, n = {omnibus['n']} prompts).")
+                     f"{omnibus['statistic']:.2f}, {p_text(omnibus['p'])}, Kendall's W = "
+                     f"{omnibus['kendall_w']:.2f}, n = {omnibus['n']} {unit}).")
     elif omnibus and "note" in omnibus:
         lines.append(f"- **{label}**: {omnibus['note']}.")
     significant = [p for p in result.get("pairs", []) if p.get("significant")]
@@ -32,11 +36,19 @@ def _differences(metric: str, result: dict) -> list[str]:
         direction = "higher" if pair["median_difference"] > 0 else "lower"
         lines.append(f"  - {pair['b']} is {direction} than {pair['a']} (median difference "
                      f"{pair['median_difference']:+.3g}, rank-biserial "
-                     f"{pair['rank_biserial']:+.2f}, Holm p = {_p(pair['p_holm'])}).")
+                     f"{pair['rank_biserial']:+.2f}, {p_text(pair['p_holm'], 'Holm p')}).")
     notes = {p["note"] for p in result.get("pairs", []) if p.get("note")}
     if not significant and not omnibus and notes:
         lines.append(f"- **{label}**: {sorted(notes)[0]}.")
     return lines
+
+
+def counts_line(info: dict) -> str:
+    """What was analysed: "7 clips (7 analysed, 0 cached), 1 file skipped"."""
+    skipped = info["skipped"]
+    return (f"{info['clips']} clip{'s' * (info['clips'] != 1)} ({info['computed']} analysed, "
+            f"{info['cached']} cached)" + (f", {skipped} file{'s' * (skipped != 1)} skipped"
+                                            if skipped else ""))
 
 
 def render(summary: dict, plots: list[Path], findings: list[dict], out_dir: Path,
@@ -44,29 +56,41 @@ def render(summary: dict, plots: list[Path], findings: list[dict], out_dir: Path
     """report.md; `listening`: the listening tests' section (acr.commands.listen), if any."""
     info = summary["analysed"]
     settings = info["settings"]
+    unit = info["blocks"]
+    skipped = info["skipped"]
+    compared = len(settings) > 1
     lines = [f"# Analysis of `{info['path']}`", "",
-             f"{info['clips']} clips in {len(settings)} setting(s) "
-             f"({', '.join(settings)}); baseline: `{info['baseline']}`"
+             (f"{info['clips']} clips in {len(settings)} settings ({', '.join(settings)}); "
+              f"baseline: `{info['baseline']}`" if compared else
+              f"{info['clips']} clips in one group (`{settings[0]}`)")
              + (f"; reference: `{info['reference']}`" if info["reference"] else "") + ". "
-             f"{info['computed']} analysed now, {info['cached']} from the cache, "
-             f"{info['skipped']} skipped. Metric version {info['metric_version']}; written "
+             f"{info['computed']} analysed now, {info['cached']} from the cache"
+             + (f"; {skipped} unreadable file{'s' * (skipped != 1)} skipped" if skipped else "")
+             + f". Metric version {info['metric_version']}; written "
              f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by `acr analyze`.", "",
              "Samples are averaged per prompt first (prompts are the blocks of the design); "
-             "means come with 95% bootstrap confidence intervals over prompts.", "",
+             "means come with 95% bootstrap confidence intervals over prompts."
+             if unit == "prompts" else
+             "These clips have no prompts, so each clip counts once; means come with 95% "
+             "bootstrap confidence intervals over clips.", "",
              "## Key metrics by setting", ""]
     lines += key_metric_table(summary)
 
-    lines += ["## Differences between settings", "",
-              "Friedman test over prompts, then Wilcoxon signed-rank tests for every pair of "
-              "settings with Holm correction; only significant pairs (Holm p < 0.05) are "
-              "listed.", ""]
-    any_difference = False
-    for metric, result in summary["tests"].items():
-        text = _differences(metric, result["settings"])
-        any_difference |= any("differ (" in t or t.startswith("  -") for t in text)
-        lines += text
-    if not any_difference:
-        lines.append("No significant differences between settings.")
+    lines += ["## Differences between settings", ""]
+    if compared:
+        lines += [f"Friedman test over {unit}, then Wilcoxon signed-rank tests for every pair "
+                  "of settings with Holm correction; only significant pairs (Holm p < 0.05) are "
+                  "listed." if len(settings) > 2 else f"Wilcoxon signed-rank test over {unit}; "
+                  "the difference is listed when significant (p < 0.05).", ""]
+        any_difference = False
+        for metric, result in summary["tests"].items():
+            text = difference_lines(metric, result["settings"], unit)
+            any_difference |= any("differ (" in t or t.startswith("  -") for t in text)
+            lines += text
+        if not any_difference:
+            lines.append("No significant differences between settings.")
+    else:
+        lines.append(f"One setting (`{settings[0]}`): nothing to compare.")
     lines.append("")
 
     prompt_set_lines = []
@@ -75,8 +99,9 @@ def render(summary: dict, plots: list[Path], findings: list[dict], out_dir: Path
         if unpaired and unpaired.get("omnibus") and unpaired["omnibus"]["p"] < 0.05:
             o = unpaired["omnibus"]
             prompt_set_lines.append(f"- **{LABELS.get(metric, metric)}** differs between prompt "
-                                    f"sets (Kruskal-Wallis H = {o['statistic']:.2f}, p = "
-                                    f"{_p(o['p'])}, epsilon^2 = {o['epsilon_squared']:.2f}).")
+                                    f"sets (Kruskal-Wallis H = {o['statistic']:.2f}, "
+                                    f"{p_text(o['p'])}, epsilon^2 = "
+                                    f"{o['epsilon_squared']:.2f}).")
     if prompt_set_lines:
         lines += ["## Differences between prompt sets", "", *prompt_set_lines, ""]
 
@@ -96,8 +121,15 @@ def render(summary: dict, plots: list[Path], findings: list[dict], out_dir: Path
     model = summary["model_based"]
     lines += ["## Model-based metrics", ""]
     if model["status"] == "ok":
-        lines += markdown_table(["setting", f"FAD ({model['model']})"],
-                        [[s, format_value(v)] for s, v in model["fad"].items()])
+        scored = model.get("clap_scores")
+        lines += [f"Fréchet distance of CLAP audio embeddings (FAD, `{model['model']}`) to "
+                  f"{'the reference' if model['fad_to'] == 'reference' else model['fad_to']}"
+                  + ("; CLAP score: cosine similarity of each clip to its prompt." if scored
+                     else "; no CLAP scores (the clips have no prompts)."), ""]
+        lines += markdown_table(["setting", "FAD", *(["mean CLAP score"] if scored else [])],
+                                [[s, format_value(v), *([format_value(
+                                    summary["groups"][s]["clap_score"]["mean"])] if scored
+                                    else [])] for s, v in model["fad"].items()])
     else:
         lines += [f"CLAP alignment and FAD: {model['status']} ({model.get('reason', '')}).", ""]
     if summary["flags"] or summary["skipped"]:
@@ -142,6 +174,7 @@ SHORT = {"loudness_lufs": ("LUFS", ".1f"), "spectral_centroid_hz": ("centroid Hz
 
 def terminal_table(summary: dict, settings: list[str], base: str) -> None:
     """Key metrics per setting: mean ± half the 95% CI; * = differs from the baseline."""
+    unit = summary["analysed"]["blocks"]
     rows = []
     for setting in settings:
         row = [setting]
@@ -159,6 +192,7 @@ def terminal_table(summary: dict, settings: list[str], base: str) -> None:
             spread = f"±{(high - low) / 2:{form}}" if low is not None and np.isfinite(low) else ""
             row.append(f"{d['mean']:{form}}{spread}{mark}")
         rows.append(row)
-    console.table(f"mean ± 95% CI (over prompts); * differs from {base} (Holm p < 0.05)",
-                  ["setting", *[SHORT[m][0] for m in KEY_METRICS]], rows)
+    title = f"mean ± 95% CI (over {unit})" + (
+        f"; * differs from {base} (Holm p < 0.05)" if len(settings) > 1 else "")
+    console.table(title, ["setting", *[SHORT[m][0] for m in KEY_METRICS]], rows)
 

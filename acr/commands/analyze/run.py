@@ -19,7 +19,7 @@ import numpy as np
 from acr.commands.analyze import model_based, plots, report, sets
 from acr.commands.analyze.cache import cached_features
 from acr.commands.analyze.clips import (AUDIO_SUFFIXES, GROUP_COLUMNS, Clip, baseline_setting,
-                                        discover, prompt_table)
+                                        discover, in_config_order, prompt_table, read_order)
 from acr.commands.analyze.features import CORE_METRICS, METRIC_VERSION, ClipFeatures
 from acr.commands.listen import LISTENING, listening_summary
 from acr.core import console, stats
@@ -35,18 +35,17 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     """Analyse a run folder or any folder of audio; returns the analysis folder."""
     # setup: inputs first, nothing written until they are known to be good
     path = Path(path)
-    if not path.is_dir():
-        raise UsageError(f"{path}: no such folder; give a run folder or a folder of audio files")
+    check_folder(path, "")
     out_dir = Path(out) if out is not None else path / "analysis"
-    clips = [c for c in discover(path, skip=out_dir)  # not the listening tests' copies
-             if c.rel.split("/")[0] != LISTENING]
+    order = read_order(path)  # an experiment run's config order and baseline
+    clips = in_config_order([c for c in discover(path, skip=out_dir)  # not the listening
+                             if c.rel.split("/")[0] != LISTENING], order)  # tests' copies
     if not clips:
         raise UsageError(f"{path}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found; "
                          "give a run folder or a folder of audio files")
     reference_clips = []
     if reference is not None:
-        if not Path(reference).is_dir():
-            raise UsageError(f"--reference {reference}: no such folder")
+        check_folder(Path(reference), "--reference ")
         reference_clips = discover(Path(reference))
         if not reference_clips:
             raise UsageError(f"--reference {reference}: no audio files found")
@@ -66,12 +65,15 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     clips = [c for c, _ in good]
     features = [r for _, r in good]
     settings = list(dict.fromkeys(c.setting for c in clips))
-    base = baseline_setting(settings)
+    base = baseline_setting(settings, order)
+    unit = "prompts" if all(c.has_prompt for c in clips) else "clips"  # what the blocks are
 
     # set level, and the model-based tier
     novelty, set_metrics = set_level(clips, features, ref_results, settings, base)
+    readable_reference = [c for c, r in zip(reference_clips, ref_results)
+                          if isinstance(r, ClipFeatures)]
     model_info, clap_scores = model_based.model_metrics(
-        clips, reference_clips, settings, base, model_metrics, clap_model or DEFAULT_CLAP)
+        clips, readable_reference, settings, base, model_metrics, clap_model or DEFAULT_CLAP)
 
     # per metric statistics (small groups give NaN spreads by design: no numpy warnings)
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"numpy\..*")
@@ -80,10 +82,10 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     values["novelty"] = [float(v) for v in novelty]
     if clap_scores is not None:
         values["clap_score"] = [float(v) for v in clap_scores]
-    tables = {m: prompt_table(clips, values[m]) for m in values}
+    tables = {m: prompt_table(clips, values[m], settings) for m in values}
     summary_groups = {s: {m: stats.describe(list(tables[m][s].values()), seed=hash_seed(s, m))
                           for m in values} for s in settings}
-    tests = metric_tests(clips, values, tables)
+    tests = metric_tests(clips, values, tables, unit)
 
     # outputs
     rows = []
@@ -101,7 +103,7 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     summary = {
         "analysed": {"path": str(path), "clips": len(clips), "computed": computed,
                      "cached": len(clips) - computed, "skipped": len(skipped),
-                     "settings": settings, "baseline": base,
+                     "settings": settings, "baseline": base, "blocks": unit,
                      "reference": str(reference) if reference else None,
                      "metric_version": METRIC_VERSION},
         "groups": summary_groups, "keys": key_summary(clips, features, settings),
@@ -117,11 +119,12 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     write_atomic(out_dir / "report.md", report.render(summary, plot_files, read_findings(path),
                                                       out_dir, listening.report_lines
                                                       if listening is not None else []))
+    if model_info["status"] == "failed":
+        console.warn(f"model-based metrics (CLAP, FAD) failed, the rest of the analysis is "
+                     f"complete: {model_info['reason']}")
     if not quiet:
         report.terminal_table(summary, settings, base)
-        counts = f"{computed} analysed, {len(clips) - computed} cached" + (
-            f", {len(skipped)} skipped" if skipped else "")
-        console.info(f"{len(clips)} clips ({counts})")
+        console.info(report.counts_line(summary["analysed"]))
         for item in skipped:
             console.warn(f"skipped {item['path']}: {item['reason']}")
         for flag, paths in summary["flags"].items():
@@ -129,6 +132,17 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
                          + (" ..." if len(paths) > 3 else ""))
         console.info(f"analysis took {time.perf_counter() - started:.1f} s")
     return out_dir
+
+
+def check_folder(path: Path, option: str) -> None:
+    """A folder to analyse must be a folder: say what was expected when it is not."""
+    expected = "give a run folder or a folder of audio files" if not option else \
+        "give a folder of reference audio files"
+    if path.is_file():
+        raise UsageError(f"{option}{path}: is a file, not a folder; {expected} (a single file "
+                         "is not analysed on its own: put it in a folder)")
+    if not path.is_dir():
+        raise UsageError(f"{option}{path}: no such folder; {expected}")
 
 
 def set_level(clips: list[Clip], features: list[ClipFeatures], ref_results: list,
@@ -155,9 +169,10 @@ def set_level(clips: list[Clip], features: list[ClipFeatures], ref_results: list
     return novelty, set_metrics
 
 
-def metric_tests(clips: list[Clip], values: dict[str, list[float]], tables: dict) -> dict:
-    """Per metric: settings compared paired over prompts, prompt sets compared unpaired on
-    prompt-level values pooled over settings."""
+def metric_tests(clips: list[Clip], values: dict[str, list[float]], tables: dict,
+                 unit: str = "prompts") -> dict:
+    """Per metric: settings compared paired over prompts (or clips, `unit`), prompt sets
+    compared unpaired on prompt-level values pooled over settings."""
     pooled_clips = [dataclasses.replace(c, groups={**c.groups, "_setting": "all"})
                     for c in clips]
     owners = {c.block: c.groups.get("prompt_set") for c in reversed(clips)}  # first clip wins
@@ -167,7 +182,7 @@ def metric_tests(clips: list[Clip], values: dict[str, list[float]], tables: dict
         for block, value in prompt_table(pooled_clips, values[metric])["all"].items():
             if owners[block] is not None:
                 by_prompt_set.setdefault(str(owners[block]), []).append(value)
-        tests[metric] = {"settings": stats.paired_tests(tables[metric]),
+        tests[metric] = {"settings": stats.paired_tests(tables[metric], unit),
                          "prompt_sets": stats.unpaired_tests(by_prompt_set)
                          if by_prompt_set else None}
     return tests

@@ -37,7 +37,7 @@ def write_manifest(run_dir: Path, cfg: ExperimentConfig, samples: list[Sample],
         "name": cfg.name, "description": cfg.description, "complete": complete,
         "config": {"models": cfg.model_names, "parameter_sets": {
             k: to_dict(v) for k, v in cfg.parameter_sets.items()},
-            "prompt_sets": to_dict(cfg)["prompt_sets"],
+            "prompt_sets": to_dict(cfg)["prompt_sets"], "baseline": cfg.baseline_set,
             "samples_per_prompt": cfg.samples_per_prompt,
             "seed": cfg.seed},
         "findings": read_findings(run_dir),

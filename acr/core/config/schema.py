@@ -256,6 +256,10 @@ class ExperimentConfig:
     sample_format: SampleFormat = sample_format_field()
     analyze: bool = opt(True, "Run `acr analyze` on the run at the end (metrics, statistics, "
                         "plots and report in RUN/analysis/).")
+    baseline: Optional[str] = opt(None, "The parameter set the analysis compares the others "
+                                  "with (Fréchet distances, the * in its table); null = the set "
+                                  "named `baseline`, else the first one. Recorded in "
+                                  "experiment.json.")
     findings: list[Finding] = opt([], "Findings recorded with the run: [{title, description}].")
     hybrid: Optional[HybridExperiment] = opt(None, "Mix music and effects stems (instead of "
                                              "`model`): prompt-set items become {music, sfx} "
@@ -317,12 +321,24 @@ class ExperimentConfig:
                                  f"{item.value['model'].value!r} has no melody (chroma) "
                                  f"conditioning; use one of: {', '.join(MELODY_MODELS)}")
         psets = item.value.get("parameter_sets")
+        if given("baseline") and psets is not None and isinstance(psets.value, dict) and \
+                item.value["baseline"].value not in psets.value:
+            problems.add(item.value["baseline"].loc, "baseline",
+                         f"{item.value['baseline'].value!r} names no parameter set; use one "
+                         f"of: {', '.join(psets.value)}")
         for name, pset in (psets.value.items() if psets is not None and
                            isinstance(psets.value, dict) else []):
             if not hybrid and isinstance(pset.value, dict) and "blend" in pset.value and \
                     pset.value["blend"].value is not None:
                 problems.add(pset.key_locs["blend"], f"parameter_sets.{name}.blend",
                              "blend needs a `hybrid:` section")
+
+    @property
+    def baseline_set(self) -> str:
+        """The baseline parameter set: `baseline`, else the set named baseline, else the first."""
+        if self.baseline is not None:
+            return self.baseline
+        return "baseline" if "baseline" in self.parameter_sets else next(iter(self.parameter_sets))
 
     @property
     def model_names(self) -> list[str]:

@@ -1,0 +1,93 @@
+"""Models from Hugging Face transformers that acr uses beside AudioCraft's own: CLAP (prompt
+alignment and FAD in `acr analyze`). Loaded from a model folder or the local Hugging Face cache
+only, never downloaded behind the user's back; callers get numpy arrays, not transformers' output
+objects (transformers 5 takes `audio=`, not `audios=`, and returns output objects from
+`get_*_features`: that knowledge stays here)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BATCH = 8  # clips (or windows of clips) per CLAP forward pass
+
+
+class Unavailable(Exception):
+    """The model cannot be loaded here; the message says why and what to do."""
+
+
+@dataclass
+class Clap:
+    name: str
+    model: Any  # transformers.ClapModel, in eval mode
+    processor: Any  # transformers.ClapProcessor
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.processor.feature_extractor.sampling_rate)
+
+    @property
+    def window(self) -> int:
+        """The longest input the model takes, in samples (10 s for the LAION models)."""
+        return int(self.processor.feature_extractor.nb_max_samples)
+
+    def audio_embeddings(self, clips: list[np.ndarray]) -> np.ndarray:
+        """[clips, dim] unit-norm embeddings of mono float clips at `sample_rate`.
+
+        A clip longer than the model's window is cut into consecutive windows (a last part
+        shorter than 1 s is dropped unless it is all there is) whose embeddings are averaged:
+        the whole clip counts, and the result does not depend on the feature extractor's random
+        crop."""
+        if not clips:
+            return np.empty((0, self.model.config.projection_dim), dtype=np.float32)
+        windows, owners = [], []
+        for index, clip in enumerate(clips):
+            starts = list(range(0, max(len(clip), 1), self.window))
+            parts = [clip[s:s + self.window] for s in starts]
+            kept = [p for p in parts if len(p) >= self.sample_rate] or parts[:1]
+            windows += kept
+            owners += [index] * len(kept)
+        embeddings = self._batched(windows, lambda chunk: self.model.get_audio_features(
+            **self.processor(audio=chunk, sampling_rate=self.sample_rate, return_tensors="pt")))
+        owners_array = np.array(owners)
+        means = np.stack([embeddings[owners_array == i].mean(axis=0) for i in range(len(clips))])
+        return means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+
+    def text_embeddings(self, texts: list[str]) -> np.ndarray:
+        """[texts, dim] unit-norm embeddings of the texts."""
+        return self._batched(texts, lambda chunk: self.model.get_text_features(
+            **self.processor(text=chunk, return_tensors="pt", padding=True)))
+
+    def _batched(self, items: list, forward) -> np.ndarray:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(items), BATCH):
+                out.append(forward(items[start:start + BATCH]).pooler_output.float().numpy())
+        return np.concatenate(out)
+
+
+def load_clap(name: str) -> Clap:
+    """A CLAP model and its processor from a folder or the local Hugging Face cache;
+    Unavailable (with what to do) when they are not there."""
+    try:
+        from transformers import ClapModel, ClapProcessor
+        from transformers.utils import logging as transformers_logging
+    except ImportError as exc:  # pragma: no cover - transformers is pinned
+        raise Unavailable(f"transformers has no CLAP support here ({exc})") from exc
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bars in acr's output
+    try:
+        model = ClapModel.from_pretrained(name, local_files_only=True).eval()
+        processor = ClapProcessor.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        if Path(name).is_dir():
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise Unavailable(f"{name}: not a CLAP model folder with its processor ({reason})"
+                              ) from exc
+        raise Unavailable(f"CLAP weights {name!r} are not in the local Hugging Face cache; on a "
+                          f"connected machine run `hf download {name}` (and copy the cache "
+                          "here)") from exc
+    return Clap(name, model, processor)
