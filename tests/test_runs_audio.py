@@ -60,7 +60,31 @@ def test_out_dir_rules(tmp_path):
 
 
 def test_git_commit_inside_and_outside_a_repo(tmp_path):
-    assert git_commit(tmp_path) is None
+    """Outside a repository: None. Inside: the commit git made, with -dirty once a tracked file
+    changes (an untracked file does not count)."""
+    import subprocess
+
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    assert git_commit(outside) is None
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=repo, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    (repo / "a.txt").write_text("one")
+    git("add", "a.txt")
+    git("commit", "-q", "-m", "first")
+    head = git("log", "-1", "--format=%H").strip()
+    assert len(head) == 40
+    assert git_commit(repo) == head
+    (repo / "untracked.txt").write_text("new")
+    assert git_commit(repo) == head
+    (repo / "a.txt").write_text("two")
+    assert git_commit(repo) == f"{head}-dirty"
 
 
 def test_wav_round_trip_and_clipping(tmp_path):
