@@ -325,6 +325,13 @@ def test_torchrun_two_ranks_match_a_single_process(tmp_path):
     meta = json.loads((tmp_path / "ranks/meta.json").read_text())
     assert meta["world_size"] == 2 and meta["status"] == "completed"
     assert json.loads((tmp_path / "ranks/experiment.json").read_text())["totals"]["samples"] == 12
+    # one progress report (rank 0's) over the world's samples, and the world's totals
+    progress = [line for line in ranks.stderr.splitlines() if line.startswith("samples: ")]
+    assert progress and all(line.endswith("/12") for line in progress), progress
+    assert progress[-1] == "samples: 12/12" and progress.count("samples: 12/12") == 1
+    [row] = [line for line in ranks.stderr.splitlines() if "12/12" in line and "│" in line]
+    cells = [cell.strip() for cell in row.split("│") if cell.strip()]
+    assert cells[:3] == ["12/12", "12", "12.0"]  # samples, generated now, seconds of audio
 
 
 # ---- the run folder's records: resolved config, status after failures, the lock -------------
