@@ -377,6 +377,9 @@ def missing_hub_files(spec: ModelSpec) -> list[str]:
             if not isinstance(try_to_load_from_cache(repo, f), str)]
 
 
+_HUB_ANSWERED: list[bool] = []  # the hub answered this process's probe
+
+
 def check_weights(names: list[str]) -> None:
     """Fail fast when hub weights are neither cached nor downloadable.
 
@@ -394,8 +397,9 @@ def check_weights(names: list[str]) -> None:
         if missing:
             raise UsageError(*offline_message(missing, "HF_HUB_OFFLINE is set"))
         return
-    problem = hub_problem()
+    problem = None if _HUB_ANSWERED else hub_problem()
     if problem is None:
+        _HUB_ANSWERED.append(True)  # asked once per process
         return  # what is missing downloads when the model loads
     if missing:
         raise UsageError(*offline_message(
