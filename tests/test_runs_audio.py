@@ -139,3 +139,19 @@ def test_json_records_are_strict_json(tmp_path):
     run.event("epoch.end", valid_loss=float("nan"))
     line = (tmp_path / "events.jsonl").read_text()
     assert json.loads(line, parse_constant=lambda c: 1 / 0)["valid_loss"] is None
+
+
+def test_resume_matches_only_the_values_acr_picks_at_run_time():
+    """device: auto and a null extend_stride match the run's picks; other values compare as
+    given (a changed blend is a difference even when the new one is null)."""
+    recorded = {"device": "cpu", "seed": 1, "parameter_sets": {
+        "a": {"extend_stride": 18.0, "blend": 0.3, "temperature": 1.0}}}
+    given = {"device": "auto", "seed": 1, "parameter_sets": {
+        "a": {"extend_stride": None, "blend": None, "temperature": 1.0}}}
+    assert runs.config_differences(recorded, runs.as_resolved(given, recorded)) == [
+        "parameter_sets.a.blend: run has 0.3, config has null"]
+    given["parameter_sets"]["a"]["blend"] = 0.3
+    assert runs.config_differences(recorded, runs.as_resolved(given, recorded)) == []
+    given["device"] = "cuda"
+    assert runs.config_differences(recorded, runs.as_resolved(given, recorded)) == [
+        'device: run has "cpu", config has "cuda"']

@@ -205,18 +205,26 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return lines
 
 
-UNRESOLVED = (None, "auto")  # a config value that means "pick one": the run records its pick
+# Keys whose config value asks acr to pick at run time; config.yaml records the pick.
+PICKED_AT_RUN_TIME = {"device": "auto", "extend_stride": None}
 
 
-def as_resolved(given: Any, recorded: Any) -> Any:
-    """`given` with every unresolved value (null, auto) replaced by what the run `recorded` for
-    it, at any depth: a run's config.yaml holds what was used (the device picked, each parameter
-    set's extend_stride), and the config it started from still matches it."""
-    if isinstance(given, dict) and isinstance(recorded, dict):
-        return {k: as_resolved(v, recorded[k]) if k in recorded else v for k, v in given.items()}
-    if given in UNRESOLVED:
-        return recorded
-    return given
+def as_resolved(given: dict, recorded: dict, top: bool = True) -> dict:
+    """`given` with each value that asks acr to pick (device: auto, any extend_stride: null,
+    and a null at the top level, e.g. a fine-tune's segment_duration) replaced by what the run
+    `recorded` for it: a run's config.yaml holds what was used, and the config it started from
+    still matches it. Any other value is compared as given."""
+    out = {}
+    for key, value in given.items():
+        theirs = recorded.get(key)
+        if isinstance(value, dict) and isinstance(theirs, dict):
+            out[key] = as_resolved(value, theirs, top=False)
+        elif key in recorded and ((top and value is None) or (
+                key in PICKED_AT_RUN_TIME and value == PICKED_AT_RUN_TIME[key])):
+            out[key] = theirs
+        else:
+            out[key] = value
+    return out
 
 
 def resume_config(run_dir: Path, schema: type, given: Any | None) -> Any:
