@@ -17,9 +17,9 @@ import typer.core
 from acr import __version__
 from acr.core import console
 from acr.core.config.loader import schema_default
-from acr.core.config.schema import GenerateConfig
+from acr.core.config.schema import ExperimentConfig, FinetuneConfig, GenerateConfig
 from acr.core.errors import UsageError
-from acr.core.models import DEFAULT_CLAP
+from acr.core.models import DEFAULT_CLAP, check_weights
 
 app = typer.Typer(
     name="acr", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -103,7 +103,18 @@ def _default(key: str) -> str:
     return f"[default: {value:g}]" if isinstance(value, float) else f"[default: {value}]"
 
 
-SET_HELP = "Override a config key, e.g. --set params.temperature=1.2 (repeatable)."
+def _set_help(schema: type, key: str, example: str) -> str:
+    """--set's help with an example key of the command's own schema (checked here: a key the
+    schema lacks fails at import, and tests/test_cli.py loads every example)."""
+    schema_default(schema, key)
+    return f"Override a config key, e.g. --set {key}={example} (repeatable)."
+
+
+SET_HELP = {"generate": _set_help(GenerateConfig, "params.temperature", "1.2"),
+            "experiment": _set_help(ExperimentConfig, "defaults.temperature", "1.2"),
+            "finetune": _set_help(FinetuneConfig, "lr", "3e-4"),
+            "validate": "Override a config key as the command would, e.g. --set "
+                        "params.top_k=50 (repeatable)."}
 OUT_HELP = "Run folder to create (must be new or empty) [default: experiments/<name>/<time>-<id>]."
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
 
@@ -143,16 +154,18 @@ def generate(
                                                    "as the prompt "
                                                    f"{_default('continuation.prompt_seconds')}."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP["generate"]),
 ) -> None:
     """Generate audio from text prompts: one batch, written as WAVs with JSON sidecars."""
     def work() -> None:
         import dataclasses
 
         from acr.core.config.loader import load_config
-        from acr.core.config.schema import GenerateConfig
+        from acr.core.config.schema import check_kind
         from acr.core.runs import check_out_dir
 
+        if config is not None:
+            check_kind(config, "generate")
         flags = {"prompts": ("--prompt", prompt or None), "model": ("--model", model),
                  "params.duration": ("--duration", duration), "seed": ("--seed", seed),
                  "params.use_sampling": ("--sampling/--greedy", use_sampling),
@@ -175,6 +188,7 @@ def generate(
             cfg = dataclasses.replace(cfg, continuation=dataclasses.replace(
                 cfg.continuation, audio=_from_config_folder(cfg.continuation.audio, base)))
         check_out_dir(out)
+        check_weights(cfg.weights)  # before torch loads: missing downloads are named at once
 
         from acr.commands.generate import run_generate
 
@@ -193,6 +207,17 @@ class _DefaultRunGroup(typer.core.TyperGroup):
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        """The group's options and commands, then those of `run`, the default command (which
+        `acr experiment CONFIG [OPTIONS]` runs), so `acr experiment --help` shows them."""
+        super().format_options(ctx, formatter)
+        run = self.commands["run"]
+        records = [r for r in (p.get_help_record(ctx) for p in run.get_params(ctx)
+                               if p.name != "help") if r]
+        with formatter.section("Options of `acr experiment [run] [CONFIG]` (the default "
+                               "command)"):
+            formatter.write_dl(records)
+
 
 experiment_app = typer.Typer(
     cls=_DefaultRunGroup, no_args_is_help=True, rich_markup_mode=None,
@@ -210,14 +235,14 @@ def experiment_run(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     batch_size: Optional[str] = typer.Option(None, help="Samples per batch, or auto."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP["experiment"]),
 ) -> None:
     """Run an experiment grid (or resume one) and write experiment.json with every sample."""
     def work() -> None:
         import dataclasses
 
-        from acr.core.config.loader import load_config, parse_set
-        from acr.core.config.schema import ExperimentConfig
+        from acr.core.config.loader import flag_yaml, load_config
+        from acr.core.config.schema import ExperimentConfig, check_kind
         from acr.core.runs import check_out_dir
 
         if config is None and resume is None:
@@ -225,16 +250,19 @@ def experiment_run(
         if resume is not None and out is not None:
             raise UsageError("--out and --resume do not go together: a resumed run stays in its "
                              "folder")
-        flags = {"device": ("--device", device)}
-        overrides = _overrides(set_, flags)
-        if batch_size is not None:
-            overrides.append(parse_set(f"batch_size={batch_size}"))
+        if config is not None:
+            check_kind(config, "experiment")
+        overrides = _overrides(set_, {"device": ("--device", device)})
+        if batch_size is not None:  # a number or auto, read like a config value
+            overrides.append(("batch_size", flag_yaml(batch_size, "--batch-size")))
         cfg = load_config(ExperimentConfig, config, overrides) if config is not None else None
         if cfg is not None:  # conditioning audio paths: relative to the config file's folder
             cfg = dataclasses.replace(cfg, prompt_sets={
                 name: [_resolve_prompt_paths(p, config) for p in prompts]
                 for name, prompts in cfg.prompt_sets.items()})
         check_out_dir(out)
+        if cfg is not None:
+            check_weights(cfg.weights)  # before torch loads: missing downloads named at once
 
         from acr.commands.experiment import run_experiment
 
@@ -275,14 +303,14 @@ def finetune(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     epochs: Optional[int] = typer.Option(None, help="Epochs [default: from the config]."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP["finetune"]),
 ) -> None:
     """Fine-tune MusicGen / AudioGen on a folder of captioned audio; writes RUN/model/."""
     def work() -> None:
         import dataclasses
 
         from acr.core.config.loader import load_config
-        from acr.core.config.schema import FinetuneConfig
+        from acr.core.config.schema import FinetuneConfig, check_kind
         from acr.core.runs import check_out_dir
 
         if make_demo_data is not None:
@@ -299,6 +327,7 @@ def finetune(
                              "folder")
         cfg = None
         if config is not None:
+            check_kind(config, "finetune")
             cfg = load_config(FinetuneConfig, config, _overrides(
                 set_, {"device": ("--device", device), "epochs": ("--epochs", epochs)}))
             cfg = dataclasses.replace(cfg, data=_from_config_folder(cfg.data, config))
@@ -485,19 +514,26 @@ def export(
 def validate(
     config: Path = typer.Argument(..., help="A config YAML to check."),
     kind: Optional[str] = typer.Option(None, help="Config kind [default: detected from keys]."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP["validate"]),
 ) -> None:
     """Check a config file (all problems at once) without running anything."""
     def work() -> None:
         from acr.core.config.loader import load_config
         from acr.core.config.schema import KINDS, config_kind
+        from acr.core.preflight import config_problems
 
         if kind is not None and kind not in KINDS:
             raise UsageError(f"--kind {kind}: unknown config kind; use one of: {', '.join(KINDS)}")
+        if config.is_dir():
+            raise UsageError(f"{config}: is a folder; give a config YAML file (a run folder's "
+                             f"is {config / 'config.yaml'})")
         if not config.is_file():
             raise UsageError(f"{config}: no such file; check the path")
         chosen = kind or config_kind(config)
-        load_config(KINDS[chosen], config, _overrides(set_, {}))
+        cfg = load_config(KINDS[chosen], config, _overrides(set_, {}))
+        problems = config_problems(cfg, chosen, config)
+        if problems:
+            raise UsageError(*problems)
         console.result(f"{config}: ok ({chosen} config)")
 
     _guarded(work)
@@ -534,7 +570,9 @@ def models() -> None:
         console.result(f"{short:28} built-in tiny {family} ({rate} Hz), cached in "
                        f"{tiny_model_dir(short)}")
     for short, (hub_id, family) in SHORT_NAMES.items():
-        console.result(f"{short:28} {hub_id} ({family})")
+        console.result(f"{short:28} {hub_id} ({family})" + (
+            "; not supported: acr drives MusicGen and AudioGen only" if family == "magnet"
+            else ""))
     console.result("Also: any Hugging Face id (owner/name) or a local folder in AudioCraft's "
                    "release layout (state_dict.bin + compression_state_dict.bin).")
 

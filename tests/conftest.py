@@ -4,18 +4,20 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-TEST_ENVIRONMENT = ("ACR_HOME", "HF_HUB_OFFLINE", "HF_HOME")
+TEST_ENVIRONMENT = ("ACR_HOME", "HF_HUB_OFFLINE", "HF_HOME", "TORCH_HOME")
 
 
 @pytest.fixture(scope="session", autouse=True)
 def acr_home(tmp_path_factory):
-    """Every test (and subprocess) builds tiny models into one temporary ACR_HOME, offline; the
+    """Every test (and subprocess) builds tiny models into one temporary ACR_HOME, offline, with
+    empty Hugging Face and torch hub caches (demucs' weights live in the latter); the
     environment is restored when the session ends."""
     saved = {name: os.environ.get(name) for name in TEST_ENVIRONMENT}
     home = tmp_path_factory.mktemp("acr_home")
     os.environ["ACR_HOME"] = str(home)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf_home"))
+    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch_home"))
     yield home
     for name, value in saved.items():
         if value is None:
@@ -40,3 +42,23 @@ def acr():
         return CliRunner().invoke(app, [str(a) for a in args])
 
     return invoke
+
+
+@pytest.fixture(scope="session")
+def tiny_htdemucs(acr_home):
+    """A tiny random HTDemucs (about 7k parameters) where demucs' own loader looks for the
+    `htdemucs` weights: torch's hub cache, under the file name of htdemucs' one model. Melody
+    models load it through `pretrained.get_model('htdemucs')` exactly as they load the real
+    one (whose download cannot happen here)."""
+    from helpers import write_tiny_htdemucs
+
+    return write_tiny_htdemucs()
+
+
+@pytest.fixture(scope="session")
+def tiny_melody_model(tiny_htdemucs, tmp_path_factory):
+    """A tiny MusicGen with AudioCraft's chroma_stem (melody) conditioner, in the release
+    layout: what musicgen-melody is, at the tiny model's size."""
+    from helpers import write_tiny_melody_model
+
+    return write_tiny_melody_model(tmp_path_factory.mktemp("models") / "tiny-melody")

@@ -85,3 +85,56 @@ def build_tiny_clap(folder: Path, mel_bins: int = 16, extractor_mel_bins: int | 
     ClapModel(config).eval().save_pretrained(folder)
     ClapProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+def tiny_melody_config() -> dict:
+    """The tiny MusicGen's config with AudioCraft's chroma_stem conditioner (as the melody
+    models have), its chroma prepended to the text condition."""
+    from acr.core import models
+
+    cfg = models.tiny_model_config("tiny-musicgen")
+    cfg["conditioners"]["self_wav"] = {"model": "chroma_stem", "chroma_stem": {
+        "sample_rate": 32000, "n_chroma": 12, "radix2_exp": 14, "argmax": True,
+        "match_len_on_eval": False, "eval_wavs": None, "n_eval_wavs": 100, "cache_path": None}}
+    cfg["fuser"]["prepend"] = ["self_wav"]
+    return cfg
+
+
+def write_tiny_htdemucs() -> Path:
+    """Write a tiny random HTDemucs package (demucs' own serialisation) into torch's hub cache
+    ($TORCH_HOME) as htdemucs' one model, where `pretrained.get_model('htdemucs')` reads it."""
+    import torch
+    from demucs.htdemucs import HTDemucs
+    from demucs.states import serialize_model
+    from omegaconf import OmegaConf
+
+    from acr.core.models import HTDEMUCS_FILE
+
+    rng = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    model = HTDemucs(sources=["drums", "bass", "other", "vocals"], channels=4, depth=2,
+                     nfft=512, t_layers=1, t_heads=1, segment=1, dconv_depth=1, dconv_comp=2)
+    torch.random.set_rng_state(rng)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / HTDEMUCS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(serialize_model(model, OmegaConf.create({}), half=False), path)
+    return path
+
+
+def write_tiny_melody_model(folder: Path) -> Path:
+    """Build the tiny melody MusicGen with AudioCraft's builders (its chroma conditioner loads
+    demucs, so the tiny htdemucs must be in place) and write it in the release layout."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from acr.core import models
+
+    cfg = tiny_melody_config()
+    builders = models.import_audiocraft().builders
+    rng = torch.random.get_rng_state()
+    torch.manual_seed(1234)
+    lm = builders.get_lm_model(OmegaConf.create(cfg))
+    torch.random.set_rng_state(rng)
+    compression = models.load_model("tiny-musicgen", "cpu").model.compression_model
+    models.write_release_folder(folder, cfg, lm.state_dict(), compression.state_dict())
+    return folder

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from acr import __version__
-from helpers import ROOT, cuda_available, run_python
+from helpers import ROOT, cuda_available, run_acr, run_python
 
 BAD_YAML = """\
 model: tiny-musicgen
@@ -114,16 +114,70 @@ def test_cuda_requested_without_gpu(acr, in_tmp):
     assert list(in_tmp.iterdir()) == []
 
 
-@pytest.mark.slow
-def test_offline_hub_model_names_missing_files(acr, in_tmp):
+def _cache_lacks(repo: str, *files: str) -> str:
+    from huggingface_hub import constants
+
+    return (f"the local Hugging Face cache ({constants.HF_HUB_CACHE}) lacks "
+            + ", ".join(f"{repo}/{f}" for f in files))
+
+
+def test_offline_hub_model_names_missing_files(acr, in_tmp, monkeypatch):
+    """HF_HUB_OFFLINE is set (conftest): the missing files are named at once, and the advice
+    does not say to set what is set."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     result = acr("generate", "--model", "musicgen-small", "--prompt", "x", "--device", "cpu")
     assert result.exit_code == 2, result.stderr
-    message = result.stderr.replace("\n", "")
-    assert "model 'musicgen-small' (facebook/musicgen-small): cannot download it" in message
-    for missing in ("facebook/musicgen-small/state_dict.bin",
-                    "facebook/musicgen-small/compression_state_dict.bin", "t5-base"):
-        assert missing in message
-    assert "hf download facebook/musicgen-small" in message and "HF_HUB_OFFLINE=1" in message
+    assert result.stderr.splitlines() == [
+        "model 'musicgen-small' (facebook/musicgen-small): " + _cache_lacks(
+            "facebook/musicgen-small", "state_dict.bin", "compression_state_dict.bin")
+        + ", t5-base/config.json",
+        "cannot download it: HF_HUB_OFFLINE is set. On a connected machine run `hf download "
+        "facebook/musicgen-small` and `hf download t5-base`, then copy the cache folder here"]
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_unreachable_hub_is_reported_at_once_without_retries(in_tmp, monkeypatch):
+    """HF_HUB_OFFLINE unset and the hub unreachable: acr asks the hub once (a 2 s probe) and
+    names the missing files, instead of huggingface_hub's retries (about 24 s per file)."""
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    start = time.monotonic()
+    proc = run_acr("generate", "--prompt", "x", "--device", "cpu", cwd=in_tmp)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[0].startswith("model 'musicgen-small' (facebook/musicgen-small): the local "
+                               "Hugging Face cache (")
+    assert lines[1].startswith("cannot download it: the Hugging Face hub (http://127.0.0.1:9) "
+                               "does not answer: URLError: ")
+    assert lines[1].endswith("On a connected machine run `hf download facebook/musicgen-small` "
+                             "and `hf download t5-base`, then copy the cache folder here and set "
+                             "HF_HUB_OFFLINE=1")
+    assert len(lines) == 2 and "Retrying" not in proc.stderr
+    assert elapsed < 20  # the retries alone would take longer
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_offline_hybrid_names_both_models(acr, in_tmp, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    result = acr("generate", ROOT / "configs/hybrid.yaml", "--out", "R")
+    assert result.exit_code == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "model 'musicgen-small' (facebook/musicgen-small): " + _cache_lacks(
+            "facebook/musicgen-small", "state_dict.bin", "compression_state_dict.bin")
+        + ", t5-base/config.json",
+        "model 'audiogen-medium' (facebook/audiogen-medium): " + _cache_lacks(
+            "facebook/audiogen-medium", "state_dict.bin", "compression_state_dict.bin")
+        + ", t5-base/config.json",
+        "cannot download them: HF_HUB_OFFLINE is set. On a connected machine run `hf download "
+        "facebook/musicgen-small` and `hf download facebook/audiogen-medium` and `hf download "
+        "t5-base`, then copy the cache folder here"]
     assert list(in_tmp.iterdir()) == []
 
 
@@ -151,3 +205,111 @@ def test_makefile_quick_start_targets_exist():
     assert "make demo" in quick and "make test" in quick
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert "make test" in ci_lines
+
+
+# ---- help texts, config kinds, did-you-mean, validate's checks ------------------------------
+
+
+@pytest.mark.parametrize("command, schema, minimal", [
+    (["generate"], "GenerateConfig", "prompts: [a]\n"),
+    (["experiment", "run"], "ExperimentConfig",
+     "name: e\nmodel: tiny-musicgen\nprompt_sets: {a: [x]}\nparameter_sets: {b: {}}\n"),
+    (["finetune"], "FinetuneConfig", "name: f\ndata: somewhere\n"),
+])
+def test_set_examples_in_help_are_keys_of_each_commands_config(acr, tmp_path, command, schema,
+                                                                minimal):
+    import re
+
+    from acr.core.config import schema as schemas
+    from acr.core.config.loader import load_config, parse_set
+
+    text = acr(*command, "--help").stdout.replace("\n", " ")
+    example = re.search(r"--set\s+(\S+=\S+)\s", text).group(1)
+    (tmp_path / "c.yaml").write_text(minimal)
+    cfg = load_config(getattr(schemas, schema), tmp_path / "c.yaml", [parse_set(example)])
+    key, value = example.split("=")
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    assert node == float(value)
+
+
+def test_experiment_help_shows_the_run_options(acr):
+    text = acr("experiment", "--help").stdout
+    for option in ("--resume", "--device", "--batch-size", "--out", "--set",
+                   "defaults.temperature=1.2"):
+        assert option in text, option
+    assert "params.temperature" not in text
+
+
+@pytest.mark.parametrize("command, config, kind, marker", [
+    ("generate", "configs/emotion.yaml", "an experiment", "prompt_sets"),
+    ("generate", "configs/finetune-tiny.yaml", "a finetune", "data"),
+    ("experiment", "configs/generate.yaml", "a generate", "prompts"),
+    ("finetune", "configs/demo.yaml", "an experiment", "prompt_sets"),
+])
+def test_a_config_of_another_command_says_which_command(acr, in_tmp, command, config, kind,
+                                                        marker):
+    path = ROOT / config
+    result = acr(command, path)
+    assert result.exit_code == 2
+    run = kind.split()[1]
+    assert result.stderr.strip() == (f"{path}: this is {kind} config (it has `{marker}`), not "
+                                     f"{'an' if command == 'experiment' else 'a'} {command} "
+                                     f"config: run `acr {run} {path}`")
+    assert list(in_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "musicgen-smal"], "--model: model: unknown model 'musicgen-smal' (did you mean "
+                                   "'musicgen-small'?); known models: tiny-musicgen"),
+    (["--set", "temperature=1.2"], "--set temperature=1.2: temperature: unknown key (did you "
+                                   "mean 'params.temperature'?)"),
+])
+def test_did_you_mean(acr, in_tmp, args, message):
+    result = acr("generate", "-p", "x", *args)
+    assert result.exit_code == 2 and result.stderr.startswith(message), result.stderr
+
+
+def test_experiment_set_did_you_mean_points_to_defaults(acr):
+    result = acr("validate", ROOT / "configs/demo.yaml", "--set", "temperature=1.2")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("--set temperature=1.2: temperature: unknown key (did you "
+                                     "mean 'defaults.temperature'?)")
+
+
+def test_validate_a_folder_says_what_it_expected(acr, tmp_path):
+    result = acr("validate", tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"{tmp_path}: is a folder; give a config YAML file (a run "
+                                     f"folder's is {tmp_path / 'config.yaml'})")
+
+
+def test_validate_checks_files_and_strides_against_the_model(acr, tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: tiny-audiogen\nprompts: [x]\nparams: {extend_stride: 10}\n"
+                    "continuation: {audio: missing.wav}\n")
+    result = acr("validate", path)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{path}: continuation.audio: missing.wav: no such file; check the path (in a config, "
+        "relative to the config file's folder)",
+        f"{path}: params.extend_stride: 10 must be below the window of model 'tiny-audiogen' "
+        "(10 s); use a smaller value"]
+    grid = tmp_path / "e.yaml"
+    grid.write_text("name: e\nmodels: [tiny-musicgen, tiny-audiogen]\nprompt_sets:\n"
+                    "  a: [{text: x, melody: audio}]\nparameter_sets: {b: {extend_stride: 12}}\n")
+    (tmp_path / "audio").mkdir()
+    result = acr("validate", grid)
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [
+        f"{grid}: prompt_sets.a[0].melody: audio: is a folder, not an audio file; give a wav, "
+        "flac, ogg or mp3 file",
+        f"{grid}: parameter_sets.b.extend_stride: 12 must be below the window of model "
+        "'tiny-audiogen' (10 s); use a smaller value"]
+
+
+def test_models_marks_magnet_as_unsupported(acr):
+    lines = acr("models").stdout.splitlines()
+    [magnet] = [line for line in lines if line.startswith("magnet-small-10secs ")]
+    assert magnet.endswith("(magnet); not supported: acr drives MusicGen and AudioGen only")

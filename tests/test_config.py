@@ -199,8 +199,10 @@ def test_model_or_models(tmp_path):
     assert experiment_problems(tmp_path, EXPERIMENT.replace(
         "model: tiny-musicgen", "models: [tiny-musicgen, nope]")) == [
         "F:2:25: models[1]: unknown model 'nope'; known models: tiny-musicgen, tiny-audiogen, "
-        + ", ".join(__import__("acr.core.models").core.models.SHORT_NAMES) + " (or a Hugging Face id, or a "
-        "local model folder)"]
+        "musicgen-small, musicgen-medium, musicgen-large, musicgen-melody, musicgen-melody-large, "
+        "musicgen-stereo-small, musicgen-stereo-medium, musicgen-stereo-large, "
+        "musicgen-stereo-melody, musicgen-stereo-melody-large, audiogen-medium (or a Hugging Face "
+        "id, or a local model folder)"]
 
 
 def test_empty_parameter_set_takes_the_defaults(tmp_path):

@@ -3,6 +3,18 @@ import json
 from importlib.metadata import version
 
 from acr.commands.doctor import model_fit
+from helpers import run_python
+
+
+def _xformers_library_loads() -> bool:
+    """Whether xformers' compiled library loads into this torch, asked in a fresh process by
+    torch itself (not through xformers' own record of its attempt, which the doctor reads)."""
+    proc = run_python(
+        "import importlib.util, pathlib, torch\n"
+        "folder = pathlib.Path(importlib.util.find_spec('xformers').origin).parent\n"
+        "libraries = sorted(folder.glob('_C*.so')) + sorted(folder.glob('_C*.pyd'))\n"
+        "torch.ops.load_library(str(libraries[0])) if libraries else exit(3)\n")
+    return proc.returncode == 0
 
 
 def test_doctor_json_reports_versions_devices_models_and_caches(acr, monkeypatch, tmp_path):
@@ -27,7 +39,7 @@ def test_doctor_json_reports_versions_devices_models_and_caches(acr, monkeypatch
     assert fit["musicgen-small"]["weights_gb"] < fit["musicgen-large"]["weights_gb"]
     assert data["hub"]["downloaded"] == ["musicgen-small"]
     assert data["hub"]["reachable"] is None and "HF_HUB_OFFLINE" in data["hub"]["note"]
-    assert data["optional"]["xformers_kernels"] in (True, False)
+    assert data["optional"]["xformers_kernels"] is _xformers_library_loads()
     assert "WARNING[XFORMERS]" not in result.stderr
 
 
@@ -50,3 +62,18 @@ def test_model_fit_suggests_batches_from_free_memory():
     assert big["musicgen-small"]["suggested_batch_size"] > small["musicgen-small"][
         "suggested_batch_size"] >= 1
     assert all(m["suggested_batch_size"] <= 64 for m in big.values())
+
+
+def test_xformers_kernels_follow_the_library_load(monkeypatch):
+    """The report follows xformers' load attempt both ways (a failed load is not 'yes')."""
+    import logging
+
+    from acr.commands import doctor
+
+    logging.getLogger("xformers").setLevel(logging.ERROR)
+    from xformers import _cpp_lib
+
+    monkeypatch.setattr(_cpp_lib, "_cpp_library_load_exception", None)
+    assert doctor.report(check_network=False)["optional"]["xformers_kernels"] is True
+    monkeypatch.setattr(_cpp_lib, "_cpp_library_load_exception", OSError("undefined symbol"))
+    assert doctor.report(check_network=False)["optional"]["xformers_kernels"] is False

@@ -1,5 +1,6 @@
 """`acr generate` end to end on the tiny models (real AudioCraft generation on the CPU)."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,67 @@ def test_long_form_at_two_and_a_half_windows(acr, in_tmp, model, window, rate, w
     audio, _ = read_wav(in_tmp / "D/samples/0-long-piece.wav")
     last_window = audio[0, -int(window * rate):]
     assert float(last_window.abs().max()) > 0  # the tail was generated, not padded
+
+
+@pytest.mark.parametrize("recipe", ["run", "mix"])
+def test_any_failure_once_the_run_folder_exists_marks_it_failed(acr, in_tmp, monkeypatch, recipe):
+    """Even the first message after the folder is created (stderr closed: `acr ... 2>&1 | head`)
+    leaves a `failed` run, never a `running` one; for plain and hybrid generate."""
+    import importlib
+
+    module = importlib.import_module(f"acr.commands.generate.{recipe}")
+
+    def closed_stderr(message):
+        if message.startswith("run folder:"):
+            raise BrokenPipeError("stderr is closed (injected)")
+
+    monkeypatch.setattr(module.console, "info", closed_stderr)
+    if recipe == "run":
+        args = [*TINY, "-p", "x", "--duration", "0.5"]
+    else:
+        args = ["--device", "cpu", "--duration", "0.5", "--set",
+                "hybrid={music: {model: tiny-musicgen, prompt: a}, "
+                "sfx: {model: tiny-audiogen, prompt: b}}"]
+    result = acr("generate", *args, "--out", "D")
+    assert result.exit_code == 1
+    meta = json.loads((in_tmp / "D/meta.json").read_text())
+    assert meta["status"] == "failed"
+    assert meta["error"] == "BrokenPipeError: stderr is closed (injected)"
+
+
+def test_speed_is_reported_as_times_real_time(acr, in_tmp):
+    result = acr("generate", *TINY, "-p", "x", "--duration", "0.5", "--out", "D")
+    assert result.exit_code == 0, result.stderr
+    [line] = [l for l in result.stderr.splitlines() if l.startswith("1 clip(s), 0.5 s of audio")]
+    seconds = json.loads((in_tmp / "D/meta.json").read_text())["generation_seconds"]
+    speed = float(re.search(r"\(([0-9.]+)x real time\)$", line).group(1))
+    assert speed == pytest.approx(0.5 / seconds, abs=0.006)  # audio / wall, 2 decimals
+    assert "real-time factor" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["magnet-small-10secs", "facebook/audio-magnet-medium"])
+def test_magnet_is_refused_from_its_name_before_any_download(acr, in_tmp, name):
+    result = acr("generate", "--model", name, "-p", "x", "--out", "D")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"--model: model: model {name!r} is a MAGNeT model: acr drives MusicGen and AudioGen "
+        "only (MAGNeT's parameters differ); use a musicgen-* or audiogen-* model")
+    assert not (in_tmp / "D").exists()
+
+
+def test_magnet_folder_is_refused_from_its_config_before_its_weights_load(acr, in_tmp):
+    """A folder whose xp.cfg names MAGNeT's LM: refused from the config alone (the weights
+    here are empty: loading them would fail differently)."""
+    import torch
+
+    folder = in_tmp / "magnet"
+    folder.mkdir()
+    for name in models.RELEASE_FILES:
+        torch.save({"best_state": {}, "xp.cfg": "lm_model: transformer_lm_magnet\n",
+                    "version": "1.3.0", "exported": True}, folder / name)
+    result = acr("generate", "--model", folder, "-p", "x", "--out", "D")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"model '{folder}' is a MAGNeT model: acr drives MusicGen and AudioGen only (MAGNeT's "
+        "parameters differ); use a musicgen-* or audiogen-* model")
+    assert not (in_tmp / "D").exists()

@@ -6,7 +6,7 @@ import torch
 
 from acr.core import models
 from acr.core.errors import UsageError
-from helpers import gpu, plain_audiocraft_generates, requires_gpu
+from helpers import ROOT, gpu, plain_audiocraft_generates, requires_gpu, tiny_melody_config
 
 
 def test_short_names_and_hub_ids_resolve_without_loading():
@@ -107,20 +107,48 @@ def test_tiny_model_generates_on_cuda():
     assert wav.shape == (2, 1, 32000) and wav.device.type == "cpu"
 
 
-def test_a_missing_demucs_is_a_clear_usage_error(tmp_path):
-    """A melody model (here: the tiny LM with AudioCraft's chroma_stem conditioner) imports
-    demucs while AudioCraft builds it; demucs is not in the tested set, and acr says what to
-    install instead of failing with a traceback."""
-    pytest.importorskip("torch")
-    if __import__("importlib.util").util.find_spec("demucs") is not None:
-        pytest.skip("demucs is installed here")
-    cfg = models.tiny_model_config("tiny-musicgen")
-    cfg["conditioners"]["self_wav"] = {"model": "chroma_stem", "chroma_stem": {
-        "sample_rate": 32000, "n_chroma": 12, "radix2_exp": 14, "argmax": True,
-        "match_len_on_eval": False, "eval_wavs": None, "n_eval_wavs": 100, "cache_path": None}}
-    cfg["fuser"]["prepend"] = ["self_wav"]
+def test_a_missing_demucs_is_a_clear_usage_error(tmp_path, monkeypatch):
+    """A melody model (the tiny LM with AudioCraft's chroma_stem conditioner) imports demucs
+    while AudioCraft builds it; where demucs is not installed (here: its import blocked), acr
+    says what to install instead of failing with a traceback."""
+    import sys
+
+    cfg = tiny_melody_config()
     source = models.load_model("tiny-musicgen", "cpu").model
     models.write_release_folder(tmp_path / "melody", cfg, source.lm.state_dict(),
                                 source.compression_model.state_dict())
-    with pytest.raises(UsageError, match="needs the demucs package.*pip install demucs"):
+    monkeypatch.setitem(sys.modules, "demucs", None)  # as if not installed
+    with pytest.raises(UsageError) as info:
         models.load_model(str(tmp_path / "melody"), "cpu")
+    assert info.value.lines == [
+        f"model '{tmp_path / 'melody'}' needs the demucs package for its melody conditioning: "
+        "pip install demucs==4.0.1 (the version of acr's requirements.txt)"]
+
+
+def test_demucs_weights_that_cannot_download_are_named(tmp_path, monkeypatch):
+    """An empty torch hub cache and no way to reach demucs' download host: a clear usage
+    error naming the file and where it goes, not a URLError traceback."""
+    import torch
+    from demucs import pretrained
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.setattr(pretrained, "ROOT_URL", "http://127.0.0.1:9/")  # nothing listens there
+    cfg = tiny_melody_config()
+    source = models.load_model("tiny-musicgen", "cpu").model
+    models.write_release_folder(tmp_path / "melody", cfg, source.lm.state_dict(),
+                                source.compression_model.state_dict())
+    with pytest.raises(UsageError) as info:
+        models.load_model(str(tmp_path / "melody"), "cpu")
+    target = Path(torch.hub.get_dir()) / "checkpoints" / models.HTDEMUCS_FILE
+    assert info.value.lines == [
+        f"model '{tmp_path / 'melody'}': its melody conditioning needs demucs' htdemucs weights, "
+        f"which are not in {target.parent} and cannot be downloaded here; on a connected machine "
+        "run `python -c \"from demucs import pretrained; pretrained.get_model('htdemucs')\"` "
+        f"and copy {target} to the same place here"]
+
+
+def test_requirements_pin_demucs_and_what_it_imports():
+    """demucs is in the tested set with the two packages it imports beyond audiocraft's."""
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    assert pins["demucs"] == "4.0.1" and "lameenc" in pins and "openunmix" in pins

@@ -60,7 +60,31 @@ def test_out_dir_rules(tmp_path):
 
 
 def test_git_commit_inside_and_outside_a_repo(tmp_path):
-    assert git_commit(tmp_path) is None
+    """Outside a repository: None. Inside: the commit git made, with -dirty once a tracked file
+    changes (an untracked file does not count)."""
+    import subprocess
+
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    assert git_commit(outside) is None
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                              cwd=repo, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    (repo / "a.txt").write_text("one")
+    git("add", "a.txt")
+    git("commit", "-q", "-m", "first")
+    head = git("log", "-1", "--format=%H").strip()
+    assert len(head) == 40
+    assert git_commit(repo) == head
+    (repo / "untracked.txt").write_text("new")
+    assert git_commit(repo) == head
+    (repo / "a.txt").write_text("two")
+    assert git_commit(repo) == f"{head}-dirty"
 
 
 def test_wav_round_trip_and_clipping(tmp_path):
@@ -115,3 +139,19 @@ def test_json_records_are_strict_json(tmp_path):
     run.event("epoch.end", valid_loss=float("nan"))
     line = (tmp_path / "events.jsonl").read_text()
     assert json.loads(line, parse_constant=lambda c: 1 / 0)["valid_loss"] is None
+
+
+def test_resume_matches_only_the_values_acr_picks_at_run_time():
+    """device: auto and a null extend_stride match the run's picks; other values compare as
+    given (a changed blend is a difference even when the new one is null)."""
+    recorded = {"device": "cpu", "seed": 1, "parameter_sets": {
+        "a": {"extend_stride": 18.0, "blend": 0.3, "temperature": 1.0}}}
+    given = {"device": "auto", "seed": 1, "parameter_sets": {
+        "a": {"extend_stride": None, "blend": None, "temperature": 1.0}}}
+    assert runs.config_differences(recorded, runs.as_resolved(given, recorded)) == [
+        "parameter_sets.a.blend: run has 0.3, config has null"]
+    given["parameter_sets"]["a"]["blend"] = 0.3
+    assert runs.config_differences(recorded, runs.as_resolved(given, recorded)) == []
+    given["device"] = "cuda"
+    assert runs.config_differences(recorded, runs.as_resolved(given, recorded)) == [
+        'device: run has "cpu", config has "cuda"']

@@ -13,7 +13,8 @@ import shutil
 
 from acr.core.environment import versions
 from acr.core.memory import generation_bytes_per_sample
-from acr.core.models import DEFAULT_CLAP, SHORT_NAMES, TINY, acr_home, tiny_model_dir
+from acr.core.models import (DEFAULT_CLAP, SHORT_NAMES, TINY, acr_home, hub_offline, hub_problem,
+                             tiny_model_dir)
 
 # Released architectures: parameters (LM) and the transformer shape that sets generation memory.
 # (n_q, card) are 4 x 2048 for all of them; stereo models interleave 8 codebooks.
@@ -116,22 +117,17 @@ def _hub(check_network: bool) -> dict:
                     "t5_base": _cached("t5-base", "config.json"),
                     "tiny_models": {n: (tiny_model_dir(n) / "state_dict.bin").is_file()
                                     for n in TINY}}
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if hub_offline():
         status["reachable"] = None
         status["note"] = "offline mode: HF_HUB_OFFLINE is set"
     elif not check_network:
         status["reachable"] = None
         status["note"] = "--no-network"
     else:
-        import urllib.request
-
-        try:
-            urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"),
-                                   timeout=5)
-            status["reachable"] = True
-        except Exception as exc:  # any failure means: not reachable from here
-            status["reachable"] = False
-            status["note"] = f"{type(exc).__name__}: {str(exc)[:120]}"
+        problem = hub_problem(timeout=5)
+        status["reachable"] = problem is None
+        if problem:
+            status["note"] = problem
     return status
 
 

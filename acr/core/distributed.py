@@ -43,6 +43,17 @@ def share_from_main(dist_info: Dist, value: Any) -> Any:
     return box[0]
 
 
+def gather_from_all(dist_info: Dist, value: Any) -> list:
+    """Every rank's `value`, in rank order, on every rank (e.g. counts for rank 0's summary)."""
+    if dist_info.world == 1:
+        return [value]
+    import torch.distributed as dist
+
+    values: list = [None] * dist_info.world
+    dist.all_gather_object(values, value)
+    return values
+
+
 def wait_for_all(dist_info: Dist) -> None:
     """Wait for every rank (e.g. to finish its batches before rank 0 writes the manifest)."""
     if dist_info.world > 1:

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import random
 import re
 from pathlib import Path
 from typing import Callable, Optional
 
 import torch
 
+from acr.core import console
 from acr.core.audio import count_clipped, normalize_loudness, read_wav, write_wav
 from acr.core.config.schema import GenerateConfig, GenerationParams
 from acr.core.errors import UsageError
 from acr.core.models import LoadedModel
+from acr.core.preflight import file_problem
 from acr.core.runs import write_json
 
 DEFAULT_EXTEND_STRIDE = {"musicgen": 18.0, "audiogen": 2.0}
@@ -23,10 +26,6 @@ DEFAULT_EXTEND_STRIDE = {"musicgen": 18.0, "audiogen": 2.0}
 def resolve_params(params: GenerationParams, loaded: LoadedModel, where: str = "params"
                    ) -> GenerationParams:
     """Fill the model-dependent defaults (extend_stride) and check them against the model."""
-    if loaded.family == "magnet":
-        raise UsageError(f"model {loaded.spec.name!r} is a MAGNeT model: it loads, but acr "
-                         "generate drives MusicGen and AudioGen only (MAGNeT's parameters differ); "
-                         "use a musicgen-* or audiogen-* model")
     stride = params.extend_stride
     if stride is None:  # AudioCraft's default, or half the window for models with a short one
         stride = DEFAULT_EXTEND_STRIDE[loaded.family]
@@ -103,6 +102,7 @@ def generate_batch(loaded: LoadedModel, prompts: list[str], params: GenerationPa
         if on_progress or on_window else None
     model.set_custom_progress_callback(tracker)
     torch.manual_seed(seed)
+    random.seed(seed)  # demucs (melody stems) shifts its input by Python's random
     try:
         with torch.inference_mode():
             # audiocraft calls the custom callback only with progress=True (else it prints)
@@ -124,11 +124,25 @@ def generate_batch(loaded: LoadedModel, prompts: list[str], params: GenerationPa
 
 def read_conditioning_file(path: str, key: str) -> tuple[torch.Tensor, int]:
     """A melody or continuation file as ([channels, samples], rate); UsageError naming `key`."""
+    problem = file_problem(path)
+    if problem:
+        raise UsageError(f"{key}: {path}: {problem}")
     try:
         return read_wav(Path(path))
     except Exception as exc:
         raise UsageError(f"{key}: {path}: cannot read it as audio ({str(exc).splitlines()[0]}); "
                          "give a wav, flac, ogg or mp3 file")
+
+
+def prompt_seconds_used(requested: float, wav: torch.Tensor, rate: int, key: str) -> float:
+    """The seconds of a continuation file that become the prompt: `requested`, or the whole
+    file (with a warning naming `key`) when the file is shorter."""
+    available = wav.shape[-1] / rate
+    if requested > available:
+        console.warn(f"{key}: {requested:g} s asked for, but the file holds {available:.3g} s; "
+                     f"the whole file ({available:.3g} s) is the prompt")
+        return available
+    return requested
 
 
 def conditioning_audio(cfg: GenerateConfig, loaded: LoadedModel) -> tuple:
@@ -149,7 +163,9 @@ def conditioning_audio(cfg: GenerateConfig, loaded: LoadedModel) -> tuple:
             raise UsageError(f"continuation.prompt_seconds: {cfg.continuation.prompt_seconds:g} "
                              f"must be below params.duration ({cfg.params.duration:g} s): the "
                              "output includes the prompt")
-        wav = wav[:, : int(cfg.continuation.prompt_seconds * rate)]
+        seconds = prompt_seconds_used(cfg.continuation.prompt_seconds, wav, rate,
+                                      "continuation.prompt_seconds")
+        wav = wav[:, : int(seconds * rate)]
         continuation = (wav, rate)
         record["continuation"] = {"audio": cfg.continuation.audio,
                                   "prompt_seconds": round(wav.shape[-1] / rate, 3)}

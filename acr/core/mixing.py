@@ -18,8 +18,10 @@ from acr.core.audio import integrated_loudness, normalize_loudness
 from acr.core.config.schema import MixSettings
 from acr.core.engine import write_sample
 from acr.core.errors import UsageError
-from acr.core.models import DEFAULT_MUSIC_MODEL, DEFAULT_SFX_MODEL, LoadedModel, load_model
+from acr.core.models import (DEFAULT_MUSIC_MODEL, DEFAULT_SFX_MODEL, SHORT_NAMES, LoadedModel,
+                             load_model, resolve_model)
 
+STEMS = ("music", "sfx")
 STEM_MODELS = {"music": DEFAULT_MUSIC_MODEL, "sfx": DEFAULT_SFX_MODEL}  # defaults
 FAMILIES = {"music": "musicgen", "sfx": "audiogen"}
 LOOKAHEAD_SECONDS = 0.005
@@ -90,11 +92,18 @@ def mix_stems(music: torch.Tensor, music_rate: int, sfx: torch.Tensor, sfx_rate:
 
 
 def load_stem_model(stem: str, name: str, device: str, where: str) -> LoadedModel:
-    """The model of a stem, checked to be of the right family (UsageError naming it)."""
+    """The model of a stem, checked to be of the right family (UsageError naming it): from its
+    name where that tells (before anything loads), else once loaded."""
+    def check(family: str) -> None:
+        if family and family != FAMILIES[stem]:
+            raise UsageError(f"{where}: {name!r} is a {family} model; the {stem} stem needs "
+                             f"a {FAMILIES[stem]} model")
+
+    spec = resolve_model(name)
+    if spec.kind == "tiny" or name in SHORT_NAMES:  # a family known from the name alone
+        check(spec.family)
     loaded = load_model(name, device)
-    if loaded.family != FAMILIES[stem]:
-        raise UsageError(f"{where}: {name!r} is a {loaded.family} model; the {stem} stem needs "
-                         f"a {FAMILIES[stem]} model")
+    check(loaded.family)
     return loaded
 
 

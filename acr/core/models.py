@@ -8,6 +8,7 @@ release layout under `$ACR_HOME/models/`, so tests exercise the same code as rea
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,8 @@ class ModelSpec:
 
 
 def known_names() -> list[str]:
-    return [*TINY, *SHORT_NAMES]
+    """The names acr can generate with (MAGNeT's resolve, but are refused: see `unsupported`)."""
+    return [*TINY, *(name for name, (_, family) in SHORT_NAMES.items() if family != "magnet")]
 
 
 def may_have_melody(name: str) -> bool:
@@ -53,6 +55,31 @@ def may_have_melody(name: str) -> bool:
         return name in MELODY_MODELS
     return not name.startswith(("facebook/musicgen-", "facebook/audiogen", "facebook/magnet")) \
         or "melody" in name
+
+
+RELEASED_WINDOWS = {"musicgen": 30.0, "audiogen": 10.0}  # max_duration of released models
+
+
+def model_window(name: str) -> float | None:
+    """A model's window (its max_duration, seconds) without loading it: from the name for the
+    tiny and the released models, from a folder's xp.cfg; None where only loading tells."""
+    spec = resolve_model(name)
+    if spec.kind == "tiny":
+        return float(tiny_model_config(name)["dataset"]["segment_duration"])
+    if name in SHORT_NAMES:
+        return RELEASED_WINDOWS.get(spec.family)
+    if spec.kind == "folder":
+        try:
+            import torch
+
+            pkg = torch.load(Path(spec.source) / "state_dict.bin", map_location="cpu", mmap=True,
+                             weights_only=True)
+            import yaml
+
+            return float(yaml.safe_load(pkg["xp.cfg"])["dataset"]["segment_duration"])
+        except Exception:  # not readable here: loading the model reports it
+            return None
+    return None
 
 
 def acr_home() -> Path:
@@ -94,8 +121,19 @@ def resolve_model(name: str) -> ModelSpec:
         raise UsageError(f"model {name!r}: no such folder; give a folder in AudioCraft's release "
                          "layout, a Hugging Face id (owner/name) or one of: "
                          f"{', '.join(known_names())}")
-    raise UsageError(f"unknown model {name!r}; known models: {', '.join(known_names())} "
+    close = difflib.get_close_matches(name, known_names(), n=1, cutoff=0.9)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UsageError(f"unknown model {name!r}{hint}; known models: {', '.join(known_names())} "
                      "(or a Hugging Face id, or a local model folder)")
+
+
+def unsupported(spec: ModelSpec) -> str | None:
+    """Why acr cannot drive a model of this (known) family, or None. MAGNeT is refused from its
+    name or its folder's config, before any weights load or download."""
+    if spec.family == "magnet":
+        return (f"model {spec.name!r} is a MAGNeT model: acr drives MusicGen and AudioGen only "
+                "(MAGNeT's parameters differ); use a musicgen-* or audiogen-* model")
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,13 +226,37 @@ def import_audiocraft() -> Any:
 
 
 def load_model(name: str, device: str = "auto") -> LoadedModel:
-    """Resolve and load a model (once per process and device)."""
+    """Resolve and load a model (once per process and device, until `release_model`)."""
     spec = resolve_model(name)
+    if not any(source == spec.source for source, _ in _LOADED):
+        check_weights([name])  # first: a missing download is reported in a second or two
     device = resolve_device(device)
     key = (spec.source, device)
     if key not in _LOADED:
         _LOADED[key] = _load(spec, device)
     return _LOADED[key]
+
+
+def release_model(name: str, device: str) -> None:
+    """Drop a model from the process cache and give its memory back (GPU memory included), so
+    the next model of a model axis loads into the room it leaves. Callers drop their own
+    references to it first."""
+    import gc
+
+    spec = resolve_model(name)
+    device = resolve_device(device)
+    if _LOADED.pop((spec.source, device), None) is None:
+        return
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def loaded_models() -> list[tuple[str, str]]:
+    """(source, device) of every model this process holds loaded."""
+    return list(_LOADED)
 
 
 def load_for_training(name: str, device: str = "auto") -> LoadedModel:
@@ -210,18 +272,25 @@ def _load(spec: ModelSpec, device: str) -> LoadedModel:
     if spec.kind == "tiny":
         ensure_tiny_model(spec.name)
     family = spec.family or _folder_family(Path(spec.source))
-    cls = {"musicgen": models.MusicGen, "audiogen": models.AudioGen, "magnet": models.MAGNeT}[family]
+    problem = unsupported(ModelSpec(spec.name, spec.source, family, spec.kind))
+    if problem:  # before any weights load
+        raise UsageError(problem)
+    cls = {"musicgen": models.MusicGen, "audiogen": models.AudioGen}[family]
     try:
         model = cls.get_pretrained(spec.source, device=device)
     except ModuleNotFoundError as exc:
-        if exc.name == "demucs":  # melody models split stems with demucs (not in the tested set)
+        if exc.name == "demucs":  # melody models split stems with demucs
             raise UsageError(f"model {spec.name!r} needs the demucs package for its melody "
-                             "conditioning: pip install demucs (its htdemucs weights download "
-                             "on first use)") from exc
+                             "conditioning: pip install demucs==4.0.1 (the version of acr's "
+                             "requirements.txt)") from exc
         raise
     except Exception as exc:
+        if _is_demucs_download_error(exc):
+            raise UsageError(_demucs_weights_message(spec)) from exc
         if spec.kind == "hub" and _is_fetch_error(exc):
-            raise UsageError(_offline_message(spec)) from exc
+            raise UsageError(*offline_message({spec: missing_hub_files(spec)},
+                                              f"the download failed ({_first_line(exc)})")
+                             ) from exc
         raise
     return LoadedModel(spec, model, family, device)
 
@@ -249,20 +318,142 @@ def _is_fetch_error(exc: BaseException) -> bool:
     return False
 
 
-def _offline_message(spec: ModelSpec) -> str:
-    """Which files are missing from the local Hugging Face cache, and how to get them."""
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:160]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights from the Hugging Face hub: checked against the local cache before anything loads
+
+TEXT_ENCODER = "t5-base"  # the text encoder of the released models, a repository of its own
+PROBE_SECONDS = 2.0  # how long the hub may take to answer before acr calls it unreachable
+
+
+def hub_offline() -> bool:
+    """Whether huggingface_hub runs in offline mode (HF_HUB_OFFLINE)."""
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_problem(timeout: float = PROBE_SECONDS) -> str | None:
+    """Why the Hugging Face hub cannot be reached (None when it answers within `timeout` s).
+
+    The request runs in a daemon thread, so a DNS lookup that hangs (which no socket timeout
+    covers) cannot hold the caller longer than `timeout`."""
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    answer: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"),
+                                   timeout=timeout)
+            answer.append(None)
+        except urllib.error.HTTPError:  # an HTTP status is an answer
+            answer.append(None)
+        except Exception as exc:  # any other failure: not reachable from here
+            answer.append(_first_line(exc))
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return answer[0] if answer else f"no answer within {timeout:g} s"
+
+
+def missing_hub_files(spec: ModelSpec) -> list[str]:
+    """The files of a hub model (and its text encoder) missing from the local Hugging Face
+    cache, as repo/file; empty for tiny models and folders."""
+    if spec.kind != "hub":
+        return []
     from huggingface_hub import try_to_load_from_cache
 
-    wanted = [(spec.source, f) for f in RELEASE_FILES]
-    if spec.family in ("musicgen", "magnet") or spec.family == "audiogen":
-        wanted.append(("t5-base", "config.json"))  # the text encoder of every released model
-    missing = [f"{repo}/{f}" for repo, f in wanted
-               if not isinstance(try_to_load_from_cache(repo, f), str)]
-    missing_text = ", ".join(missing) if missing else "(files present but unreadable)"
-    return (f"model {spec.name!r} ({spec.source}): cannot download it from the Hugging Face hub "
-            f"(offline?) and the local cache lacks: {missing_text}. On a connected machine run "
-            f"`hf download {spec.source}` and `hf download t5-base`, copy the cache "
-            "(~/.cache/huggingface, or $HF_HOME) here, and set HF_HUB_OFFLINE=1")
+    wanted = [(spec.source, f) for f in RELEASE_FILES] + [(TEXT_ENCODER, "config.json")]
+    return [f"{repo}/{f}" for repo, f in wanted
+            if not isinstance(try_to_load_from_cache(repo, f), str)]
+
+
+_HUB_ANSWERED: list[bool] = []  # the hub answered this process's probe
+
+
+def check_weights(names: list[str]) -> None:
+    """Fail fast when hub weights are neither cached nor downloadable.
+
+    Every model's missing files are named in one UsageError when huggingface_hub is offline or
+    the hub does not answer within PROBE_SECONDS (instead of huggingface_hub's retries, about
+    half a minute per file). When everything is cached but the hub does not answer, offline
+    mode is switched on for this process, so loading does not wait on the network either."""
+    from huggingface_hub import constants
+
+    hub = [spec for spec in dict.fromkeys(resolve_model(n) for n in names) if spec.kind == "hub"]
+    if not hub:
+        return
+    missing = {spec: files for spec in hub if (files := missing_hub_files(spec))}
+    if hub_offline():
+        if missing:
+            raise UsageError(*offline_message(missing, "HF_HUB_OFFLINE is set"))
+        return
+    problem = None if _HUB_ANSWERED else hub_problem()
+    if problem is None:
+        _HUB_ANSWERED.append(True)  # asked once per process
+        return  # what is missing downloads when the model loads
+    if missing:
+        raise UsageError(*offline_message(
+            missing, f"the Hugging Face hub ({constants.ENDPOINT}) does not answer: {problem}"))
+    constants.HF_HUB_OFFLINE = True  # all cached: load from the cache, no network retries
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def offline_message(missing: dict[ModelSpec, list[str]], reason: str) -> list[str]:
+    """One line per model naming its missing files, then how to get them."""
+    from huggingface_hub import constants
+
+    lines = [f"model {spec.name!r} ({spec.source}): the local Hugging Face cache "
+             f"({constants.HF_HUB_CACHE}) lacks {', '.join(files) or '(files present but unreadable)'}"
+             for spec, files in missing.items()]
+    repos = [spec.source for spec in missing]
+    if any(f.startswith(f"{TEXT_ENCODER}/") for files in missing.values() for f in files):
+        repos.append(TEXT_ENCODER)
+    commands = " and ".join(f"`hf download {repo}`" for repo in repos)
+    then = "copy the cache folder here" if hub_offline() else \
+        "copy the cache folder here and set HF_HUB_OFFLINE=1"
+    lines.append(f"cannot download {'it' if len(missing) == 1 else 'them'}: {reason}. On a "
+                 f"connected machine run {commands}, then {then}")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# demucs (melody models): its htdemucs weights come from dl.fbaipublicfiles.com into torch's
+# hub cache on first use
+
+HTDEMUCS_FILE = "955717e8-8726e21a.th"  # the one model of demucs' `htdemucs` bag
+
+
+def _is_demucs_download_error(exc: BaseException | None) -> bool:
+    """An OSError (URLError included) raised inside demucs: its weights could not download."""
+    import traceback
+
+    while exc is not None:
+        if isinstance(exc, OSError) and any(
+                f"{os.sep}demucs{os.sep}" in frame.filename
+                for frame in traceback.extract_tb(exc.__traceback__)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _demucs_weights_message(spec: ModelSpec) -> str:
+    import torch
+
+    target = Path(torch.hub.get_dir()) / "checkpoints" / HTDEMUCS_FILE
+    return (f"model {spec.name!r}: its melody conditioning needs demucs' htdemucs weights, "
+            f"which are not in {target.parent} and cannot be downloaded here; on a connected "
+            f"machine run `python -c \"from demucs import pretrained; "
+            f"pretrained.get_model('htdemucs')\"` and copy {target} to the same place here")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -125,7 +125,10 @@ class Run:
         except BaseException as exc:
             if active:
                 if before is not None:
-                    before()
+                    try:
+                        before()
+                    except Exception:  # the run is marked all the same
+                        pass
                 if isinstance(exc, KeyboardInterrupt):
                     self.finish("interrupted")
                 else:
@@ -133,8 +136,23 @@ class Run:
             raise
 
 
-def lock_run(folder: Path):
-    """Hold an exclusive lock on a run folder for this process's lifetime (returns the handle).
+class RunLock:
+    """An exclusive lock on a run folder (`.lock`, holding the owner's pid).
+
+    `close()` releases it and removes the file, so a finished run folder holds no stale lock."""
+
+    def __init__(self, folder: Path, handle: Any):
+        self.path, self.handle = Path(folder) / ".lock", handle
+
+    def close(self) -> None:
+        if self.handle.closed:
+            return
+        self.path.unlink(missing_ok=True)  # while still held: no one can lock the old file
+        self.handle.close()
+
+
+def lock_run(folder: Path) -> RunLock:
+    """Hold an exclusive lock on a run folder until `close()` (or the process ends).
 
     A second acr process on the same folder gets a UsageError naming the holder's pid."""
     handle = open(Path(folder) / ".lock", "a+", encoding="utf-8")
@@ -150,7 +168,7 @@ def lock_run(folder: Path):
     handle.truncate()
     handle.write(str(os.getpid()))
     handle.flush()
-    return handle
+    return RunLock(folder, handle)
 
 
 def remove_stale_temporaries(folder: Path) -> int:
@@ -187,6 +205,28 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return lines
 
 
+# Keys whose config value asks acr to pick at run time; config.yaml records the pick.
+PICKED_AT_RUN_TIME = {"device": "auto", "extend_stride": None}
+
+
+def as_resolved(given: dict, recorded: dict, top: bool = True) -> dict:
+    """`given` with each value that asks acr to pick (device: auto, any extend_stride: null,
+    and a null at the top level, e.g. a fine-tune's segment_duration) replaced by what the run
+    `recorded` for it: a run's config.yaml holds what was used, and the config it started from
+    still matches it. Any other value is compared as given."""
+    out = {}
+    for key, value in given.items():
+        theirs = recorded.get(key)
+        if isinstance(value, dict) and isinstance(theirs, dict):
+            out[key] = as_resolved(value, theirs, top=False)
+        elif key in recorded and ((top and value is None) or (
+                key in PICKED_AT_RUN_TIME and value == PICKED_AT_RUN_TIME[key])):
+            out[key] = theirs
+        else:
+            out[key] = value
+    return out
+
+
 def resume_config(run_dir: Path, schema: type, given: Any | None) -> Any:
     """The run's own config; refuse (listing the differences) if `given` differs from it."""
     import yaml
@@ -195,11 +235,8 @@ def resume_config(run_dir: Path, schema: type, given: Any | None) -> Any:
 
     recorded = load_config(schema, run_dir / "config.yaml")
     if given is not None:
-        ours = to_dict(given)
         theirs = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        # keys the run resolved (None in a fresh config means "the default" it was resolved to)
-        ours = {k: (theirs.get(k) if v is None and k in theirs else v) for k, v in ours.items()}
-        differences = config_differences(theirs, ours)
+        differences = config_differences(theirs, as_resolved(to_dict(given), theirs))
         if differences:
             raise UsageError(f"{run_dir}: the config changed since this run started; resume "
                              "without CONFIG to use the run's own, or start a new run:",
@@ -209,33 +246,43 @@ def resume_config(run_dir: Path, schema: type, given: Any | None) -> Any:
 
 def begin_run(command: str, name: str, config_yaml: str, seed: int | None, device: str,
               device_label: str, out: Path | None, argv: list[str] | None,
-              resumed: Run | None) -> tuple[Run, Any]:
+              resumed: Run | None) -> tuple[Run, RunLock]:
     """Start a new run, or reopen `resumed`; either way lock it and remove stale temporaries.
-    Returns (run, lock handle)."""
-    run = resumed or start_run(command, name, config_yaml, seed, device, device_label, out=out,
-                               argv=argv)
-    lock = lock_run(run.dir)
-    removed = remove_stale_temporaries(run.dir)
-    if resumed is not None:
-        run.update_meta(status="running", ended=None,
-                        resumed=[*run.meta().get("resumed", []), utc_now()])
-        run.event("run.resume", removed_temporaries=removed)
-    return run, lock
+    Returns (run, lock). A new run that fails here is marked `failed`; a resumed run another
+    process holds is left as it is (that process owns it)."""
+    if resumed is None:
+        run = start_run(command, name, config_yaml, seed, device, device_label, out=out,
+                        argv=argv)
+        with run.marked_on_error():
+            return run, lock_run(run.dir)
+    lock = lock_run(resumed.dir)
+    try:
+        with resumed.marked_on_error():
+            removed = remove_stale_temporaries(resumed.dir)
+            resumed.update_meta(status="running", ended=None,
+                                resumed=[*resumed.meta().get("resumed", []), utc_now()])
+            resumed.event("run.resume", removed_temporaries=removed)
+    except BaseException:
+        lock.close()
+        raise
+    return resumed, lock
 
 
 def begin_shared_run(dist_info: Dist, command: str, name: str, config_yaml: str, seed: int | None,
                      device: str, device_label: str, out: Path | None, argv: list[str] | None,
-                     resumed: Run | None, choose_batch_size: Callable[[], int],
-                     **meta: Any) -> tuple[Run, int, Any]:
+                     resumed: Run | None, choose_batch_size: Callable[[], Any],
+                     **meta: Any) -> tuple[Run, Any, RunLock | None]:
     """begin_run on rank 0, with the batch size (the one a resumed run recorded, else
-    `choose_batch_size()`) and `meta` recorded; every rank gets (run, batch size, lock handle
-    or None on the other ranks)."""
+    `choose_batch_size()`, called before a new run folder exists) and `meta` recorded; every
+    rank gets (run, batch size, lock or None on the other ranks)."""
     lock, shared = None, None
     if dist_info.main:
+        recorded = resumed.meta().get("batch_size") if resumed is not None else None
+        batch_size = recorded or choose_batch_size()
         run, lock = begin_run(command, name, config_yaml, seed, device, device_label, out, argv,
                               resumed)
-        batch_size = run.meta().get("batch_size") or choose_batch_size()
-        run.update_meta(batch_size=batch_size, world_size=dist_info.world, **meta)
+        with run.marked_on_error():
+            run.update_meta(batch_size=batch_size, world_size=dist_info.world, **meta)
         shared = (str(run.dir), batch_size)
     run_dir, batch_size = share_from_main(dist_info, shared)
     return Run(Path(run_dir)), batch_size, lock

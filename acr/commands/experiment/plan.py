@@ -91,9 +91,10 @@ def batch_seed(seed: int, *identity: Any) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
 
-def plan_batches(samples: list[Sample], batch_size: int, seed: int) -> list[Batch]:
-    """Consecutive chunks of `batch_size` samples that share model, parameter set and kind of
-    conditioning (plain grids: model and parameter set, as they always were)."""
+def plan_batches(samples: list[Sample], batch_size: int | dict[str, int], seed: int
+                 ) -> list[Batch]:
+    """Consecutive chunks of `batch_size` samples (one size, or a size per model) that share
+    model, parameter set and kind of conditioning (plain grids: model and parameter set)."""
     groups: dict[tuple[str, str, str], list[Sample]] = {}
     for sample in samples:
         groups.setdefault((sample.model, sample.parameter_set, sample.conditioning),
@@ -101,10 +102,11 @@ def plan_batches(samples: list[Sample], batch_size: int, seed: int) -> list[Batc
     batches = []
     for (model, pset, conditioning), members in groups.items():
         identity = (model, pset, conditioning) if conditioning else (model, pset)
-        for number, start in enumerate(range(0, len(members), batch_size)):
+        size = batch_size[model] if isinstance(batch_size, dict) else batch_size
+        for number, start in enumerate(range(0, len(members), size)):
             batches.append(Batch(len(batches), model, pset, number,
                                  batch_seed(seed, *identity, number),
-                                 tuple(members[start:start + batch_size])))
+                                 tuple(members[start:start + size])))
     return batches
 
 

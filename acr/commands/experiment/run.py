@@ -1,24 +1,30 @@
 """The `acr experiment` recipe, top to bottom: setup (the plan, the batch runner with its models,
 the run folder and lock), the loop over this rank's missing batches, cleanup (the manifest from
-the sidecars on disk, the summary, the analysis). Resuming regenerates only batches that still
-miss a sample, and writes only the missing files.
+the sidecars on disk, the summary, the analysis, the final status, then the lock released).
+Resuming regenerates only batches that still miss a sample, and writes only the missing files.
+Once the run folder exists, any failure marks it `failed` (Ctrl-C: `interrupted`).
 """
 from __future__ import annotations
 
+import dataclasses
 import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 from acr.commands.experiment.batches import HybridBatches, PlainBatches
 from acr.commands.experiment.manifest import FINDINGS, write_findings, write_manifest
-from acr.commands.experiment.plan import Batch, expand, is_done, plan_batches
+from acr.commands.experiment.plan import Batch, Sample, expand, is_done, plan_batches
 from acr.core import console
 from acr.core.config.loader import dump_yaml, to_dict
 from acr.core.config.schema import ExperimentConfig
-from acr.core.distributed import Dist, init_dist, leave_dist, rank_device, wait_for_all
+from acr.core.distributed import (Dist, gather_from_all, init_dist, leave_dist, rank_device,
+                                  wait_for_all)
 from acr.core.models import device_name, resolve_device
 from acr.core.runs import Run, begin_shared_run, open_run, resume_config
+
+SPEED_HEADER = "x real time"  # seconds of audio per second of wall time (higher is faster)
 
 
 def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
@@ -32,22 +38,41 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
     assert cfg is not None
     device = resolve_device(rank_device(cfg.device, dist_info))
     samples = expand(cfg)
-    runner = HybridBatches(cfg, device) if cfg.hybrid is not None else \
+    runner = HybridBatches(cfg, device, samples) if cfg.hybrid is not None else \
         PlainBatches(cfg, device, samples)
-    group_size = len(samples) // (len(cfg.model_names) * len(cfg.parameter_sets))
+    samples = runner.samples
+    used = used_config(cfg, runner.resolved_params(), device, dist_info)
     run, batch_size, lock = begin_shared_run(
-        dist_info, "experiment", cfg.name, dump_yaml(to_dict(cfg)), cfg.seed, device,
-        device_name(device), out, argv, resumed,
-        lambda: cfg.batch_size if cfg.batch_size != "auto" else runner.auto_batch_size(group_size))
+        dist_info, "experiment", cfg.name, dump_yaml(to_dict(used)), cfg.seed, device,
+        device_name(device), out, argv, resumed, lambda: chosen_batch_size(cfg, runner))
+
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        with run.marked_on_error(dist_info.main, before=lambda: write_manifest(
+                run.dir, cfg, samples, complete=False)):
+            _run(run, cfg, samples, runner, batch_size, device, dist_info)
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        if lock is not None:  # held to the very end: the manifest and the final status
+            lock.close()
+    return run.dir
+
+
+def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
+         batch_size: int | dict[str, int], device: str, dist_info: Dist) -> None:
+    """Everything after the run folder exists: the loop, the manifest, the analysis, the end."""
     if dist_info.main and not (run.dir / FINDINGS).exists():
         write_findings(run.dir, [dict(to_dict(f), source="config") for f in cfg.findings])
     batches = plan_batches(samples, batch_size, cfg.seed)
     mine = [b for b in batches if b.index % dist_info.world == dist_info.rank]
     todo = [b for b in mine if not all(is_done(run.dir, s) for s in b.samples)]
-    done_before = sum(len(b.samples) for b in mine) - sum(len(b.samples) for b in todo)
+    done_before = sum(len(b.samples) for b in batches
+                      if all(is_done(run.dir, s) for s in b.samples))
     if dist_info.main:
+        sizes = batch_size if isinstance(batch_size, int) else \
+            ", ".join(f"{size} ({model})" for model, size in batch_size.items())
         console.info(f"run folder: {run.dir}")
-        console.info(f"{len(samples)} samples in {len(batches)} batches of up to {batch_size} "
+        console.info(f"{len(samples)} samples in {len(batches)} batches of up to {sizes} "
                      f"({len(cfg.model_names)} model(s) x {len(cfg.parameter_sets)} parameter "
                      f"set(s) x {sum(map(len, cfg.prompt_sets.values()))} prompt(s) x "
                      f"{cfg.samples_per_prompt}) on {device}"
@@ -55,47 +80,85 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
                      + (f"; {dist_info.world} ranks" if dist_info.world > 1 else ""))
 
     # the loop: this rank's missing batches
-    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     start = time.perf_counter()
-    def partial_manifest() -> None:
-        write_manifest(run.dir, cfg, samples, complete=False)
+    new_samples, new_audio = 0, 0.0
+    with _world_progress(run, samples, mine, dist_info) as update:
+        finished = sum(len(b.samples) for b in mine) - sum(len(b.samples) for b in todo)
+        update(finished)
+        for batch in todo:
+            written = runner.run(run, batch, _batch_events(run, batch, dist_info))
+            new_samples, new_audio = new_samples + len(written), new_audio + sum(written)
+            finished += len(batch.samples)
+            update(finished)
+        wait_for_all(dist_info)
+        update(finished)
+    wall = time.perf_counter() - start
+    counts = gather_from_all(dist_info, (new_samples, new_audio))
+    new_samples, new_audio = sum(c[0] for c in counts), sum(c[1] for c in counts)
 
-    try:
-        with run.marked_on_error(dist_info.main, before=partial_manifest):
-            new_samples, new_audio = 0, 0.0
-            with console.progress("samples", sum(len(b.samples) for b in mine)) as update:
-                finished = done_before
-                update(finished)
-                for batch in todo:
-                    written = runner.run(run, batch, _batch_events(run, batch, dist_info))
-                    new_samples, new_audio = new_samples + len(written), new_audio + sum(written)
-                    finished += len(batch.samples)
-                    update(finished)
-            wall = time.perf_counter() - start
-            wait_for_all(dist_info)
-    finally:
-        signal.signal(signal.SIGTERM, previous_sigterm)
-        if lock is not None:
-            lock.close()
-
-    # cleanup: the manifest from the sidecars on disk, the summary, the analysis
+    # cleanup (rank 0): the manifest from the sidecars on disk, the summary, the analysis
     if dist_info.main:
         manifest = write_manifest(run.dir, cfg, samples, complete=True)
         totals = manifest["totals"]
-        run.finish("completed", wall_seconds=round(wall, 3), audio_seconds=totals["audio_seconds"])
-        rate = f"{new_audio / wall:.2f}" if new_audio and dist_info.world == 1 else "-"
+        speed = f"{new_audio / wall:.2f}" if new_audio else "-"
         console.table("experiment", ["samples", "generated now", "seconds of audio (now)",
-                                     "wall time (s)", "real-time factor"],
+                                     "wall time (s)", SPEED_HEADER],
                       [[f"{totals['samples']}/{totals['planned']}", str(new_samples),
-                        f"{new_audio:.1f}", f"{wall:.1f}", rate]])
-    leave_dist(dist_info)
-    if cfg.analyze and dist_info.main:
+                        f"{new_audio:.1f}", f"{wall:.1f}", speed]])
+    leave_dist(dist_info)  # the other ranks are done; rank 0 analyses and finishes alone
+    if not dist_info.main:
+        return
+    if cfg.analyze:
         from acr.commands.analyze import run_analysis
 
         console.info("analysing the run (analyze: true)")
         analysis = run_analysis(run.dir)
         run.event("analysis.done", folder=str(analysis))
-    return run.dir
+    run.finish("completed", wall_seconds=round(wall, 3), audio_seconds=totals["audio_seconds"])
+
+
+def used_config(cfg: ExperimentConfig, resolved: dict[str, list], device: str,
+                dist_info: Dist) -> ExperimentConfig:
+    """The config as it runs, for config.yaml: the device picked (under torchrun its type, as
+    each rank takes its own GPU) and each parameter set's extend_stride as resolved (`resolved`:
+    parameter set -> the parameters every model, or stem, uses). Where the models of an axis
+    (or the two stems) resolve it differently, it stays null: each model's own default, as each
+    sample's sidecar records."""
+    def stride(name: str, params: Any) -> Any:
+        strides = {p.extend_stride for p in resolved[name]}
+        return dataclasses.replace(params, extend_stride=strides.pop()) \
+            if len(strides) == 1 else params
+
+    shared_gpu = dist_info.world > 1 and device.startswith("cuda") and \
+        cfg.device in ("auto", "cuda")
+    return dataclasses.replace(
+        cfg, device="cuda" if shared_gpu else device,
+        parameter_sets={name: stride(name, p) for name, p in cfg.parameter_sets.items()})
+
+
+def chosen_batch_size(cfg: ExperimentConfig, runner: Any) -> int | dict[str, int]:
+    """The config's batch size, or the runner's auto sizes: one number when every model has
+    the same, else a size per model (what meta.json records and a resumed run keeps)."""
+    if cfg.batch_size != "auto":
+        return cfg.batch_size
+    sizes = runner.auto_batch_sizes()
+    return next(iter(sizes.values())) if len(set(sizes.values())) == 1 else sizes
+
+
+@contextmanager
+def _world_progress(run: Run, samples: list[Sample], mine: list[Batch], dist_info: Dist
+                    ) -> Iterator[Callable[[int], None]]:
+    """Progress drawn by rank 0 only. One process counts its own samples; under torchrun
+    rank 0 counts the samples on disk (every rank's), whenever one of its own batches ends."""
+    if not dist_info.main:
+        yield lambda finished: None
+        return
+    if dist_info.world == 1:
+        with console.progress("samples", sum(len(b.samples) for b in mine)) as update:
+            yield update
+        return
+    with console.progress("samples", len(samples)) as update:
+        yield lambda finished: update(sum(is_done(run.dir, s) for s in samples))
 
 
 def _batch_events(run: Run, batch: Batch, dist_info: Dist) -> Any:

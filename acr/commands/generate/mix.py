@@ -12,9 +12,10 @@ from acr.core import console
 from acr.core.config.loader import dump_yaml, to_dict
 from acr.core.config.schema import GenerateConfig
 from acr.core.engine import generate_batch, resolve_params, slug
-from acr.core.mixing import STEM_MODELS, load_stem_model, mix_stems, write_mix
-from acr.core.models import device_name
-from acr.core.runs import start_run
+from acr.core.mixing import STEM_MODELS, STEMS, load_stem_model, mix_stems, write_mix
+from acr.core.models import check_weights, device_name
+from acr.core.runs import Run, start_run
+
 
 
 def run_hybrid(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | None = None
@@ -22,8 +23,9 @@ def run_hybrid(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | N
     """`acr generate` with a `hybrid:` section: generate both stems, mix, write all three."""
     recipe = cfg.hybrid
     assert recipe is not None
+    check_weights(cfg.weights)  # both stems' missing files in one message
     parts = {}
-    for stem in ("music", "sfx"):  # setup: both models load before anything is written
+    for stem in STEMS:  # setup: both models load before anything is written
         part = getattr(recipe, stem)
         name = part.model or STEM_MODELS[stem]
         loaded = load_stem_model(stem, name, cfg.device, f"hybrid.{stem}.model")
@@ -38,28 +40,33 @@ def run_hybrid(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | N
     cfg = dataclasses.replace(cfg, hybrid=recipe, seed=seed, device=parts["music"][2].device)
     run = start_run("generate", cfg.name, dump_yaml(to_dict(cfg)), seed, cfg.device,
                     device_name(cfg.device), out=out, argv=argv)
+    with run.marked_on_error():  # from here on, any failure marks the run failed
+        _mix(run, cfg, parts, seed)
+    return run.dir
+
+
+def _mix(run: Run, cfg: GenerateConfig, parts: dict, seed: int) -> None:
+    """Generate both stems, mix them, write the mix and its stems, finish."""
     console.info(f"run folder: {run.dir}")
-    with run.marked_on_error():
-        clips, seconds = {}, {}
-        for offset, (stem, (name, prompt, loaded, params)) in enumerate(parts.items()):
-            console.info(f"{stem}: {name} ({loaded.sample_rate} Hz), {params.duration:g} s: "
-                         f"{prompt!r}")
-            start = time.perf_counter()
-            clips[stem] = generate_batch(loaded, [prompt], params, seed + offset)[0]
-            seconds[stem] = round(time.perf_counter() - start, 3)
-            run.event("hybrid.stem", stem=stem, model=name, seconds=seconds[stem])
-        mix, music, sfx, rate, record = mix_stems(
-            clips["music"], parts["music"][2].sample_rate, clips["sfx"],
-            parts["sfx"][2].sample_rate, recipe)
-        sample_id = f"0-{slug(parts['music'][1])}"
-        base = {"id": sample_id, "acr_version": __version__,
-                "hybrid": {**record, **{stem: {"model": parts[stem][0], "prompt": parts[stem][1],
-                                               "seed": seed + i,
-                                               "parameters": to_dict(parts[stem][3]),
-                                               "generation_seconds": seconds[stem]}
-                                        for i, stem in enumerate(parts)}}}
-        write_mix(run.dir / "samples", sample_id, mix, music, sfx, rate, base, cfg.sample_format)
-    run.finish("completed", audio_seconds=round(mix.shape[-1] / rate, 3))
+    clips, seconds = {}, {}
+    for offset, (stem, (name, prompt, loaded, params)) in enumerate(parts.items()):
+        console.info(f"{stem}: {name} ({loaded.sample_rate} Hz), {params.duration:g} s: "
+                     f"{prompt!r}")
+        start = time.perf_counter()
+        clips[stem] = generate_batch(loaded, [prompt], params, seed + offset)[0]
+        seconds[stem] = round(time.perf_counter() - start, 3)
+        run.event("hybrid.stem", stem=stem, model=name, seconds=seconds[stem])
+    mix, music, sfx, rate, record = mix_stems(
+        clips["music"], parts["music"][2].sample_rate, clips["sfx"],
+        parts["sfx"][2].sample_rate, cfg.hybrid)
+    sample_id = f"0-{slug(parts['music'][1])}"
+    base = {"id": sample_id, "acr_version": __version__,
+            "hybrid": {**record, **{stem: {"model": parts[stem][0], "prompt": parts[stem][1],
+                                           "seed": seed + i,
+                                           "parameters": to_dict(parts[stem][3]),
+                                           "generation_seconds": seconds[stem]}
+                                    for i, stem in enumerate(parts)}}}
+    write_mix(run.dir / "samples", sample_id, mix, music, sfx, rate, base, cfg.sample_format)
     console.info(f"mix {mix.shape[-1] / rate:.1f} s at {rate} Hz; limiter reduced at most "
                  f"{record['limiter']['max_reduction_db']:.1f} dB")
-    return run.dir
+    run.finish("completed", audio_seconds=round(mix.shape[-1] / rate, 3))

@@ -10,10 +10,10 @@ from pathlib import Path
 from acr import __version__
 from acr.core import console
 from acr.core.config.loader import dump_yaml, to_dict
-from acr.core.config.schema import GenerateConfig
+from acr.core.config.schema import GenerateConfig, GenerationParams
 from acr.core.engine import conditioning_audio, generate_batch, resolve_params, slug, write_sample
-from acr.core.models import device_name, load_model
-from acr.core.runs import start_run
+from acr.core.models import LoadedModel, device_name, load_model
+from acr.core.runs import Run, start_run
 
 
 def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | None = None
@@ -31,44 +31,49 @@ def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] |
     cfg = dataclasses.replace(cfg, params=params, seed=seed, device=loaded.device)
     run = start_run("generate", cfg.name, dump_yaml(to_dict(cfg)), seed, loaded.device,
                     device_name(loaded.device), out=out, argv=argv)
+    with run.marked_on_error():  # from here on, any failure marks the run failed
+        _generate(run, cfg, loaded, params, seed, melody, continuation, conditioning)
+    return run.dir
+
+
+def _generate(run: Run, cfg: GenerateConfig, loaded: LoadedModel, params: GenerationParams,
+              seed: int, melody: tuple | None, continuation: tuple | None,
+              conditioning: dict) -> None:
+    """Generate all prompts in one batch, write a WAV and a sidecar per prompt, finish."""
     console.info(f"run folder: {run.dir}")
     console.info(f"model {cfg.model} ({loaded.sample_rate} Hz) on {loaded.device}; "
                  f"{len(cfg.prompts)} prompt(s), {params.duration:g} s, seed {seed}")
-    with run.marked_on_error():
-        # generate: all prompts in one batch
-        run.event("generate.batch.start", prompts=len(cfg.prompts), seed=seed)
-        frames = int(params.duration * loaded.frame_rate)
-        start = time.perf_counter()
-        def window(index: int, count: int) -> None:
-            if count > 1:
-                console.info(f"window {index}/{count} (the model's window is "
-                             f"{loaded.max_duration:g} s, advancing {params.extend_stride:g} s)")
-                run.event("generate.window", index=index, of=count)
+    run.event("generate.batch.start", prompts=len(cfg.prompts), seed=seed)
+    frames = int(params.duration * loaded.frame_rate)
+    start = time.perf_counter()
 
-        with console.progress("generating", frames) as update:
-            wav = generate_batch(loaded, cfg.prompts, params, seed,
-                                 on_progress=lambda done, total: update(min(done, frames)),
-                                 on_window=window, continuation=continuation,
-                                 melody=([melody[0]] * len(cfg.prompts), melody[1])
-                                 if melody else None)
-        seconds = time.perf_counter() - start
-        run.event("generate.batch.end", seconds=round(seconds, 3), shape=list(wav.shape))
-        # write: one WAV and sidecar per prompt
-        width = len(str(len(cfg.prompts) - 1))
-        for index, (prompt, clip) in enumerate(zip(cfg.prompts, wav)):
-            sample_id = f"{index:0{width}d}-{slug(prompt)}"
-            sidecar = {"id": sample_id, "prompt": prompt, "model": cfg.model,
-                       "model_source": loaded.spec.source, "family": loaded.family,
-                       "parameters": to_dict(params), "seed": seed, "batch_index": index,
-                       "batch_size": len(cfg.prompts), "generation_seconds": round(seconds, 3),
-                       **conditioning, "acr_version": __version__}
-            record = write_sample(run.dir / "samples" / f"{sample_id}.wav", clip,
-                                  loaded.sample_rate, sidecar, cfg.sample_format,
-                                  cfg.loudness_lufs)
-            run.event("sample.written", id=sample_id, duration=record["duration"])
+    def window(index: int, count: int) -> None:
+        if count > 1:
+            console.info(f"window {index}/{count} (the model's window is "
+                         f"{loaded.max_duration:g} s, advancing {params.extend_stride:g} s)")
+            run.event("generate.window", index=index, of=count)
+
+    with console.progress("generating", frames) as update:
+        wav = generate_batch(loaded, cfg.prompts, params, seed,
+                             on_progress=lambda done, total: update(min(done, frames)),
+                             on_window=window, continuation=continuation,
+                             melody=([melody[0]] * len(cfg.prompts), melody[1])
+                             if melody else None)
+    seconds = time.perf_counter() - start
+    run.event("generate.batch.end", seconds=round(seconds, 3), shape=list(wav.shape))
+    width = len(str(len(cfg.prompts) - 1))
+    for index, (prompt, clip) in enumerate(zip(cfg.prompts, wav)):
+        sample_id = f"{index:0{width}d}-{slug(prompt)}"
+        sidecar = {"id": sample_id, "prompt": prompt, "model": cfg.model,
+                   "model_source": loaded.spec.source, "family": loaded.family,
+                   "parameters": to_dict(params), "seed": seed, "batch_index": index,
+                   "batch_size": len(cfg.prompts), "generation_seconds": round(seconds, 3),
+                   **conditioning, "acr_version": __version__}
+        record = write_sample(run.dir / "samples" / f"{sample_id}.wav", clip,
+                              loaded.sample_rate, sidecar, cfg.sample_format, cfg.loudness_lufs)
+        run.event("sample.written", id=sample_id, duration=record["duration"])
     audio_seconds = wav.shape[0] * wav.shape[-1] / loaded.sample_rate
+    console.info(f"{len(cfg.prompts)} clip(s), {audio_seconds:.1f} s of audio in {seconds:.1f} s "
+                 f"({audio_seconds / max(seconds, 1e-9):.2f}x real time)")
     run.finish("completed", generation_seconds=round(seconds, 3),
                audio_seconds=round(audio_seconds, 3))
-    console.info(f"{len(cfg.prompts)} clip(s), {audio_seconds:.1f} s of audio in {seconds:.1f} s "
-                 f"(real-time factor {audio_seconds / max(seconds, 1e-9):.2f})")
-    return run.dir

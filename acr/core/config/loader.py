@@ -182,6 +182,13 @@ def _relocate(item: Item, loc: Loc) -> None:
             _relocate(sub, loc)
 
 
+def flag_yaml(text: str, flag: str) -> Item:
+    """A flag's text read as a YAML value (`4`, `auto`), located at the flag."""
+    item = parse_yaml(text, flag)
+    _relocate(item, Loc(flag))
+    return item
+
+
 def flag_item(value: Any, flag: str) -> Item:
     """A command-line flag's value (already typed by the CLI) as an override Item."""
     if isinstance(value, (list, tuple)):
@@ -362,7 +369,8 @@ def check(schema: type, item: Item, problems: Problems, path: str = "") -> Any:
     for key, sub in item.value.items():
         sub_path = f"{path}.{key}" if path else key
         if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+            close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6) or \
+                nested_keys(schema, key)
             hint = f" (did you mean {close[0]!r}?)" if close else \
                 f"; known keys: {', '.join(known)}"
             problems.add(item.key_locs.get(key, sub.loc), sub_path, f"unknown key{hint}")
@@ -380,6 +388,21 @@ def check(schema: type, item: Item, problems: Problems, path: str = "") -> Any:
             for n, f in known.items()):
         return MISSING
     return schema(**values)
+
+
+def nested_keys(schema: type, key: str) -> list[str]:
+    """Dotted paths of `schema`'s sections that hold a field named `key` (for a key given at
+    the wrong level: `temperature` -> `params.temperature`)."""
+    hints = typing.get_type_hints(schema)
+    found = []
+    for f in dataclasses.fields(schema):
+        tp = hints[f.name]
+        union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+        for tp in (tp, *(typing.get_args(tp) if union else ())):  # a section, or an optional one
+            if dataclasses.is_dataclass(tp) and key in {g.name for g in dataclasses.fields(tp)}:
+                found.append(f"{f.name}.{key}")
+                break
+    return found
 
 
 # ----------------------------------------------------------------------------------------------
@@ -421,6 +444,18 @@ def detect_kind(path: Path, kinds: dict[str, type], fallback: str) -> str:
         if marker and marker in keys:
             return kind
     return fallback
+
+
+def marked_kinds(path: Path, kinds: dict[str, type]) -> list[str]:
+    """The kinds whose KIND_MARKER key the config file at `path` has at its top level (empty
+    when it cannot be read or parsed: loading it will say why)."""
+    try:
+        root = parse_yaml(Path(path).read_text(encoding="utf-8"), str(path), Problems())
+    except (OSError, UnicodeDecodeError, UsageError):
+        return []
+    keys = set(root.value) if isinstance(root.value, dict) else set()
+    return [kind for kind, schema in kinds.items()
+            if getattr(schema, "KIND_MARKER", None) in keys]
 
 
 def to_dict(config: Any) -> dict:

@@ -19,13 +19,12 @@ def nonempty(text: str) -> str | None:
 
 def model_problem(name: str) -> str | None:
     """Why `name` is not a model acr can resolve (checked without importing torch), or None."""
-    from acr.core.models import resolve_model
+    from acr.core.models import resolve_model, unsupported
 
     try:
-        resolve_model(name)
+        return unsupported(resolve_model(name))
     except UsageError as exc:
         return exc.lines[0]
-    return None
 
 
 DEVICE_PATTERN = r"auto|cpu|cuda|cuda:\d+|mps"
@@ -170,6 +169,8 @@ class Continuation:
 class GenerateConfig:
     """`acr generate`: prompts to one model, one batch, one parameter set."""
 
+    KIND_MARKER: ClassVar[str] = "prompts"
+
     prompts: list[str] = opt([], "Text prompts; generated together as one batch (required "
                              "unless `hybrid` is given).", items={"validate": nonempty})
     model: str = model_field()
@@ -188,6 +189,14 @@ class GenerateConfig:
                                 "musicgen-stereo-melody[-large]).", validate=nonempty)
     continuation: Optional[Continuation] = opt(None, "Continue a recording instead of starting "
                                                "from silence.")
+
+    @property
+    def weights(self) -> list[str]:
+        """The models this config loads (both stems of a hybrid mix)."""
+        if self.hybrid is None:
+            return [self.model]
+        return [self.hybrid.music.model or DEFAULT_MUSIC_MODEL,
+                self.hybrid.sfx.model or DEFAULT_SFX_MODEL]
 
     @staticmethod
     def cross_check(item: Item, problems: Problems, path: str) -> None:
@@ -346,6 +355,13 @@ class ExperimentConfig:
             return ["hybrid"]
         return list(self.models) if self.models else [self.model]
 
+    @property
+    def weights(self) -> list[str]:
+        """The models this config loads (both stem models of a hybrid experiment)."""
+        if self.hybrid is not None:
+            return [self.hybrid.music_model, self.hybrid.sfx_model]
+        return self.model_names
+
 
 LORA_TARGETS = ["in_proj", "out_proj", "linear1", "linear2", "heads"]
 
@@ -432,6 +448,21 @@ KINDS: dict[str, type] = {"generate": GenerateConfig, "experiment": ExperimentCo
                           "finetune": FinetuneConfig}
 
 
+
+
+def check_kind(path, expected: str) -> None:
+    """UsageError when the config file at `path` is clearly another command's (it has that
+    kind's marker key and not `expected`'s), naming the command to run instead."""
+    from acr.core.config.loader import marked_kinds
+
+    def a(kind: str) -> str:
+        return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} config"
+
+    found = marked_kinds(path, KINDS)
+    if found and expected not in found:
+        kind = found[0]
+        raise UsageError(f"{path}: this is {a(kind)} (it has `{KINDS[kind].KIND_MARKER}`), not "
+                         f"{a(expected)}: run `acr {kind} {path}`")
 
 
 def config_kind(path) -> str:
