@@ -22,6 +22,7 @@ from acr.core.atomic import replacing
 from acr.core.distributed import Dist, share_from_main
 from acr.core.environment import git_commit, versions
 from acr.core.errors import UsageError
+from acr.core.safe_load import read_json
 
 DEFAULT_ROOT = Path("experiments")
 STATUSES = ("running", "completed", "failed", "interrupted")
@@ -98,7 +99,7 @@ class Run:
         return self.dir / "meta.json"
 
     def meta(self) -> dict:
-        return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        return read_json(self.meta_path)
 
     def update_meta(self, **fields: Any) -> None:
         write_json(self.meta_path, {**self.meta(), **fields})

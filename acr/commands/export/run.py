@@ -22,6 +22,7 @@ from acr.commands.export.readme import render_readme
 from acr.core import console
 from acr.core.atomic import replacing
 from acr.core.errors import UsageError
+from acr.core.safe_load import read_json
 
 FORMAT = "acr-export/1"
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -112,7 +113,7 @@ def collect(run_dirs: list[Path], samples: str, audio_format: str, include_model
         if not run_dir.is_dir() or not meta_path.is_file():
             raise UsageError(f"{run_dir}: not a run folder (no meta.json); give folders that "
                              "acr generate / experiment / finetune created")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = read_json(meta_path)
         if meta.get("status") in ("running", "failed") and not force:
             raise UsageError(f"{run_dir}: the run is {meta['status']}"
                              + (f" ({meta['error']})" if meta.get("error") else "")

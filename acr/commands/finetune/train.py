@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from acr.commands.finetune import adapters, codes as code_cache, data
-from acr.commands.finetune.checkpoints import (load_checkpoint, save_checkpoint, save_trainable,
-                                               seed_everything)
+from acr.commands.finetune.checkpoints import (read_checkpoint, restore_checkpoint,
+                                               save_checkpoint, save_trainable, seed_everything)
 from acr.commands.finetune.loss import Predict, batch_loss
 from acr.commands.finetune.outputs import (HISTORY_COLUMNS, export_model, history_csv,
                                            plot_history, write_samples)
@@ -60,8 +60,10 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
     dist_info = init_dist()
     # ---- setup: everything that can be wrong is found before the run folder is written
     resumed = open_run(resume, "finetune") if resume is not None else None
+    checkpoint = None
     if resumed is not None:
         cfg = resume_config(resumed.dir, FinetuneConfig, cfg)
+        checkpoint = resumed_checkpoint(resumed.dir)
     assert cfg is not None
     scanned = data.scan(Path(cfg.data))
     device = resolve_device(rank_device(cfg.device, dist_info))
@@ -86,6 +88,15 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
     n_total = sum(p.numel() for p in lm.parameters())
     if cfg.activation_checkpointing:
         lm.transformer.checkpointing = "torch"
+    # codes: encoded once, cached on disk (read before the run folder: a cache entry that is
+    # not a safe checkpoint is bad input)
+    files = train_files + valid_files
+    with console.progress("encoding", len(files)) as update:
+        cache, encoded = code_cache.cached_codes(loaded, files, seconds,
+                                                 acr_home() / "cache" / "codes", update)
+    train_items = [item for f in train_files for item in cache[f.rel]]
+    valid_items = [item for f in valid_files for item in cache[f.rel]]
+
     run, batch_size, lock = begin_shared_run(
         dist_info, "finetune", cfg.name, dump_yaml(to_dict(cfg)), cfg.seed, device,
         device_name(device), out, argv, resumed,
@@ -98,16 +109,9 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
                      f"batch {batch_size} x {cfg.grad_accum} accumulation on {device}")
 
     with run.marked_on_error(dist_info.main):
-        # codes: encoded once, cached on disk
-        files = train_files + valid_files
-        with console.progress("encoding", len(files)) as update:
-            cache, encoded = code_cache.cached_codes(loaded, files, seconds,
-                                                     acr_home() / "cache" / "codes", update)
         if dist_info.main:
             run.event("codes.ready", files=len(files), encoded=encoded,
                       cached=len(files) - encoded)
-        train_items = [item for f in train_files for item in cache[f.rel]]
-        valid_items = [item for f in valid_files for item in cache[f.rel]]
 
         # model, optimiser, schedule
         lm.train()
@@ -124,9 +128,9 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
             optimizer, schedule(int(cfg.warmup_ratio * total_steps), total_steps))
         autocast, precision, scaler = autocast_for(device, cfg.precision)
         state = {"epoch": 0, "history": [], "best": math.inf, "bad_epochs": 0}
-        if resume is not None and (run.dir / "checkpoints" / "last.pt").is_file():
-            state = load_checkpoint(run.dir / "checkpoints" / "last.pt", lm, optimizer,
-                                    scheduler, scaler)
+        if checkpoint is not None:
+            state = restore_checkpoint(checkpoint, lm, optimizer, scheduler, scaler)
+            checkpoint = None
         if dist_info.main:
             run.update_meta(precision=precision, steps_per_epoch=steps_per_epoch)
         prompts = cfg.sample_prompts or list(dict.fromkeys(
@@ -171,8 +175,7 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
     if dist_info.main:
         best = run.dir / "checkpoints" / "best.pt"
         if best.is_file():
-            lm.load_state_dict(torch.load(best, map_location=device, weights_only=True),
-                               strict=False)
+            lm.load_state_dict(read_checkpoint_weights(best), strict=False)
         merged = adapters.merge_lora(lm)
         export_model(loaded, lm, run.dir / "model")
         plot_history(state["history"], run.dir / "plots" / "loss.png")
@@ -197,6 +200,29 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
         lock.close()
     leave_dist(dist_info)
     return run.dir
+
+
+def resumed_checkpoint(run_dir: Path) -> dict | None:
+    """The last checkpoint of a run to resume (None before the first epoch ended), read safely;
+    best.pt is checked too. Nothing is changed."""
+    folder = run_dir / "checkpoints"
+    if (folder / "best.pt").is_file():
+        read_checkpoint_weights(folder / "best.pt", check_only=True)
+    if not (folder / "last.pt").is_file():
+        return None
+    return read_checkpoint(folder / "last.pt")
+
+
+def read_checkpoint_weights(path: Path, check_only: bool = False) -> dict:
+    """best.pt (weights by name), read safely; `check_only` maps instead of reading them."""
+    from acr.core.safe_load import load_checkpoint
+
+    weights = load_checkpoint(path, mmap=check_only, hint="; resume only a run whose "
+                              "checkpoints acr wrote, or start a new run")
+    if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+        raise UsageError(f"{path} is not an acr weights checkpoint (a dict of tensors); start "
+                         "a new run")
+    return weights
 
 
 def stopped(state: dict, cfg: FinetuneConfig) -> bool:
