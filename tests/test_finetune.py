@@ -247,6 +247,51 @@ def test_killed_and_resumed_gives_the_same_history(acr, in_tmp, demo):
     assert meta["status"] == "completed" and len(meta["resumed"]) == 1
 
 
+PROGRESSIVE = CONFIG.replace("strategy: full", "strategy: progressive\n"
+                             "progressive: {stages: 2}\nwarmup_ratio: 0.99\npatience: 0") \
+    .replace("epochs: 3", "epochs: 2").replace("lr: 3.0e-3", "lr: 0.3")
+
+
+@pytest.mark.slow
+def test_progressive_writes_the_best_epochs_whole_model_and_reports_its_stages(acr, in_tmp,
+                                                                                demo):
+    """The learning rate rises to 0.3 through epoch 2, so epoch 1 (stage 1) is the best and
+    epoch 2 (stage 2, layer 0 unfrozen) spoils it: the written model must be epoch 1's whole
+    model, with epoch 1's validation loss."""
+    from contextlib import nullcontext
+
+    from acr.commands.finetune import codes as code_cache
+    from acr.commands.finetune.train import evaluate
+    from acr.core.distributed import Dist
+    from acr.core.models import acr_home, load_for_training
+
+    result = acr("finetune", config(in_tmp, demo, PROGRESSIVE), "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    rows = history(in_tmp / "R")
+    assert float(rows[1]["valid_loss"]) > float(rows[0]["valid_loss"])  # epoch 1 is the best
+    loaded = load_for_training(str(in_tmp / "R/model"), "cpu")
+    _, valid_files = data.split(data.scan(demo).files, 0.1, 1)
+    cache, encoded = code_cache.cached_codes(loaded, valid_files, 2.0,
+                                             acr_home() / "cache" / "codes")
+    assert encoded == 0  # the codes the run validated on
+    items = [item for f in valid_files for item in cache[f.rel]]
+    batch_size = json.loads((in_tmp / "R/meta.json").read_text())["batch_size"]
+    loss = evaluate(Predict(loaded.model.lm), loaded.model.lm, items, batch_size, "cpu",
+                    nullcontext, Dist())
+    assert loss == pytest.approx(float(rows[0]["valid_loss"]), rel=1e-5)
+    # the stages as they start (issue 17 #20), and the first count right
+    text = " ".join(result.stderr.split())
+    assert "progressive: 131,584 of 283,840 parameters train in the first of 2 stages " \
+        "(283,840 by the last)" in text
+    assert "stage 1/2 from epoch 1: trains layer 1, output heads, out_norm (lr x1); 131,584 " \
+        "of 283,840 parameters train" in text
+    assert "stage 2/2 from epoch 2: unfreezes layer 0, embeddings, conditioner, fuser " \
+        "(lr x0.5); 283,840 of 283,840 parameters train" in text
+    events = [json.loads(line) for line in (in_tmp / "R/events.jsonl").read_text().splitlines()]
+    assert [(e["stage"], e["epoch"], e["trainable_parameters"]) for e in events
+            if e["event"] == "stage.start"] == [(1, 1, 131584), (2, 2, 283840)]
+
+
 def test_corrupt_file_among_good_ones_is_skipped_and_reported(acr, in_tmp, demo):
     import shutil
 

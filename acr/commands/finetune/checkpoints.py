@@ -63,20 +63,22 @@ def seed_everything(lm: nn.Module, seed: int) -> None:
 
 
 
-def trainable_state(lm: nn.Module) -> dict:
-    """Everything that training may have changed: trainable parameters (and adapters)."""
+def trainable_state(lm: nn.Module, names: set[str]) -> dict:
+    """Everything that training may have changed: the parameters named in `names` (those that
+    train at any stage, adapters included), whether or not they train right now."""
     return {name: p.detach().to("cpu").clone() for name, p in lm.named_parameters()
-            if p.requires_grad or name.endswith((".A", ".B"))}
+            if name in names}
 
 
-def save_trainable(lm: nn.Module, path: Path) -> None:
+def save_trainable(lm: nn.Module, names: set[str], path: Path) -> None:
     with replacing(path) as tmp:
-        torch.save(trainable_state(lm), tmp)
+        torch.save(trainable_state(lm, names), tmp)
 
 
-def save_checkpoint(path: Path, lm, optimizer, scheduler, scaler, state: dict) -> None:
+def save_checkpoint(path: Path, lm, names: set[str], optimizer, scheduler, scaler,
+                    state: dict) -> None:
     with replacing(path) as tmp:
-        torch.save({"weights": trainable_state(lm), "optimizer": optimizer.state_dict(),
+        torch.save({"weights": trainable_state(lm, names), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler else None,
                     "state": state, "rng": rng_state(lm)}, tmp)

@@ -84,6 +84,7 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
             console.info(line)
     seed_everything(lm, cfg.seed)  # first: LoRA's initialisation draws from the seeded RNG
     groups = adapters.trainable_groups(lm, cfg)
+    names = adapters.trained_names(lm, groups)
     n_trainable = sum(p.numel() for g in groups for p in g.params)
     n_total = sum(p.numel() for p in lm.parameters())
     if cfg.activation_checkpointing:
@@ -105,8 +106,11 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
         trainable_parameters=n_trainable, total_parameters=n_total)
     if dist_info.main:
         console.info(f"run folder: {run.dir}")
-        console.info(f"{cfg.strategy}: {n_trainable:,} of {n_total:,} parameters train; "
-                     f"batch {batch_size} x {cfg.grad_accum} accumulation on {device}")
+        console.info(f"{cfg.strategy}: {adapters.count_training(groups, 0):,} of {n_total:,} "
+                     "parameters train"
+                     + (f" in the first of {len(groups)} stages ({n_trainable:,} by the last)"
+                        if cfg.strategy == "progressive" else "")
+                     + f"; batch {batch_size} x {cfg.grad_accum} accumulation on {device}")
 
     with run.marked_on_error(dist_info.main):
         if dist_info.main:
@@ -137,11 +141,14 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
             f.caption for f in valid_files + train_files))[:3]
 
         # ---- the loop
+        stage = None
         while state["epoch"] < cfg.epochs and not stopped(state, cfg):
             epoch = state["epoch"]
-            if cfg.strategy == "progressive":
-                adapters.set_stage(groups, adapters.stage_at(epoch, cfg.epochs,
-                                                             cfg.progressive.stages))
+            if cfg.strategy == "progressive" and stage != (stage := adapters.stage_at(
+                    epoch, cfg.epochs, cfg.progressive.stages)):
+                adapters.set_stage(groups, stage)
+                if dist_info.main:
+                    announce_stage(run, groups, stage, cfg.progressive.stages, epoch, n_total)
             started = time.perf_counter()
             train_loss, tokens = train_epoch(model, lm, train_items, optimizer, scheduler, scaler,
                                              autocast, cfg, batch_size, epoch, device, dist_info)
@@ -161,13 +168,13 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
                              f"{valid_loss:.4f}, lr {row['lr']:.2e}, "
                              f"{row['tokens_per_s']:.0f} tokens/s"
                              + (" (best)" if improved else ""))
-                if improved:
-                    save_trainable(lm, run.dir / "checkpoints" / "best.pt")
+                if improved:  # every weight that trains at any stage, as it is now
+                    save_trainable(lm, names, run.dir / "checkpoints" / "best.pt")
                 if cfg.sample_every and (epoch + 1) % cfg.sample_every == 0:
                     write_samples(loaded, prompts, cfg, run.dir / "samples" / f"epoch-{epoch + 1:03d}")
                     lm.train()
-                save_checkpoint(run.dir / "checkpoints" / "last.pt", lm, optimizer, scheduler,
-                                scaler, state)
+                save_checkpoint(run.dir / "checkpoints" / "last.pt", lm, names, optimizer,
+                                scheduler, scaler, state)
                 write_atomic(run.dir / "history.csv", history_csv(state["history"]))
                 run.event("epoch.end", **{k: row[k] for k in HISTORY_COLUMNS})
 
@@ -223,6 +230,19 @@ def read_checkpoint_weights(path: Path, check_only: bool = False) -> dict:
         raise UsageError(f"{path} is not an acr weights checkpoint (a dict of tensors); start "
                          "a new run")
     return weights
+
+
+def announce_stage(run, groups: list, stage: int, stages: int, epoch: int, n_total: int
+                   ) -> None:
+    """Which layers a progressive stage unfreezes and how many parameters then train."""
+    new = [g for g in groups if g.stage == stage]
+    training = adapters.count_training(groups, stage)
+    what = "; ".join(f"{g.label} (lr x{g.lr_factor:g})" for g in new) or "nothing new"
+    console.info(f"stage {stage + 1}/{stages} from epoch {epoch + 1}: "
+                 f"{'trains' if stage == 0 else 'unfreezes'} {what}; {training:,} of "
+                 f"{n_total:,} parameters train")
+    run.event("stage.start", stage=stage + 1, epoch=epoch + 1, unfreezes=[g.label for g in new],
+              trainable_parameters=training)
 
 
 def stopped(state: dict, cfg: FinetuneConfig) -> bool:
