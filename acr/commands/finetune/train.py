@@ -24,7 +24,7 @@ from acr.commands.finetune.outputs import (HISTORY_COLUMNS, export_model, histor
 from acr.core import console
 from acr.core.config.loader import dump_yaml, to_dict
 from acr.core.config.schema import FinetuneConfig
-from acr.core.distributed import init_dist, leave_dist, rank_device
+from acr.core.distributed import init_dist, leave_dist, rank_device, same_on_all_ranks
 from acr.core.errors import UsageError
 from acr.core.memory import training_batch_size
 from acr.core.models import acr_home, device_name, load_for_training, resolve_device
@@ -119,9 +119,6 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
 
         # model, optimiser, schedule
         lm.train()
-        model: nn.Module = Predict(lm)
-        if dist_info.world > 1:
-            model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
         optimizer = torch.optim.AdamW(
             [{"params": g.params, "lr": cfg.lr * g.lr_factor} for g in groups],
             lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
@@ -141,13 +138,17 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
             f.caption for f in valid_files + train_files))[:3]
 
         # ---- the loop
-        stage = None
+        model, stage = None, None
         while state["epoch"] < cfg.epochs and not stopped(state, cfg):
             epoch = state["epoch"]
-            if cfg.strategy == "progressive" and stage != (stage := adapters.stage_at(
-                    epoch, cfg.epochs, cfg.progressive.stages)):
+            now = adapters.stage_at(epoch, cfg.epochs, cfg.progressive.stages) \
+                if cfg.strategy == "progressive" else 0
+            if now != stage:
+                stage = now
                 adapters.set_stage(groups, stage)
-                if dist_info.main:
+                # DDP reduces the gradients of the parameters that train when it is built
+                model = wrap(lm, dist_info)
+                if dist_info.main and cfg.strategy == "progressive":
                     announce_stage(run, groups, stage, cfg.progressive.stages, epoch, n_total)
             started = time.perf_counter()
             train_loss, tokens = train_epoch(model, lm, train_items, optimizer, scheduler, scaler,
@@ -177,6 +178,10 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
                                 scheduler, scaler, state)
                 write_atomic(run.dir / "history.csv", history_csv(state["history"]))
                 run.event("epoch.end", **{k: row[k] for k in HISTORY_COLUMNS})
+
+        if dist_info.world > 1 and not same_on_all_ranks(dist_info, weights_digest(lm, names)):
+            raise RuntimeError("the ranks' weights differ after training (their gradients "
+                               "were not all reduced)")
 
     # ---- cleanup: best weights, merged, as a release folder; plot; summary
     if dist_info.main:
@@ -243,6 +248,40 @@ def announce_stage(run, groups: list, stage: int, stages: int, epoch: int, n_tot
                  f"{n_total:,} parameters train")
     run.event("stage.start", stage=stage + 1, epoch=epoch + 1, unfreezes=[g.label for g in new],
               trainable_parameters=training)
+
+
+def wrap(lm: nn.Module, dist_info) -> nn.Module:
+    """The module a training step calls: Predict(lm), in DistributedDataParallel under torchrun.
+    Every trainable weight takes part in each forward with the conditioners acr knows, so DDP
+    need not search for unused ones (and warn that it found none)."""
+    model: nn.Module = Predict(lm)
+    if dist_info.world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=may_leave_parameters_unused(lm))
+    return model
+
+
+def may_leave_parameters_unused(lm: nn.Module) -> bool:
+    """Whether a forward may leave a trainable parameter without a gradient: only when a
+    conditioner other than the text ones (LUT, T5), which always use their weights, trains."""
+    from audiocraft.modules.conditioners import LUTConditioner, T5Conditioner
+
+    return any(any(p.requires_grad for p in c.parameters())
+               and not isinstance(c, (LUTConditioner, T5Conditioner))
+               for c in lm.condition_provider.conditioners.values())
+
+
+def weights_digest(lm: nn.Module, names: set[str]) -> str:
+    """sha256 of the weights that train (DistributedDataParallel keeps them equal on every
+    rank, bit for bit)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, p in sorted(lm.named_parameters()):
+        if name in names:
+            data = p.detach().to("cpu").reshape(-1).contiguous().view(torch.uint8)
+            digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def stopped(state: dict, cfg: FinetuneConfig) -> bool:
