@@ -5,6 +5,7 @@ gave; an existing non-empty folder is never reused (resuming commands open their
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -175,52 +176,73 @@ def open_run(folder: Path, command: str) -> Run:
     return run
 
 
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved configs."""
-    lines = []
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) of every key whose value differs between two
+    resolved configs."""
+    out = []
     for key in sorted(set(old) | set(new), key=lambda k: (k not in old, str(k))):
         path = f"{prefix}{key}"
         a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
         if isinstance(a, dict) and isinstance(b, dict):
-            lines += config_differences(a, b, path + ".")
+            out += config_differences(a, b, path + ".")
         elif a != b:
-            lines.append(f"{path}: run has {json.dumps(a)}, config has {json.dumps(b)}")
-    return lines
+            out.append((path, a, b))
+    return out
 
 
 def resume_config(run_dir: Path, schema: type, given: Any | None) -> Any:
-    """The run's own config; refuse (listing the differences) if `given` differs from it."""
+    """The config to resume a run with: the run's own, or `given` (a CONFIG, or the run's own
+    with flags and --set applied) where it changes only what cannot change the results
+    (`schema.RESUME_MAY_CHANGE`, e.g. the device; a batch size equal to the one the run used).
+    Any other difference is refused, naming each key, before anything is written."""
     import yaml
 
     from acr.core.config.loader import load_config, to_dict
 
     recorded = load_config(schema, run_dir / "config.yaml")
-    if given is not None:
-        ours = to_dict(given)
-        theirs = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        # keys the run resolved (None in a fresh config means "the default" it was resolved to)
-        ours = {k: (theirs.get(k) if v is None and k in theirs else v) for k, v in ours.items()}
-        differences = config_differences(theirs, ours)
-        if differences:
-            raise UsageError(f"{run_dir}: the config changed since this run started; resume "
-                             "without CONFIG to use the run's own, or start a new run:",
-                             *[f"  {line}" for line in differences])
-    return recorded
+    if given is None:
+        return recorded
+    ours = to_dict(given)
+    theirs = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    # keys the run resolved (None in a fresh config means "the default" it was resolved to)
+    ours = {k: (theirs.get(k) if v is None and k in theirs else v) for k, v in ours.items()}
+    used_batch_size = Run(run_dir).meta().get("batch_size")
+    refused = [(key, a, b) for key, a, b in config_differences(theirs, ours)
+               if key not in schema.RESUME_MAY_CHANGE
+               and not (key == "batch_size" and b == used_batch_size)]
+    if refused:
+        may = ", ".join(schema.RESUME_MAY_CHANGE)
+        raise UsageError(f"{run_dir}: the config changed since this run started, and a resumed "
+                         f"run may change only {may} (anything else would change its results); "
+                         "resume without these changes, or start a new run:",
+                         *[f"  {key}: run has {json.dumps(a)}, config has {json.dumps(b)}"
+                           for key, a, b in refused])
+    return dataclasses.replace(recorded, **{k: getattr(given, k)
+                                            for k in schema.RESUME_MAY_CHANGE})
 
 
 def begin_run(command: str, name: str, config_yaml: str, seed: int | None, device: str,
               device_label: str, out: Path | None, argv: list[str] | None,
               resumed: Run | None) -> tuple[Run, Any]:
     """Start a new run, or reopen `resumed`; either way lock it and remove stale temporaries.
-    Returns (run, lock handle)."""
+    A resumed run whose config changed (what resume_config allows: the device, ...) gets the
+    new config.yaml, and the run.resume event lists the changes. Returns (run, lock handle)."""
+    import yaml
+
     run = resumed or start_run(command, name, config_yaml, seed, device, device_label, out=out,
                                argv=argv)
     lock = lock_run(run.dir)
     removed = remove_stale_temporaries(run.dir)
     if resumed is not None:
-        run.update_meta(status="running", ended=None,
+        changed = config_differences(
+            yaml.safe_load((run.dir / "config.yaml").read_text(encoding="utf-8")),
+            yaml.safe_load(config_yaml))
+        if changed:
+            write_atomic(run.dir / "config.yaml", config_yaml)
+        run.update_meta(status="running", ended=None, device=device, device_name=device_label,
                         resumed=[*run.meta().get("resumed", []), utc_now()])
-        run.event("run.resume", removed_temporaries=removed)
+        run.event("run.resume", removed_temporaries=removed,
+                  **({"changed": {key: [a, b] for key, a, b in changed}} if changed else {}))
     return run, lock
 
 

@@ -22,7 +22,7 @@ from acr.commands.finetune.loss import Predict, batch_loss
 from acr.commands.finetune.outputs import (HISTORY_COLUMNS, export_model, history_csv,
                                            plot_history, write_samples)
 from acr.core import console
-from acr.core.config.loader import dump_yaml, to_dict
+from acr.core.config.loader import dump_yaml, load_config, to_dict
 from acr.core.config.schema import FinetuneConfig
 from acr.core.distributed import init_dist, leave_dist, rank_device, same_on_all_ranks
 from acr.core.errors import UsageError
@@ -62,8 +62,9 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
     resumed = open_run(resume, "finetune") if resume is not None else None
     checkpoint = None
     if resumed is not None:
+        recorded_epochs = load_config(FinetuneConfig, resumed.dir / "config.yaml").epochs
         cfg = resume_config(resumed.dir, FinetuneConfig, cfg)
-        checkpoint = resumed_checkpoint(resumed.dir)
+        checkpoint = resumed_checkpoint(resumed.dir, cfg, recorded_epochs)
     assert cfg is not None
     scanned = data.scan(Path(cfg.data))
     device = resolve_device(rank_device(cfg.device, dist_info))
@@ -131,6 +132,10 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
         state = {"epoch": 0, "history": [], "best": math.inf, "bad_epochs": 0}
         if checkpoint is not None:
             state = restore_checkpoint(checkpoint, lm, optimizer, scheduler, scaler)
+            # the learning rate of the next step, on this schedule (--epochs may stretch it)
+            for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs,
+                                           scheduler.lr_lambdas):
+                group["lr"] = base * factor(scheduler.last_epoch)
             checkpoint = None
         if dist_info.main:
             run.update_meta(precision=precision, steps_per_epoch=steps_per_epoch)
@@ -141,10 +146,9 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
         model, stage = None, None
         while state["epoch"] < cfg.epochs and not stopped(state, cfg):
             epoch = state["epoch"]
-            now = adapters.stage_at(epoch, cfg.epochs, cfg.progressive.stages) \
-                if cfg.strategy == "progressive" else 0
+            now = stage_of(state, cfg)
             if now != stage:
-                stage = now
+                stage = state["stage"] = now
                 adapters.set_stage(groups, stage)
                 # DDP reduces the gradients of the parameters that train when it is built
                 model = wrap(lm, dist_info)
@@ -214,15 +218,25 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
     return run.dir
 
 
-def resumed_checkpoint(run_dir: Path) -> dict | None:
-    """The last checkpoint of a run to resume (None before the first epoch ended), read safely;
-    best.pt is checked too. Nothing is changed."""
+def resumed_checkpoint(run_dir: Path, cfg: FinetuneConfig, recorded_epochs: int
+                       ) -> dict | None:
+    """The last checkpoint of a run to resume (None before the first epoch ended), read safely,
+    with `cfg.epochs` checked against it; best.pt is checked too. Nothing is changed."""
     folder = run_dir / "checkpoints"
     if (folder / "best.pt").is_file():
         read_checkpoint_weights(folder / "best.pt", check_only=True)
     if not (folder / "last.pt").is_file():
         return None
-    return read_checkpoint(folder / "last.pt")
+    saved = read_checkpoint(folder / "last.pt")
+    done = int(saved["state"]["epoch"])
+    if cfg.epochs < done:
+        raise UsageError(f"--epochs {cfg.epochs}: {run_dir} has already trained {done} epochs; "
+                         f"give {done} or more (or leave --epochs out)")
+    if cfg.epochs > recorded_epochs and stopped(saved["state"], cfg):
+        raise UsageError(f"--epochs {cfg.epochs}: {run_dir} stopped early after epoch {done} "
+                         f"({cfg.patience} epochs without a better validation loss), so more "
+                         "epochs would not train; start a new run instead")
+    return saved
 
 
 def read_checkpoint_weights(path: Path, check_only: bool = False) -> dict:
@@ -235,6 +249,15 @@ def read_checkpoint_weights(path: Path, check_only: bool = False) -> dict:
         raise UsageError(f"{path} is not an acr weights checkpoint (a dict of tensors); start "
                          "a new run")
     return weights
+
+
+def stage_of(state: dict, cfg: FinetuneConfig) -> int:
+    """The progressive stage of the next epoch (never lower than the last one: a run extended
+    with --epochs keeps what it has unfrozen); 0 for the other strategies."""
+    if cfg.strategy != "progressive":
+        return 0
+    return max(state.get("stage", 0),
+               adapters.stage_at(state["epoch"], cfg.epochs, cfg.progressive.stages))
 
 
 def announce_stage(run, groups: list, stage: int, stages: int, epoch: int, n_total: int
