@@ -374,12 +374,29 @@ def test_ddp_two_gloo_ranks(tmp_path, demo):
 
 
 @pytest.mark.slow
-def test_activation_checkpointing_gives_the_same_losses(acr, in_tmp, demo):
-    """Recomputing activations in the backward pass changes memory, not the result."""
+def test_activation_checkpointing_gives_the_same_losses(acr, in_tmp, demo, monkeypatch):
+    """Recomputing activations in the backward pass changes memory, not the result; and it
+    really recomputes: every transformer layer runs twice per training step (forward, and
+    again in the backward pass), counted on AudioCraft's own layer class."""
+    from audiocraft.modules.transformer import StreamingTransformerLayer
+
+    calls = {"training": 0}
+    forward = StreamingTransformerLayer.forward
+
+    def counted(self, *args, **kwargs):
+        if self.training and torch.is_grad_enabled():
+            calls["training"] += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(StreamingTransformerLayer, "forward", counted)
     plain = config(in_tmp, demo, CONFIG.replace("epochs: 3", "epochs: 2"))
     assert acr("finetune", plain, "--out", "A").exit_code == 0
+    without = calls["training"]
     result = acr("finetune", plain, "--set", "activation_checkpointing=true", "--out", "B")
     assert result.exit_code == 0, result.stderr
+    steps = json.loads((in_tmp / "A/meta.json").read_text())["steps_per_epoch"] * 2
+    assert without == steps * 2  # 2 epochs' steps x 2 layers of the tiny model
+    assert calls["training"] - without == 2 * without
     columns = ["train_loss", "valid_loss"]
     a, b = history(in_tmp / "A"), history(in_tmp / "B")
     assert [float(r[c]) for r in a for c in columns] == pytest.approx(
