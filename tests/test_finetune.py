@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from acr.core.config.loader import load_config
 from acr.core.config.schema import FinetuneConfig
@@ -290,6 +292,50 @@ def test_progressive_writes_the_best_epochs_whole_model_and_reports_its_stages(a
     events = [json.loads(line) for line in (in_tmp / "R/events.jsonl").read_text().splitlines()]
     assert [(e["stage"], e["epoch"], e["trainable_parameters"]) for e in events
             if e["event"] == "stage.start"] == [(1, 1, 131584), (2, 2, 283840)]
+
+
+@pytest.mark.slow
+def test_shipped_finetune_tiny_config_runs_as_the_readme_says(acr, tmp_path, monkeypatch):
+    """configs/finetune-tiny.yaml unchanged, from a checkout-like folder, on the demo data made
+    where the config expects it (a smaller set than the command's default)."""
+    from helpers import ROOT
+
+    (tmp_path / "configs").mkdir()
+    shutil.copy(ROOT / "configs/finetune-tiny.yaml", tmp_path / "configs")
+    data.make_demo_data(tmp_path / "experiments/finetune-demo-data", files_per_class=2,
+                        seconds=2.0)
+    monkeypatch.chdir(tmp_path)
+    result = acr("finetune", "configs/finetune-tiny.yaml", "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    run = tmp_path / "R"
+    assert json.loads((run / "meta.json").read_text())["status"] == "completed"
+    assert len(history(run)) == 5  # the config's epochs (patience 3 may not stop it earlier)
+    assert len(list((run / "samples/epoch-005").glob("*.wav"))) == 3
+    assert sf.info(str(next((run / "samples/epoch-005").glob("*.wav")))).duration == 2.0
+    assert {p.name for p in (run / "model").iterdir()} == {"state_dict.bin",
+                                                           "compression_state_dict.bin"}
+
+
+@pytest.mark.slow
+def test_shipped_musicgen_small_lora_config_runs_on_the_tiny_model(acr, in_tmp, demo):
+    """configs/finetune-musicgen-small-lora.yaml with only the model, the data, the device and
+    the sizes swapped: rank-16 LoRA on every target, merged into a plain AudioCraft model."""
+    from helpers import ROOT
+
+    result = acr("finetune", ROOT / "configs/finetune-musicgen-small-lora.yaml",
+                 "--set", "model=tiny-musicgen", "--set", f"data={demo}",
+                 "--set", "device=cpu", "--set", "epochs=1", "--set", "segment_duration=2.0",
+                 "--set", "sample_every=1", "--set", "sample_duration=0.5", "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    run = in_tmp / "R"
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert (recorded["strategy"], recorded["lora"]["rank"], recorded["grad_accum"]) == \
+        ("lora", 16, 4)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_run"] == 1 and summary["merged_adapters"] == 12
+    assert len(list((run / "samples/epoch-001").glob("*.wav"))) == 3
+    state = torch.load(run / "model/state_dict.bin", weights_only=True)["best_state"]
+    assert not any(".A" in k or "parametrizations" in k for k in state)  # merged, plain
 
 
 def test_corrupt_file_among_good_ones_is_skipped_and_reported(acr, in_tmp, demo):
