@@ -109,7 +109,8 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
         console.info(f"run folder: {run.dir}")
         console.info(f"{cfg.strategy}: {adapters.count_training(groups, 0):,} of {n_total:,} "
                      "parameters train"
-                     + (f" in the first of {len(groups)} stages ({n_trainable:,} by the last)"
+                     + (f" in the first of {cfg.progressive.stages} stages ({n_trainable:,} by "
+                        "the last)"
                         if cfg.strategy == "progressive" else "")
                      + f"; batch {batch_size} x {cfg.grad_accum} accumulation on {device}")
 
