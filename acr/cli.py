@@ -76,6 +76,17 @@ def _overrides(sets: Optional[list[str]], flags: dict[str, tuple[str, Any]]) -> 
     return out
 
 
+def _resumed_config(schema: type, run_dir: Optional[Path], overrides: list) -> Any:
+    """With --resume and no CONFIG: the run's own config with the flags and --set values
+    applied (the recipe's resume check then refuses any that would change the results), or
+    None when there are none (or it is not a run folder: the recipe says so)."""
+    from acr.core.config.loader import load_config
+
+    if run_dir is None or not overrides or not (Path(run_dir) / "config.yaml").is_file():
+        return None
+    return load_config(schema, Path(run_dir) / "config.yaml", overrides)
+
+
 def _from_config_folder(path: str, config: Optional[Path]) -> str:
     """A path from a config file is relative to the file's folder (from flags: to the cwd)."""
     resolved = Path(path).expanduser()
@@ -231,7 +242,8 @@ def experiment_run(
     config: Optional[Path] = typer.Argument(None, help="Experiment YAML (optional with "
                                             "--resume: the run's own config is used)."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder: keep finished "
-                                          "samples, generate the missing ones."),
+                                          "samples, generate the missing ones. --device may "
+                                          "change; a change to anything else is refused."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     batch_size: Optional[str] = typer.Option(None, help="Samples per batch, or auto."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
@@ -255,8 +267,9 @@ def experiment_run(
         overrides = _overrides(set_, {"device": ("--device", device)})
         if batch_size is not None:  # a number or auto, read like a config value
             overrides.append(("batch_size", flag_yaml(batch_size, "--batch-size")))
-        cfg = load_config(ExperimentConfig, config, overrides) if config is not None else None
-        if cfg is not None:  # conditioning audio paths: relative to the config file's folder
+        cfg = load_config(ExperimentConfig, config, overrides) if config is not None else \
+            _resumed_config(ExperimentConfig, resume, overrides)
+        if config is not None:  # conditioning audio paths: relative to the config file's folder
             cfg = dataclasses.replace(cfg, prompt_sets={
                 name: [_resolve_prompt_paths(p, config) for p in prompts]
                 for name, prompts in cfg.prompt_sets.items()})
@@ -295,7 +308,8 @@ def finetune(
     config: Optional[Path] = typer.Argument(None, help="Fine-tune YAML (optional with --resume "
                                             "or --make-demo-data)."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last "
-                                          "checkpoint."),
+                                          "checkpoint. --device may change, and --epochs N "
+                                          "extends it; a change to anything else is refused."),
     make_demo_data: Optional[Path] = typer.Option(None, "--make-demo-data", help="Write a small "
                                                   "captioned dataset (chords, arpeggios, drum "
                                                   "loops; 44.1 kHz stereo) to this folder and "
@@ -325,11 +339,12 @@ def finetune(
         if resume is not None and out is not None:
             raise UsageError("--out and --resume do not go together: a resumed run stays in its "
                              "folder")
-        cfg = None
+        overrides = _overrides(set_, {"device": ("--device", device),
+                                      "epochs": ("--epochs", epochs)})
+        cfg = _resumed_config(FinetuneConfig, resume, overrides)
         if config is not None:
             check_kind(config, "finetune")
-            cfg = load_config(FinetuneConfig, config, _overrides(
-                set_, {"device": ("--device", device), "epochs": ("--epochs", epochs)}))
+            cfg = load_config(FinetuneConfig, config, overrides)
             cfg = dataclasses.replace(cfg, data=_from_config_folder(cfg.data, config))
         check_out_dir(out)
 

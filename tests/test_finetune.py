@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from acr.core.config.loader import load_config
 from acr.core.config.schema import FinetuneConfig
@@ -247,6 +249,95 @@ def test_killed_and_resumed_gives_the_same_history(acr, in_tmp, demo):
     assert meta["status"] == "completed" and len(meta["resumed"]) == 1
 
 
+PROGRESSIVE = CONFIG.replace("strategy: full", "strategy: progressive\n"
+                             "progressive: {stages: 2}\nwarmup_ratio: 0.99\npatience: 0") \
+    .replace("epochs: 3", "epochs: 2").replace("lr: 3.0e-3", "lr: 0.3")
+
+
+@pytest.mark.slow
+def test_progressive_writes_the_best_epochs_whole_model_and_reports_its_stages(acr, in_tmp,
+                                                                                demo):
+    """The learning rate rises to 0.3 through epoch 2, so epoch 1 (stage 1) is the best and
+    epoch 2 (stage 2, layer 0 unfrozen) spoils it: the written model must be epoch 1's whole
+    model, with epoch 1's validation loss."""
+    from contextlib import nullcontext
+
+    from acr.commands.finetune import codes as code_cache
+    from acr.commands.finetune.train import evaluate
+    from acr.core.distributed import Dist
+    from acr.core.models import acr_home, load_for_training
+
+    result = acr("finetune", config(in_tmp, demo, PROGRESSIVE), "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    rows = history(in_tmp / "R")
+    assert float(rows[1]["valid_loss"]) > float(rows[0]["valid_loss"])  # epoch 1 is the best
+    loaded = load_for_training(str(in_tmp / "R/model"), "cpu")
+    _, valid_files = data.split(data.scan(demo).files, 0.1, 1)
+    cache, encoded = code_cache.cached_codes(loaded, valid_files, 2.0,
+                                             acr_home() / "cache" / "codes")
+    assert encoded == 0  # the codes the run validated on
+    items = [item for f in valid_files for item in cache[f.rel]]
+    batch_size = json.loads((in_tmp / "R/meta.json").read_text())["batch_size"]
+    loss = evaluate(Predict(loaded.model.lm), loaded.model.lm, items, batch_size, "cpu",
+                    nullcontext, Dist())
+    assert loss == pytest.approx(float(rows[0]["valid_loss"]), rel=1e-5)
+    # the stages as they start (issue 17 #20), and the first count right
+    text = " ".join(result.stderr.split())
+    assert "progressive: 131,584 of 283,840 parameters train in the first of 2 stages " \
+        "(283,840 by the last)" in text
+    assert "stage 1/2 from epoch 1: trains layer 1, output heads, out_norm (lr x1); 131,584 " \
+        "of 283,840 parameters train" in text
+    assert "stage 2/2 from epoch 2: unfreezes layer 0, embeddings, conditioner, fuser " \
+        "(lr x0.5); 283,840 of 283,840 parameters train" in text
+    events = [json.loads(line) for line in (in_tmp / "R/events.jsonl").read_text().splitlines()]
+    assert [(e["stage"], e["epoch"], e["trainable_parameters"]) for e in events
+            if e["event"] == "stage.start"] == [(1, 1, 131584), (2, 2, 283840)]
+
+
+@pytest.mark.slow
+def test_shipped_finetune_tiny_config_runs_as_the_readme_says(acr, tmp_path, monkeypatch):
+    """configs/finetune-tiny.yaml unchanged, from a checkout-like folder, on the demo data made
+    where the config expects it (a smaller set than the command's default)."""
+    from helpers import ROOT
+
+    (tmp_path / "configs").mkdir()
+    shutil.copy(ROOT / "configs/finetune-tiny.yaml", tmp_path / "configs")
+    data.make_demo_data(tmp_path / "experiments/finetune-demo-data", files_per_class=2,
+                        seconds=2.0)
+    monkeypatch.chdir(tmp_path)
+    result = acr("finetune", "configs/finetune-tiny.yaml", "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    run = tmp_path / "R"
+    assert json.loads((run / "meta.json").read_text())["status"] == "completed"
+    assert len(history(run)) == 5  # the config's epochs (patience 3 may not stop it earlier)
+    assert len(list((run / "samples/epoch-005").glob("*.wav"))) == 3
+    assert sf.info(str(next((run / "samples/epoch-005").glob("*.wav")))).duration == 2.0
+    assert {p.name for p in (run / "model").iterdir()} == {"state_dict.bin",
+                                                           "compression_state_dict.bin"}
+
+
+@pytest.mark.slow
+def test_shipped_musicgen_small_lora_config_runs_on_the_tiny_model(acr, in_tmp, demo):
+    """configs/finetune-musicgen-small-lora.yaml with only the model, the data, the device and
+    the sizes swapped: rank-16 LoRA on every target, merged into a plain AudioCraft model."""
+    from helpers import ROOT
+
+    result = acr("finetune", ROOT / "configs/finetune-musicgen-small-lora.yaml",
+                 "--set", "model=tiny-musicgen", "--set", f"data={demo}",
+                 "--set", "device=cpu", "--set", "epochs=1", "--set", "segment_duration=2.0",
+                 "--set", "sample_every=1", "--set", "sample_duration=0.5", "--out", "R")
+    assert result.exit_code == 0, result.stderr
+    run = in_tmp / "R"
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    assert (recorded["strategy"], recorded["lora"]["rank"], recorded["grad_accum"]) == \
+        ("lora", 16, 4)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_run"] == 1 and summary["merged_adapters"] == 12
+    assert len(list((run / "samples/epoch-001").glob("*.wav"))) == 3
+    state = torch.load(run / "model/state_dict.bin", weights_only=True)["best_state"]
+    assert not any(".A" in k or "parametrizations" in k for k in state)  # merged, plain
+
+
 def test_corrupt_file_among_good_ones_is_skipped_and_reported(acr, in_tmp, demo):
     import shutil
 
@@ -309,13 +400,19 @@ def test_make_demo_data(acr, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_gloo_ranks(tmp_path, demo):
-    path = config(tmp_path, demo, CONFIG.replace("epochs: 3", "epochs: 2"))
+    """Progressive in two stages: DDP must reduce the gradients of the layers stage 2 unfreezes
+    (the run fails if the ranks' weights differ at the end), and it does not search for unused
+    parameters (none are), so it does not warn that it found none (issue 17 #16)."""
+    path = config(tmp_path, demo, CONFIG.replace("epochs: 3", "epochs: 2").replace(
+        "strategy: full", "strategy: progressive\nprogressive: {stages: 2}"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
                            "2", "-m", "acr", "finetune", str(path), "--out",
                            str(tmp_path / "R")], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "find_unused_parameters" not in proc.stderr
+    assert "stage 2/2 from epoch 2: unfreezes layer 0" in " ".join(proc.stderr.split())
     rows = history(tmp_path / "R")
     assert len(rows) == 2 and float(rows[1]["valid_loss"]) < float(rows[0]["valid_loss"])
     assert json.loads((tmp_path / "R/meta.json").read_text())["world_size"] == 2
@@ -323,12 +420,29 @@ def test_ddp_two_gloo_ranks(tmp_path, demo):
 
 
 @pytest.mark.slow
-def test_activation_checkpointing_gives_the_same_losses(acr, in_tmp, demo):
-    """Recomputing activations in the backward pass changes memory, not the result."""
+def test_activation_checkpointing_gives_the_same_losses(acr, in_tmp, demo, monkeypatch):
+    """Recomputing activations in the backward pass changes memory, not the result; and it
+    really recomputes: every transformer layer runs twice per training step (forward, and
+    again in the backward pass), counted on AudioCraft's own layer class."""
+    from audiocraft.modules.transformer import StreamingTransformerLayer
+
+    calls = {"training": 0}
+    forward = StreamingTransformerLayer.forward
+
+    def counted(self, *args, **kwargs):
+        if self.training and torch.is_grad_enabled():
+            calls["training"] += 1
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(StreamingTransformerLayer, "forward", counted)
     plain = config(in_tmp, demo, CONFIG.replace("epochs: 3", "epochs: 2"))
     assert acr("finetune", plain, "--out", "A").exit_code == 0
+    without = calls["training"]
     result = acr("finetune", plain, "--set", "activation_checkpointing=true", "--out", "B")
     assert result.exit_code == 0, result.stderr
+    steps = json.loads((in_tmp / "A/meta.json").read_text())["steps_per_epoch"] * 2
+    assert without == steps * 2  # 2 epochs' steps x 2 layers of the tiny model
+    assert calls["training"] - without == 2 * without
     columns = ["train_loss", "valid_loss"]
     a, b = history(in_tmp / "A"), history(in_tmp / "B")
     assert [float(r[c]) for r in a for c in columns] == pytest.approx(

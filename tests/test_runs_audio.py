@@ -149,9 +149,9 @@ def test_resume_matches_only_the_values_acr_picks_at_run_time():
     given = {"device": "auto", "seed": 1, "parameter_sets": {
         "a": {"extend_stride": None, "blend": None, "temperature": 1.0}}}
     assert runs.config_differences(recorded, runs.as_resolved(given, recorded)) == [
-        "parameter_sets.a.blend: run has 0.3, config has null"]
+        ("parameter_sets.a.blend", 0.3, None)]
     given["parameter_sets"]["a"]["blend"] = 0.3
     assert runs.config_differences(recorded, runs.as_resolved(given, recorded)) == []
     given["device"] = "cuda"
     assert runs.config_differences(recorded, runs.as_resolved(given, recorded)) == [
-        'device: run has "cpu", config has "cuda"']
+        ("device", "cpu", "cuda")]

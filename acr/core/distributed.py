@@ -54,6 +54,17 @@ def gather_from_all(dist_info: Dist, value: Any) -> list:
     return values
 
 
+def same_on_all_ranks(dist_info: Dist, value: Any) -> bool:
+    """Whether every rank holds the same `value` (e.g. a digest of its weights)."""
+    if dist_info.world == 1:
+        return True
+    import torch.distributed as dist
+
+    values: list[Any] = [None] * dist_info.world
+    dist.all_gather_object(values, value)
+    return all(v == values[0] for v in values)
+
+
 def wait_for_all(dist_info: Dist) -> None:
     """Wait for every rank (e.g. to finish its batches before rank 0 writes the manifest)."""
     if dist_info.world > 1:

@@ -70,11 +70,11 @@ def model_window(name: str) -> float | None:
         return RELEASED_WINDOWS.get(spec.family)
     if spec.kind == "folder":
         try:
-            import torch
-
-            pkg = torch.load(Path(spec.source) / "state_dict.bin", map_location="cpu", mmap=True,
-                             weights_only=True)
             import yaml
+
+            from acr.core.safe_load import load_checkpoint
+
+            pkg = load_checkpoint(Path(spec.source) / "state_dict.bin", mmap=True)
 
             return float(yaml.safe_load(pkg["xp.cfg"])["dataset"]["segment_duration"])
         except Exception:  # not readable here: loading the model reports it
@@ -271,18 +271,27 @@ def _load(spec: ModelSpec, device: str) -> LoadedModel:
     models = import_audiocraft()
     if spec.kind == "tiny":
         ensure_tiny_model(spec.name)
-    family = spec.family or _folder_family(Path(spec.source))
-    problem = unsupported(ModelSpec(spec.name, spec.source, family, spec.kind))
-    if problem:  # before any weights load
+    problem = unsupported(spec)  # known from the name: refused before any download
+    if problem:
         raise UsageError(problem)
-    cls = {"musicgen": models.MusicGen, "audiogen": models.AudioGen}[family]
     try:
+        # the files audiocraft's loaders will read, read safely first (a file that would run
+        # code, or is no checkpoint, is refused before audiocraft touches it)
+        lm_pkg, _ = release_checkpoints(spec, mmap=True)
+        family = spec.family or _family(lm_pkg)
+        del lm_pkg
+        problem = unsupported(ModelSpec(spec.name, spec.source, family, spec.kind))
+        if problem:  # a folder's family, from its config: refused before the weights load
+            raise UsageError(problem)
+        cls = {"musicgen": models.MusicGen, "audiogen": models.AudioGen}[family]
         model = cls.get_pretrained(spec.source, device=device)
     except ModuleNotFoundError as exc:
         if exc.name == "demucs":  # melody models split stems with demucs
             raise UsageError(f"model {spec.name!r} needs the demucs package for its melody "
                              "conditioning: pip install demucs==4.0.1 (the version of acr's "
                              "requirements.txt)") from exc
+        raise
+    except UsageError:
         raise
     except Exception as exc:
         if _is_demucs_download_error(exc):
@@ -295,16 +304,56 @@ def _load(spec: ModelSpec, device: str) -> LoadedModel:
     return LoadedModel(spec, model, family, device)
 
 
-def _folder_family(folder: Path) -> str:
-    """musicgen | audiogen | magnet, read from the checkpoint's xp.cfg without loading weights."""
-    import torch
+def _family(pkg: dict) -> str:
+    """musicgen | audiogen | magnet, from a release LM checkpoint's xp.cfg."""
     from omegaconf import OmegaConf
 
-    pkg = torch.load(folder / "state_dict.bin", map_location="cpu", mmap=True, weights_only=True)
     cfg = OmegaConf.create(pkg["xp.cfg"])
     if cfg.get("lm_model") == "transformer_lm_magnet":
         return "magnet"
     return "audiogen" if str(cfg.get("solver", "")).startswith("audiogen") else "musicgen"
+
+
+def release_paths(spec: ModelSpec) -> list[Path]:
+    """The LM and compression checkpoint files of a model, where audiocraft's loaders read them
+    (a hub model's from the Hugging Face cache, downloaded the way audiocraft does)."""
+    if spec.kind != "hub":
+        return [Path(spec.source) / f for f in RELEASE_FILES]
+    import audiocraft
+    from huggingface_hub import hf_hub_download
+
+    return [Path(hf_hub_download(repo_id=spec.source, filename=f,
+                                 cache_dir=os.environ.get("AUDIOCRAFT_CACHE_DIR"),
+                                 library_name="audiocraft",
+                                 library_version=audiocraft.__version__))
+            for f in RELEASE_FILES]
+
+
+def release_checkpoints(spec: ModelSpec, mmap: bool = False) -> tuple[dict, dict]:
+    """The LM and compression checkpoints of a model, {best_state, xp.cfg, ...} each, read
+    through acr's safe loader (what a fine-tuned release folder is built from; `mmap` maps the
+    weights instead of reading them). UsageError when a file would run code or is not an
+    AudioCraft release checkpoint."""
+    from acr.core.safe_load import UnreadableFile, load_checkpoint
+
+    where = f"model folder {spec.source}" if spec.kind == "folder" else f"model {spec.name!r}"
+    packages = []
+    for path in release_paths(spec):
+        try:
+            pkg = load_checkpoint(path, mmap=mmap, hint="; a model folder holds AudioCraft "
+                                  "release checkpoints (tensors and plain values only)")
+        except UnreadableFile as exc:
+            raise UsageError(f"{where}: not an AudioCraft model folder ({path.name} is not a "
+                             f"torch checkpoint: {exc.lines[0]})") from exc
+        if not isinstance(pkg, dict) or not ({"best_state", "xp.cfg"} <= set(pkg)
+                                             or "pretrained" in pkg):
+            raise UsageError(f"{where}: not an AudioCraft model folder ({path.name} holds no "
+                             "best_state and xp.cfg)")
+        packages.append(pkg)
+    if "xp.cfg" not in packages[0]:
+        raise UsageError(f"{where}: not an AudioCraft model folder ({RELEASE_FILES[0]} holds "
+                         "no best_state and xp.cfg)")
+    return packages[0], packages[1]
 
 
 def _is_fetch_error(exc: BaseException) -> bool:
@@ -504,13 +553,6 @@ def tiny_model_config(name: str) -> dict:
         # the model's window (max_duration): 30 s like the real MusicGen, 10 s like AudioGen
         "dataset": {"segment_duration": 30.0 if family == "musicgen" else 10.0},
     }
-
-
-def release_checkpoints(source: str) -> tuple[dict, dict]:
-    """The LM and compression checkpoints of a model (hub id or folder) as AudioCraft's loaders
-    read them: {best_state, xp.cfg, ...} each (what a fine-tuned release folder is built from)."""
-    loaders = import_audiocraft().loaders
-    return loaders.load_lm_model_ckpt(source), loaders.load_compression_model_ckpt(source)
 
 
 def write_release_folder(folder: Path, cfg: dict, lm_state: dict, compression_state: dict) -> None:

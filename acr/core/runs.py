@@ -5,6 +5,7 @@ gave; an existing non-empty folder is never reused (resuming commands open their
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import fcntl
 import hashlib
@@ -22,6 +23,7 @@ from acr.core.atomic import replacing
 from acr.core.distributed import Dist, share_from_main
 from acr.core.environment import git_commit, versions
 from acr.core.errors import UsageError
+from acr.core.safe_load import read_json
 
 DEFAULT_ROOT = Path("experiments")
 STATUSES = ("running", "completed", "failed", "interrupted")
@@ -98,7 +100,7 @@ class Run:
         return self.dir / "meta.json"
 
     def meta(self) -> dict:
-        return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        return read_json(self.meta_path)
 
     def update_meta(self, **fields: Any) -> None:
         write_json(self.meta_path, {**self.meta(), **fields})
@@ -192,17 +194,18 @@ def open_run(folder: Path, command: str) -> Run:
     return run
 
 
-def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved configs."""
-    lines = []
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) of every key whose value differs between two
+    resolved configs."""
+    out = []
     for key in sorted(set(old) | set(new), key=lambda k: (k not in old, str(k))):
         path = f"{prefix}{key}"
         a, b = old.get(key, "(absent)"), new.get(key, "(absent)")
         if isinstance(a, dict) and isinstance(b, dict):
-            lines += config_differences(a, b, path + ".")
+            out += config_differences(a, b, path + ".")
         elif a != b:
-            lines.append(f"{path}: run has {json.dumps(a)}, config has {json.dumps(b)}")
-    return lines
+            out.append((path, a, b))
+    return out
 
 
 # Keys whose config value asks acr to pick at run time; config.yaml records the pick.
@@ -228,28 +231,44 @@ def as_resolved(given: dict, recorded: dict, top: bool = True) -> dict:
 
 
 def resume_config(run_dir: Path, schema: type, given: Any | None) -> Any:
-    """The run's own config; refuse (listing the differences) if `given` differs from it."""
+    """The config to resume a run with: the run's own, or `given` (a CONFIG, or the run's own
+    with flags and --set applied) where it changes only what cannot change the results
+    (`schema.RESUME_MAY_CHANGE`, e.g. the device; a batch size equal to the one the run used).
+    Any other difference is refused, naming each key, before anything is written."""
     import yaml
 
     from acr.core.config.loader import load_config, to_dict
 
     recorded = load_config(schema, run_dir / "config.yaml")
-    if given is not None:
-        theirs = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        differences = config_differences(theirs, as_resolved(to_dict(given), theirs))
-        if differences:
-            raise UsageError(f"{run_dir}: the config changed since this run started; resume "
-                             "without CONFIG to use the run's own, or start a new run:",
-                             *[f"  {line}" for line in differences])
-    return recorded
+    if given is None:
+        return recorded
+    theirs = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    ours = as_resolved(to_dict(given), theirs)
+    used_batch_size = Run(run_dir).meta().get("batch_size")
+    refused = [(key, a, b) for key, a, b in config_differences(theirs, ours)
+               if key not in schema.RESUME_MAY_CHANGE
+               and not (key == "batch_size" and b == used_batch_size)]
+    if refused:
+        may = ", ".join(schema.RESUME_MAY_CHANGE)
+        raise UsageError(f"{run_dir}: the config changed since this run started, and a resumed "
+                         f"run may change only {may} (anything else would change its results); "
+                         "resume without these changes, or start a new run:",
+                         *[f"  {key}: run has {json.dumps(a)}, config has {json.dumps(b)}"
+                           for key, a, b in refused])
+    return dataclasses.replace(recorded, **{k: getattr(given, k)
+                                            for k in schema.RESUME_MAY_CHANGE})
 
 
 def begin_run(command: str, name: str, config_yaml: str, seed: int | None, device: str,
               device_label: str, out: Path | None, argv: list[str] | None,
               resumed: Run | None) -> tuple[Run, RunLock]:
     """Start a new run, or reopen `resumed`; either way lock it and remove stale temporaries.
-    Returns (run, lock). A new run that fails here is marked `failed`; a resumed run another
-    process holds is left as it is (that process owns it)."""
+    A new run that fails here is marked `failed`; a resumed run another process holds is left
+    as it is (that process owns it). A resumed run whose config changed (what resume_config
+    allows: the device, ...) gets the new config.yaml, and the run.resume event lists the
+    changes. Returns (run, lock)."""
+    import yaml
+
     if resumed is None:
         run = start_run(command, name, config_yaml, seed, device, device_label, out=out,
                         argv=argv)
@@ -259,9 +278,17 @@ def begin_run(command: str, name: str, config_yaml: str, seed: int | None, devic
     try:
         with resumed.marked_on_error():
             removed = remove_stale_temporaries(resumed.dir)
-            resumed.update_meta(status="running", ended=None,
+            changed = config_differences(
+                yaml.safe_load((resumed.dir / "config.yaml").read_text(encoding="utf-8")),
+                yaml.safe_load(config_yaml))
+            if changed:
+                write_atomic(resumed.dir / "config.yaml", config_yaml)
+            resumed.update_meta(status="running", ended=None, device=device,
+                                device_name=device_label,
                                 resumed=[*resumed.meta().get("resumed", []), utc_now()])
-            resumed.event("run.resume", removed_temporaries=removed)
+            resumed.event("run.resume", removed_temporaries=removed,
+                          **({"changed": {key: [a, b] for key, a, b in changed}}
+                             if changed else {}))
     except BaseException:
         lock.close()
         raise

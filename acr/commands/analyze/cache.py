@@ -3,7 +3,6 @@ disk keyed by file content and metric version (a re-run computes only changed cl
 from __future__ import annotations
 
 import dataclasses
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from acr.commands.analyze.clips import Clip
 from acr.commands.analyze.features import METRIC_VERSION, ClipFeatures, Extractor
 from acr.core.audio import Unreadable, read_clip
 from acr.core.runs import file_digest, write_json
+from acr.core.safe_load import read_json
 
 BATCH = 16
 
@@ -58,7 +58,7 @@ def cached_features(clips: list[Clip], cache_dir: Path, on_progress=None
     for key in keys:
         entry = cache_dir / f"{key}.json"
         if entry.is_file():
-            data = json.loads(entry.read_text(encoding="utf-8"))
+            data = read_json(entry, hint="; delete it and run again (it is recomputed)")
             results.append(ClipFeatures(data["metrics"], data["embedding"], data["flags"]))
         else:
             results.append(None)

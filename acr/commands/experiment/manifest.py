@@ -3,7 +3,6 @@ findings of the config and of `acr experiment note`)."""
 from __future__ import annotations
 
 import fcntl
-import json
 from pathlib import Path
 
 from acr.commands.experiment.plan import Sample, is_done
@@ -11,6 +10,7 @@ from acr.core.config.loader import to_dict
 from acr.core.config.schema import ExperimentConfig
 from acr.core.errors import UsageError
 from acr.core.runs import open_run, utc_now, write_json
+from acr.core.safe_load import read_json
 
 MANIFEST = "experiment.json"
 FINDINGS = "findings.json"
@@ -23,7 +23,7 @@ def write_manifest(run_dir: Path, cfg: ExperimentConfig, samples: list[Sample],
     for sample in samples:
         if not is_done(run_dir, sample):
             continue
-        side = json.loads((run_dir / sample.path).with_suffix(".json").read_text())
+        side = read_json((run_dir / sample.path).with_suffix(".json"))
         rows.append({"id": sample.id, "path": sample.path, "model": sample.model,
                      "parameter_set": sample.parameter_set, "prompt_set": sample.prompt_set,
                      "prompt_index": sample.prompt_index, "sample_index": sample.sample_index,
@@ -54,7 +54,7 @@ def write_manifest(run_dir: Path, cfg: ExperimentConfig, samples: list[Sample],
 
 def read_findings(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / FINDINGS
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+    return read_json(path) if path.is_file() else []
 
 
 def write_findings(run_dir: Path, findings: list[dict]) -> None:
@@ -73,7 +73,7 @@ def add_note(run_dir: Path, title: str, text: str) -> dict:
         write_findings(run.dir, findings)
         manifest_path = run.dir / MANIFEST
         if manifest_path.is_file():
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            manifest = read_json(manifest_path)
             write_json(manifest_path, {**manifest, "findings": findings})
     run.event("finding.added", title=title)
     return finding

@@ -26,6 +26,7 @@ from acr.commands.export.redact import Redactor
 from acr.core import console
 from acr.core.config.schema import NAME_PATTERN
 from acr.core.errors import UsageError
+from acr.core.safe_load import read_json
 
 LARGE_BYTES = 500 * 1024 * 1024
 RECORDS = ["config.yaml", "meta.json", "events.jsonl", "experiment.json", "findings.json",
@@ -100,10 +101,7 @@ def _read_meta(run_dir: Path) -> dict:
     if not run_dir.is_dir() or not meta_path.is_file():
         raise UsageError(f"{run_dir}: not a run folder (no meta.json); give folders that "
                          "acr generate / experiment / finetune created")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"{meta_path}: not valid JSON ({exc}); is this a run folder?")
+    meta = read_json(meta_path, hint="; is this a run folder?")
     if not isinstance(meta, dict):
         raise UsageError(f"{meta_path}: not a run's meta.json (no JSON object)")
     return meta

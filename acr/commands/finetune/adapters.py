@@ -81,25 +81,34 @@ class Group:
     params: list[nn.Parameter]
     lr_factor: float
     stage: int  # the first stage at which it trains
+    label: str = ""  # what it holds, e.g. "layer 1, output heads, out_norm"
 
 
-def layer_blocks(lm: nn.Module, stages: int) -> list[list[nn.Module]]:
-    """Modules in unfreezing order: [heads + out_norm + top layers], [next layers], ...,
-    with the embeddings and the conditioner's trainable parts in the last block."""
+def layer_blocks(lm: nn.Module, stages: int) -> list[tuple[str, list[nn.Module]]]:
+    """(label, modules) in unfreezing order: [heads + out_norm + top layers], [next layers],
+    ..., with the embeddings and the conditioner's trainable parts in the last block."""
     layers = list(lm.transformer.layers)
     per_stage = max(1, math.ceil(len(layers) / stages))
-    blocks: list[list[nn.Module]] = []
+    blocks: list[tuple[str, list[nn.Module]]] = []
     top = len(layers)
     for stage in range(stages):
         bottom = max(0, top - per_stage) if stage < stages - 1 else 0
         block = list(layers[bottom:top])
+        names = [layer_range(bottom, top)] if top > bottom else []
         if stage == 0:
             block += [lm.linears] + ([lm.out_norm] if lm.out_norm is not None else [])
+            names += ["output heads"] + (["out_norm"] if lm.out_norm is not None else [])
         if stage == stages - 1:
             block += [lm.emb, lm.condition_provider, lm.fuser]
-        blocks.append(block)
+            names += ["embeddings", "conditioner", "fuser"]
+        blocks.append((", ".join(names), block))
         top = bottom
     return blocks
+
+
+def layer_range(bottom: int, top: int) -> str:
+    """"layer 3" or "layers 2-5" (0-based, inclusive) for layers[bottom:top]."""
+    return f"layer {bottom}" if top - bottom == 1 else f"layers {bottom}-{top - 1}"
 
 
 def trainable_groups(lm: nn.Module, cfg) -> list[Group]:
@@ -123,8 +132,8 @@ def trainable_groups(lm: nn.Module, cfg) -> list[Group]:
     else:  # progressive
         blocks = layer_blocks(lm, cfg.progressive.stages)
         groups = [Group([p for m in block for p in m.parameters()],
-                        cfg.progressive.lr_decay ** stage, stage)
-                  for stage, block in enumerate(blocks)]
+                        cfg.progressive.lr_decay ** stage, stage, label)
+                  for stage, (label, block) in enumerate(blocks)]
     seen: set[int] = set()
     for group in groups:  # a parameter belongs to the first group that names it
         group.params = [p for p in group.params if id(p) not in seen and not seen.add(id(p))]
@@ -142,3 +151,14 @@ def set_stage(groups: list[Group], stage: int) -> None:
     for group in groups:
         for p in group.params:
             p.requires_grad_(group.stage <= stage)
+
+
+def trained_names(lm: nn.Module, groups: list[Group]) -> set[str]:
+    """Names of every parameter that trains at some stage (what training may change)."""
+    ids = {id(p) for g in groups for p in g.params}
+    return {name for name, p in lm.named_parameters() if id(p) in ids}
+
+
+def count_training(groups: list[Group], stage: int) -> int:
+    """Parameters that train at `stage`."""
+    return sum(p.numel() for g in groups if g.stage <= stage for p in g.params)

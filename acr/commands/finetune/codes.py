@@ -14,7 +14,9 @@ import torch
 
 from acr.core.audio import load_resampled
 from acr.commands.finetune.data import AudioFile, Segment, frames, segments_of
+from acr.core.errors import UsageError
 from acr.core.runs import file_digest
+from acr.core.safe_load import load_checkpoint
 
 
 @dataclass
@@ -60,7 +62,11 @@ def cached_codes(loaded, files: list[AudioFile], seconds: float, cache_dir: Path
                              f"{loaded.channels}|{seconds:.6f}".encode()).hexdigest()[:32]
         entry = cache_dir / f"{key}.pt"
         if entry.is_file():
-            codes = torch.load(entry, weights_only=True)
+            codes = load_checkpoint(entry, hint="; delete it and run again (its codes are "
+                                    "encoded anew)")
+            if not (isinstance(codes, list) and all(torch.is_tensor(c) for c in codes)):
+                raise UsageError(f"{entry} is not an acr code cache entry (a list of code "
+                                 "tensors); delete it and run again")
         else:
             codes = encode_segments(loaded, file, seconds)
             with replacing(entry) as tmp:

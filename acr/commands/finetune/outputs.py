@@ -42,7 +42,7 @@ def export_model(loaded, lm: nn.Module, folder: Path) -> None:
     import shutil
     import tempfile
 
-    base, compression = release_checkpoints(loaded.spec.source)
+    base, compression = release_checkpoints(loaded.spec)
     dtypes = {k: v.dtype for k, v in base["best_state"].items() if torch.is_tensor(v)}
     state = {k: v.detach().to("cpu", dtypes.get(k, v.dtype)) for k, v in lm.state_dict().items()}
     missing = set(base["best_state"]) - set(state)

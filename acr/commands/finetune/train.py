@@ -16,15 +16,15 @@ import torch
 from torch import nn
 
 from acr.commands.finetune import adapters, codes as code_cache, data
-from acr.commands.finetune.checkpoints import (load_checkpoint, save_checkpoint, save_trainable,
-                                               seed_everything)
+from acr.commands.finetune.checkpoints import (read_checkpoint, restore_checkpoint,
+                                               save_checkpoint, save_trainable, seed_everything)
 from acr.commands.finetune.loss import Predict, batch_loss
 from acr.commands.finetune.outputs import (HISTORY_COLUMNS, export_model, history_csv,
                                            plot_history, write_samples)
 from acr.core import console
-from acr.core.config.loader import dump_yaml, to_dict
+from acr.core.config.loader import dump_yaml, load_config, to_dict
 from acr.core.config.schema import FinetuneConfig
-from acr.core.distributed import init_dist, leave_dist, rank_device
+from acr.core.distributed import init_dist, leave_dist, rank_device, same_on_all_ranks
 from acr.core.errors import UsageError
 from acr.core.memory import training_batch_size
 from acr.core.models import acr_home, device_name, load_for_training, resolve_device
@@ -60,8 +60,11 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
     dist_info = init_dist()
     # ---- setup: everything that can be wrong is found before the run folder is written
     resumed = open_run(resume, "finetune") if resume is not None else None
+    checkpoint = None
     if resumed is not None:
+        recorded_epochs = load_config(FinetuneConfig, resumed.dir / "config.yaml").epochs
         cfg = resume_config(resumed.dir, FinetuneConfig, cfg)
+        checkpoint = resumed_checkpoint(resumed.dir, cfg, recorded_epochs)
     assert cfg is not None
     scanned = data.scan(Path(cfg.data))
     device = resolve_device(rank_device(cfg.device, dist_info))
@@ -82,10 +85,20 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
             console.info(line)
     seed_everything(lm, cfg.seed)  # first: LoRA's initialisation draws from the seeded RNG
     groups = adapters.trainable_groups(lm, cfg)
+    names = adapters.trained_names(lm, groups)
     n_trainable = sum(p.numel() for g in groups for p in g.params)
     n_total = sum(p.numel() for p in lm.parameters())
     if cfg.activation_checkpointing:
         lm.transformer.checkpointing = "torch"
+    # codes: encoded once, cached on disk (read before the run folder: a cache entry that is
+    # not a safe checkpoint is bad input)
+    files = train_files + valid_files
+    with console.progress("encoding", len(files)) as update:
+        cache, encoded = code_cache.cached_codes(loaded, files, seconds,
+                                                 acr_home() / "cache" / "codes", update)
+    train_items = [item for f in train_files for item in cache[f.rel]]
+    valid_items = [item for f in valid_files for item in cache[f.rel]]
+
     run, batch_size, lock = begin_shared_run(
         dist_info, "finetune", cfg.name, dump_yaml(to_dict(cfg)), cfg.seed, device,
         device_name(device), out, argv, resumed,
@@ -94,26 +107,20 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
         trainable_parameters=n_trainable, total_parameters=n_total)
     if dist_info.main:
         console.info(f"run folder: {run.dir}")
-        console.info(f"{cfg.strategy}: {n_trainable:,} of {n_total:,} parameters train; "
-                     f"batch {batch_size} x {cfg.grad_accum} accumulation on {device}")
+        console.info(f"{cfg.strategy}: {adapters.count_training(groups, 0):,} of {n_total:,} "
+                     "parameters train"
+                     + (f" in the first of {cfg.progressive.stages} stages ({n_trainable:,} by "
+                        "the last)"
+                        if cfg.strategy == "progressive" else "")
+                     + f"; batch {batch_size} x {cfg.grad_accum} accumulation on {device}")
 
     with run.marked_on_error(dist_info.main):
-        # codes: encoded once, cached on disk
-        files = train_files + valid_files
-        with console.progress("encoding", len(files)) as update:
-            cache, encoded = code_cache.cached_codes(loaded, files, seconds,
-                                                     acr_home() / "cache" / "codes", update)
         if dist_info.main:
             run.event("codes.ready", files=len(files), encoded=encoded,
                       cached=len(files) - encoded)
-        train_items = [item for f in train_files for item in cache[f.rel]]
-        valid_items = [item for f in valid_files for item in cache[f.rel]]
 
         # model, optimiser, schedule
         lm.train()
-        model: nn.Module = Predict(lm)
-        if dist_info.world > 1:
-            model = nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
         optimizer = torch.optim.AdamW(
             [{"params": g.params, "lr": cfg.lr * g.lr_factor} for g in groups],
             lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
@@ -124,20 +131,30 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
             optimizer, schedule(int(cfg.warmup_ratio * total_steps), total_steps))
         autocast, precision, scaler = autocast_for(device, cfg.precision)
         state = {"epoch": 0, "history": [], "best": math.inf, "bad_epochs": 0}
-        if resume is not None and (run.dir / "checkpoints" / "last.pt").is_file():
-            state = load_checkpoint(run.dir / "checkpoints" / "last.pt", lm, optimizer,
-                                    scheduler, scaler)
+        if checkpoint is not None:
+            state = restore_checkpoint(checkpoint, lm, optimizer, scheduler, scaler)
+            # the learning rate of the next step, on this schedule (--epochs may stretch it)
+            for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs,
+                                           scheduler.lr_lambdas):
+                group["lr"] = base * factor(scheduler.last_epoch)
+            checkpoint = None
         if dist_info.main:
             run.update_meta(precision=precision, steps_per_epoch=steps_per_epoch)
         prompts = cfg.sample_prompts or list(dict.fromkeys(
             f.caption for f in valid_files + train_files))[:3]
 
         # ---- the loop
+        model, stage = None, None
         while state["epoch"] < cfg.epochs and not stopped(state, cfg):
             epoch = state["epoch"]
-            if cfg.strategy == "progressive":
-                adapters.set_stage(groups, adapters.stage_at(epoch, cfg.epochs,
-                                                             cfg.progressive.stages))
+            now = stage_of(state, cfg)
+            if now != stage:
+                stage = state["stage"] = now
+                adapters.set_stage(groups, stage)
+                # DDP reduces the gradients of the parameters that train when it is built
+                model = wrap(lm, dist_info)
+                if dist_info.main and cfg.strategy == "progressive":
+                    announce_stage(run, groups, stage, cfg.progressive.stages, epoch, n_total)
             started = time.perf_counter()
             train_loss, tokens = train_epoch(model, lm, train_items, optimizer, scheduler, scaler,
                                              autocast, cfg, batch_size, epoch, device, dist_info)
@@ -157,22 +174,25 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
                              f"{valid_loss:.4f}, lr {row['lr']:.2e}, "
                              f"{row['tokens_per_s']:.0f} tokens/s"
                              + (" (best)" if improved else ""))
-                if improved:
-                    save_trainable(lm, run.dir / "checkpoints" / "best.pt")
+                if improved:  # every weight that trains at any stage, as it is now
+                    save_trainable(lm, names, run.dir / "checkpoints" / "best.pt")
                 if cfg.sample_every and (epoch + 1) % cfg.sample_every == 0:
                     write_samples(loaded, prompts, cfg, run.dir / "samples" / f"epoch-{epoch + 1:03d}")
                     lm.train()
-                save_checkpoint(run.dir / "checkpoints" / "last.pt", lm, optimizer, scheduler,
-                                scaler, state)
+                save_checkpoint(run.dir / "checkpoints" / "last.pt", lm, names, optimizer,
+                                scheduler, scaler, state)
                 write_atomic(run.dir / "history.csv", history_csv(state["history"]))
                 run.event("epoch.end", **{k: row[k] for k in HISTORY_COLUMNS})
+
+        if dist_info.world > 1 and not same_on_all_ranks(dist_info, weights_digest(lm, names)):
+            raise RuntimeError("the ranks' weights differ after training (their gradients "
+                               "were not all reduced)")
 
     # ---- cleanup: best weights, merged, as a release folder; plot; summary
     if dist_info.main:
         best = run.dir / "checkpoints" / "best.pt"
         if best.is_file():
-            lm.load_state_dict(torch.load(best, map_location=device, weights_only=True),
-                               strict=False)
+            lm.load_state_dict(read_checkpoint_weights(best), strict=False)
         merged = adapters.merge_lora(lm)
         export_model(loaded, lm, run.dir / "model")
         plot_history(state["history"], run.dir / "plots" / "loss.png")
@@ -197,6 +217,95 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
         lock.close()
     leave_dist(dist_info)
     return run.dir
+
+
+def resumed_checkpoint(run_dir: Path, cfg: FinetuneConfig, recorded_epochs: int
+                       ) -> dict | None:
+    """The last checkpoint of a run to resume (None before the first epoch ended), read safely,
+    with `cfg.epochs` checked against it; best.pt is checked too. Nothing is changed."""
+    folder = run_dir / "checkpoints"
+    if (folder / "best.pt").is_file():
+        read_checkpoint_weights(folder / "best.pt", check_only=True)
+    if not (folder / "last.pt").is_file():
+        return None
+    saved = read_checkpoint(folder / "last.pt")
+    done = int(saved["state"]["epoch"])
+    if cfg.epochs < done:
+        raise UsageError(f"--epochs {cfg.epochs}: {run_dir} has already trained {done} epochs; "
+                         f"give {done} or more (or leave --epochs out)")
+    if cfg.epochs > recorded_epochs and stopped(saved["state"], cfg):
+        raise UsageError(f"--epochs {cfg.epochs}: {run_dir} stopped early after epoch {done} "
+                         f"({cfg.patience} epochs without a better validation loss), so more "
+                         "epochs would not train; start a new run instead")
+    return saved
+
+
+def read_checkpoint_weights(path: Path, check_only: bool = False) -> dict:
+    """best.pt (weights by name), read safely; `check_only` maps instead of reading them."""
+    from acr.core.safe_load import load_checkpoint
+
+    weights = load_checkpoint(path, mmap=check_only, hint="; resume only a run whose "
+                              "checkpoints acr wrote, or start a new run")
+    if not isinstance(weights, dict) or not all(torch.is_tensor(v) for v in weights.values()):
+        raise UsageError(f"{path} is not an acr weights checkpoint (a dict of tensors); start "
+                         "a new run")
+    return weights
+
+
+def stage_of(state: dict, cfg: FinetuneConfig) -> int:
+    """The progressive stage of the next epoch (never lower than the last one: a run extended
+    with --epochs keeps what it has unfrozen); 0 for the other strategies."""
+    if cfg.strategy != "progressive":
+        return 0
+    return max(state.get("stage", 0),
+               adapters.stage_at(state["epoch"], cfg.epochs, cfg.progressive.stages))
+
+
+def announce_stage(run, groups: list, stage: int, stages: int, epoch: int, n_total: int
+                   ) -> None:
+    """Which layers a progressive stage unfreezes and how many parameters then train."""
+    new = [g for g in groups if g.stage == stage]
+    training = adapters.count_training(groups, stage)
+    what = "; ".join(f"{g.label} (lr x{g.lr_factor:g})" for g in new) or "nothing new"
+    console.info(f"stage {stage + 1}/{stages} from epoch {epoch + 1}: "
+                 f"{'trains' if stage == 0 else 'unfreezes'} {what}; {training:,} of "
+                 f"{n_total:,} parameters train")
+    run.event("stage.start", stage=stage + 1, epoch=epoch + 1, unfreezes=[g.label for g in new],
+              trainable_parameters=training)
+
+
+def wrap(lm: nn.Module, dist_info) -> nn.Module:
+    """The module a training step calls: Predict(lm), in DistributedDataParallel under torchrun.
+    Every trainable weight takes part in each forward with the conditioners acr knows, so DDP
+    need not search for unused ones (and warn that it found none)."""
+    model: nn.Module = Predict(lm)
+    if dist_info.world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            model, find_unused_parameters=may_leave_parameters_unused(lm))
+    return model
+
+
+def may_leave_parameters_unused(lm: nn.Module) -> bool:
+    """Whether a forward may leave a trainable parameter without a gradient: only when a
+    conditioner other than the text ones (LUT, T5), which always use their weights, trains."""
+    from audiocraft.modules.conditioners import LUTConditioner, T5Conditioner
+
+    return any(any(p.requires_grad for p in c.parameters())
+               and not isinstance(c, (LUTConditioner, T5Conditioner))
+               for c in lm.condition_provider.conditioners.values())
+
+
+def weights_digest(lm: nn.Module, names: set[str]) -> str:
+    """sha256 of the weights that train (DistributedDataParallel keeps them equal on every
+    rank, bit for bit)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, p in sorted(lm.named_parameters()):
+        if name in names:
+            data = p.detach().to("cpu").reshape(-1).contiguous().view(torch.uint8)
+            digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def stopped(state: dict, cfg: FinetuneConfig) -> bool:

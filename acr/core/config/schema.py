@@ -236,6 +236,8 @@ class ExperimentConfig:
     """`acr experiment`: prompt sets x parameter sets (x models) x samples."""
 
     KIND_MARKER: ClassVar[str] = "prompt_sets"
+    # what `--resume` may change: it cannot change the samples' seeds or prompts
+    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("device",)
 
     name: str = opt(MISSING, "Experiment name: runs go to experiments/<name>/<timestamp>-<id>/.",
                     pattern=NAME_PATTERN, pattern_help=NAME_HELP)
@@ -396,6 +398,9 @@ class FinetuneConfig:
     """`acr finetune`: adapt a model to a folder of captioned audio."""
 
     KIND_MARKER: ClassVar[str] = "data"
+    # what `--resume` may change: the device, and epochs (more: a longer schedule from the
+    # last checkpoint)
+    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("device", "epochs")
 
     name: str = opt(MISSING, "Run name: runs go to experiments/<name>/<timestamp>-<id>/.",
                     pattern=NAME_PATTERN, pattern_help=NAME_HELP)
