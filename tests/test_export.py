@@ -484,5 +484,5 @@ def test_refusals(acr, runs, tmp_path):
         in result.stderr and not (tmp_path / "z.zip").exists()
     (run / "meta.json").write_text("{not json")
     result = acr("export", run, "-o", tmp_path / "z.zip")
-    assert result.exit_code == 2 and f"{run / 'meta.json'}: not valid JSON" in result.stderr
+    assert result.exit_code == 2 and f"{run / 'meta.json'} is not valid JSON" in result.stderr
     assert acr("export").exit_code == 2

@@ -172,10 +172,13 @@ def test_experiment_resume_applies_the_device(acr, experiment_run, tmp_path):
     run = tmp_path / "R"
     shutil.copytree(experiment_run, run)
     (run / "samples/tiny-musicgen/hot/calm/1-0.wav").unlink()  # one sample left to do
+    # as if the run had started on a GPU machine and its folder had been moved here
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "device": "cuda"}, sort_keys=False))
     result = acr("experiment", "--resume", run, "--device", "cpu", "--batch-size", "2")
     assert result.exit_code == 0, result.stderr
     assert (run / "samples/tiny-musicgen/hot/calm/1-0.wav").is_file()
     assert yaml.safe_load((run / "config.yaml").read_text())["device"] == "cpu"
     assert [e["changed"] for e in events(run) if e["event"] == "run.resume"] == [
-        {"device": ["auto", "cpu"]}]
+        {"device": ["cuda", "cpu"]}]
     assert json.loads((run / "meta.json").read_text())["device"] == "cpu"
