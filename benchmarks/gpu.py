@@ -278,9 +278,10 @@ def memory(s: Settings) -> tuple[list[str], dict]:
         off = measured / predicted - 1
         record |= {"measured_bytes_per_sample": measured, "relative_error": off,
                    "within_tolerance": abs(off) <= MEMORY_TOLERANCE}
+        verdict = "met" if abs(off) <= MEMORY_TOLERANCE else "NOT met"
         lines.append(f"  per sample: measured {measured / 1e6:.0f} MB, predicted "
                      f"{predicted / 1e6:.0f} MB ({off:+.0%}; goal within "
-                     f"{MEMORY_TOLERANCE:.0%}: {'met' if abs(off) <= MEMORY_TOLERANCE else 'NOT met'})")
+                     f"{MEMORY_TOLERANCE:.0%}: {verdict})")
 
     events: list = []
 
@@ -376,7 +377,8 @@ def finetune(s: Settings) -> tuple[list[str], dict]:
                 row = {"strategy": strategy, "precision": dtype,
                        "activation_checkpointing": checkpointing,
                        "trainable_parameters": sum(p.numel() for p in params)}
-                what = f"  {strategy:11} {dtype:8} checkpointing {'on ' if checkpointing else 'off'}:"
+                what = (f"  {strategy:11} {dtype:8} checkpointing "
+                        f"{'on ' if checkpointing else 'off'}:")
                 try:
                     step()  # warm-up (allocates the optimizer state)
                     base = reset_peak(s.device)
@@ -422,7 +424,8 @@ def device_label(device: str) -> str:
     return f"CPU ({platform.processor() or platform.machine()})"
 
 
-def append_results(path: Path, heading: str, command: str, lines: list[str], json_path: Path) -> None:
+def append_results(path: Path, heading: str, command: str, lines: list[str],
+                   json_path: Path) -> None:
     """Append one dated section to RESULTS.md (created with its title when missing)."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
     section = [f"## {heading}", "", f"`{command}`; JSON: `{json_path}`", "", "```", *lines, "```"]

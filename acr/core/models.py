@@ -584,7 +584,8 @@ def lm_parameter_count(scale: str, family: str = "musicgen", codebooks: int = LM
 def random_model_config(name: str) -> dict:
     """AudioCraft config of a random model: the released LM and EnCodec architectures (above);
     the text conditioner is a `lut` table of T5's output size instead of T5 (whose weights cannot
-    be had offline), so the LM, its cross-attention and the text projection are the released ones."""
+    be had offline), so the LM, its cross-attention and the text projection are the released
+    ones."""
     family, sample_rate, size = RANDOM[name]
     scale = LM_SCALES[size]
     cfg = tiny_model_config(f"tiny-{family}")
