@@ -29,6 +29,7 @@ bench: install
 	$(PY) benchmarks/analysis_features.py
 	$(PY) benchmarks/finetune_cached_codes.py
 	$(PY) benchmarks/export_memory.py
+	$(PY) benchmarks/gpu.py
 
 # Rewrite requirements.txt from the current venv (after a deliberate upgrade), keeping its header.
 lock:

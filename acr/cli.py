@@ -578,11 +578,15 @@ def doctor(
 
 @app.command()
 def models() -> None:
-    """List the model names acr knows and where the built-in tiny models are cached."""
-    from acr.core.models import SHORT_NAMES, TINY, tiny_model_dir
+    """List the model names acr knows and where the built-in tiny and random models are cached."""
+    from acr.core.models import RANDOM, RANDOM_LABEL, SHORT_NAMES, TINY, tiny_model_dir
 
     for short, (family, rate) in TINY.items():
         console.result(f"{short:28} built-in tiny {family} ({rate} Hz), cached in "
+                       f"{tiny_model_dir(short)}")
+    for short, (family, rate, size) in RANDOM.items():
+        console.result(f"{short:28} {family}-{size}'s architecture ({rate} Hz), {RANDOM_LABEL} "
+                       f"(text: a lookup table instead of T5); built on first use in "
                        f"{tiny_model_dir(short)}")
     for short, (hub_id, family) in SHORT_NAMES.items():
         console.result(f"{short:28} {hub_id} ({family})" + (

@@ -201,8 +201,9 @@ def test_model_or_models(tmp_path):
         "F:2:25: models[1]: unknown model 'nope'; known models: tiny-musicgen, tiny-audiogen, "
         "musicgen-small, musicgen-medium, musicgen-large, musicgen-melody, musicgen-melody-large, "
         "musicgen-stereo-small, musicgen-stereo-medium, musicgen-stereo-large, "
-        "musicgen-stereo-melody, musicgen-stereo-melody-large, audiogen-medium (or a Hugging Face "
-        "id, or a local model folder)"]
+        "musicgen-stereo-melody, musicgen-stereo-melody-large, audiogen-medium, "
+        "random-musicgen-small, random-musicgen-medium, random-musicgen-large, "
+        "random-audiogen-medium (or a Hugging Face id, or a local model folder)"]
 
 
 def test_empty_parameter_set_takes_the_defaults(tmp_path):

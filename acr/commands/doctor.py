@@ -13,24 +13,12 @@ import shutil
 
 from acr.core.environment import versions
 from acr.core.memory import generation_bytes_per_sample
-from acr.core.models import (DEFAULT_CLAP, SHORT_NAMES, TINY, acr_home, hub_offline, hub_problem,
-                             tiny_model_dir)
+from acr.core.models import (DEFAULT_CLAP, LM_CARD, LM_CODEBOOKS, LM_SCALES, RANDOM, SHORT_NAMES,
+                             TINY, acr_home, hub_offline, hub_problem, lm_parameter_count,
+                             released_scale, tiny_model_dir)
 
-# Released architectures: parameters (LM) and the transformer shape that sets generation memory.
-# (n_q, card) are 4 x 2048 for all of them; stereo models interleave 8 codebooks.
-ARCHITECTURES = {
-    "small": {"params": 300e6, "dim": 1024, "layers": 24},
-    "medium": {"params": 1.5e9, "dim": 1536, "layers": 48},
-    "large": {"params": 3.3e9, "dim": 2048, "layers": 48},
-}
 DOCTOR_PACKAGES = ("audiocraft", "torch", "torchaudio", "xformers", "transformers", "numpy",
                    "librosa", "soundfile")
-
-
-def _size(name: str) -> str:
-    if "large" in name:
-        return "large"
-    return "small" if "small" in name else "medium"
 
 
 def _versions() -> dict:
@@ -71,12 +59,14 @@ def model_fit(device: dict, duration: float = 30.0) -> list[dict]:
     on_gpu = device["device"].startswith("cuda")
     out = []
     for name, (hub_id, family) in SHORT_NAMES.items():
-        arch = ARCHITECTURES[_size(name)]
-        params = arch["params"] * (1.5 if "melody" in name else 1.0)
+        # the released shapes, from the one place the random models are built from too
+        scale = released_scale(name)
+        codebooks = 2 * LM_CODEBOOKS if "stereo" in name else LM_CODEBOOKS
+        params = lm_parameter_count(scale, "audiogen" if family == "audiogen" else "musicgen",
+                                    codebooks) * (1.5 if "melody" in name else 1.0)
         weights = params * (2 if on_gpu else 4) + 0.5e9  # + T5 encoder and EnCodec
-        codebooks = 8 if "stereo" in name else 4
-        per_sample = generation_bytes_per_sample(arch["dim"], arch["layers"],
-                                                 int(duration * 50), 2048, codebooks)
+        per_sample = generation_bytes_per_sample(LM_SCALES[scale].dim, LM_SCALES[scale].num_layers,
+                                                 int(duration * 50), LM_CARD, codebooks)
         usable = 0.9 * free if free is not None else 0.0
         if not on_gpu:
             per_sample = 0  # CPU generation memory is small next to the weights
@@ -116,7 +106,7 @@ def _hub(check_network: bool) -> dict:
     status: dict = {"cache": str(constants.HF_HUB_CACHE), "downloaded": downloaded,
                     "t5_base": _cached("t5-base", "config.json"),
                     "tiny_models": {n: (tiny_model_dir(n) / "state_dict.bin").is_file()
-                                    for n in TINY}}
+                                    for n in [*TINY, *RANDOM]}}
     if hub_offline():
         status["reachable"] = None
         status["note"] = "offline mode: HF_HUB_OFFLINE is set"
@@ -179,6 +169,6 @@ def render(data: dict) -> list[str]:
               f"  downloaded: {', '.join(h['downloaded']) or 'none of the known models'}; "
               f"t5-base: {'yes' if h['t5_base'] else 'no'}",
               f"  hub: {reach}" + (f" ({h['note']})" if h.get("note") else ""),
-              f"acr home: {data['acr_home']} (tiny models built: "
+              f"acr home: {data['acr_home']} (built-in models built: "
               f"{', '.join(n for n, ok in h['tiny_models'].items() if ok) or 'none yet'})"]
     return lines

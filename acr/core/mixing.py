@@ -100,7 +100,7 @@ def load_stem_model(stem: str, name: str, device: str, where: str) -> LoadedMode
                              f"a {FAMILIES[stem]} model")
 
     spec = resolve_model(name)
-    if spec.kind == "tiny" or name in SHORT_NAMES:  # a family known from the name alone
+    if spec.kind in ("tiny", "random") or name in SHORT_NAMES:  # family known from the name
         check(spec.family)
     loaded = load_model(name, device)
     check(loaded.family)

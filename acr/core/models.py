@@ -5,6 +5,8 @@ AudioCraft's release layout, or a built-in tiny model) into a ModelSpec without 
 `load_model(name, device)` loads it once per process through audiocraft's own `get_pretrained`.
 The tiny models are real AudioCraft models (a 2-layer LM and a small SEANet codec) written in the
 release layout under `$ACR_HOME/models/`, so tests exercise the same code as real checkpoints.
+The random models (`random-musicgen-small`, ...) are the released architectures with random
+weights, built the same way: real compute and memory for speed work, no music.
 """
 from __future__ import annotations
 
@@ -33,6 +35,13 @@ MELODY_MODELS = ["musicgen-melody", "musicgen-melody-large", "musicgen-stereo-me
 DEFAULT_CLAP = "laion/clap-htsat-unfused"  # CLAP for prompt alignment and FAD (acr analyze)
 TINY = {"tiny-musicgen": ("musicgen", 32000), "tiny-audiogen": ("audiogen", 16000)}
 TINY_VERSION = 1  # bump when the tiny recipe changes: a new folder is built beside the old one
+# random-weight models with the released architectures: name -> (family, sample rate, LM scale)
+RANDOM = {"random-musicgen-small": ("musicgen", 32000, "small"),
+          "random-musicgen-medium": ("musicgen", 32000, "medium"),
+          "random-musicgen-large": ("musicgen", 32000, "large"),
+          "random-audiogen-medium": ("audiogen", 16000, "medium")}
+RANDOM_VERSION = 1  # bump when the random recipe changes
+RANDOM_LABEL = "random weights: for speed and memory work only"
 RELEASE_FILES = ("state_dict.bin", "compression_state_dict.bin")
 
 
@@ -41,17 +50,18 @@ class ModelSpec:
     name: str  # as the user wrote it
     source: str  # what get_pretrained receives: a Hugging Face id or a folder path
     family: str  # musicgen | audiogen | magnet
-    kind: str  # hub | folder | tiny
+    kind: str  # hub | folder | tiny | random
 
 
 def known_names() -> list[str]:
     """The names acr can generate with (MAGNeT's resolve, but are refused: see `unsupported`)."""
-    return [*TINY, *(name for name, (_, family) in SHORT_NAMES.items() if family != "magnet")]
+    return [*TINY, *(name for name, (_, family) in SHORT_NAMES.items() if family != "magnet"),
+            *RANDOM]
 
 
 def may_have_melody(name: str) -> bool:
     """False for names known to lack chroma conditioning (folders and hub ids: checked on load)."""
-    if name in TINY or name in SHORT_NAMES:
+    if name in TINY or name in RANDOM or name in SHORT_NAMES:
         return name in MELODY_MODELS
     return not name.startswith(("facebook/musicgen-", "facebook/audiogen", "facebook/magnet")) \
         or "melody" in name
@@ -64,8 +74,8 @@ def model_window(name: str) -> float | None:
     """A model's window (its max_duration, seconds) without loading it: from the name for the
     tiny and the released models, from a folder's xp.cfg; None where only loading tells."""
     spec = resolve_model(name)
-    if spec.kind == "tiny":
-        return float(tiny_model_config(name)["dataset"]["segment_duration"])
+    if spec.kind in ("tiny", "random"):
+        return float(builtin_model_config(name)["dataset"]["segment_duration"])
     if name in SHORT_NAMES:
         return RELEASED_WINDOWS.get(spec.family)
     if spec.kind == "folder":
@@ -90,13 +100,17 @@ def acr_home() -> Path:
 
 
 def tiny_model_dir(name: str) -> Path:
-    return acr_home() / "models" / f"{name}-v{TINY_VERSION}"
+    """Where a built-in model (tiny or random) is cached, by name and recipe version."""
+    version = RANDOM_VERSION if name in RANDOM else TINY_VERSION
+    return acr_home() / "models" / f"{name}-v{version}"
 
 
 def resolve_model(name: str) -> ModelSpec:
     """What `name` refers to; UsageError (listing the known names) when it is nothing."""
     if name in TINY:
         return ModelSpec(name, str(tiny_model_dir(name)), TINY[name][0], "tiny")
+    if name in RANDOM:
+        return ModelSpec(name, str(tiny_model_dir(name)), RANDOM[name][0], "random")
     if name in SHORT_NAMES:
         hub_id, family = SHORT_NAMES[name]
         return ModelSpec(name, hub_id, family, "hub")
@@ -269,7 +283,11 @@ def load_for_training(name: str, device: str = "auto") -> LoadedModel:
 
 def _load(spec: ModelSpec, device: str) -> LoadedModel:
     models = import_audiocraft()
-    if spec.kind == "tiny":
+    if spec.kind in ("tiny", "random"):
+        if spec.kind == "random":
+            from acr.core import console
+
+            console.warn(f"model {spec.name!r}: {RANDOM_LABEL} (its audio is noise)")
         ensure_tiny_model(spec.name)
     problem = unsupported(spec)  # known from the name: refused before any download
     if problem:
@@ -506,6 +524,88 @@ def _demucs_weights_message(spec: ModelSpec) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
+# Released architectures: the one place for their shapes (the random models, `acr doctor`)
+#
+# From AudioCraft's own configs (github.com/facebookresearch/audiocraft, commit bf70522):
+#   config/model/lm/model_scale/{small,medium,large}.yaml   dim / num_heads / num_layers
+#   config/model/lm/musicgen_lm.yaml (commit 201b542), audiogen_lm.yaml   n_q 4, card 2048,
+#       delay pattern [0, 1, 2, 3], pre-norm, no biases, gaussian init; lm/default.yaml:
+#       hidden_scale 4, gelu, sin positional embedding, layer_norm
+#   config/conditioner/text2music.yaml (t5-base), text2sound.yaml (t5-large): cross-attention
+#       on the description, classifier-free guidance dropout 0.3 / 0.1, coefficient 3.0
+#   config/model/encodec/default.yaml + encodec_large_nq4_s640.yaml (MusicGen, 32 kHz, ratios
+#       [8, 5, 4, 4]: 50 frames/s) / encodec_large_nq4_s320.yaml (AudioGen, 16 kHz, ratios
+#       [8, 5, 4, 2]: 50 frames/s): SEANet dimension 128, 64 filters, 2 LSTM layers, RVQ 4 x 2048
+#   audiocraft/grids/musicgen/musicgen_base_32khz.py: medium and large are model_scale medium /
+#       large; grids/audiogen/audiogen_base_16khz.py: audiogen-medium is model_scale medium
+
+
+@dataclass(frozen=True)
+class LMScale:
+    """The transformer shape of a released LM size."""
+    dim: int
+    num_heads: int
+    num_layers: int
+
+
+LM_SCALES = {"small": LMScale(1024, 16, 24), "medium": LMScale(1536, 24, 48),
+             "large": LMScale(2048, 32, 48)}
+LM_HIDDEN_SCALE = 4  # feed-forward size = 4 x dim
+LM_CARD = 2048  # entries per codebook
+LM_CODEBOOKS = 4  # mono models; the stereo ones interleave 8
+TEXT_DIMS = {"musicgen": 768, "audiogen": 1024}  # T5 output size: t5-base / t5-large
+SEANET_RATIOS = {32000: [8, 5, 4, 4], 16000: [8, 5, 4, 2]}
+CFG_DROPOUT = {"musicgen": 0.3, "audiogen": 0.1}
+LUT_BINS = 1024  # the random models' text table (hashed whole descriptions) in place of T5
+
+
+def released_scale(name: str) -> str:
+    """small | medium | large of a released (or random) model name."""
+    if "large" in name:
+        return "large"
+    return "small" if "small" in name else "medium"
+
+
+def lm_parameter_count(scale: str, family: str = "musicgen", codebooks: int = LM_CODEBOOKS) -> int:
+    """Parameters of a released LM (what `lm.parameters()` holds; T5 itself is frozen outside the
+    state dict, its output projection is in): per layer self- and cross-attention 4 d^2 each (fused
+    q/k/v + output, no biases), feed-forward 2 x 4 d^2, three layer norms 2 d each; the K codebook
+    embeddings (card + 1 with the special token) and K output heads; the final norm; the text
+    projection. musicgen-small: 420,371,456, as counted on the released weights
+    (github.com/facebookresearch/audiocraft/issues/169)."""
+    d, layers = LM_SCALES[scale].dim, LM_SCALES[scale].num_layers
+    layer = 4 * d * d + 4 * d * d + 2 * d * LM_HIDDEN_SCALE * d + 3 * 2 * d
+    embeddings = codebooks * (LM_CARD + 1) * d
+    heads = codebooks * d * LM_CARD
+    text_projection = TEXT_DIMS[family] * d + d
+    return layers * layer + embeddings + heads + 2 * d + text_projection
+
+
+def random_model_config(name: str) -> dict:
+    """AudioCraft config of a random model: the released LM and EnCodec architectures (above);
+    the text conditioner is a `lut` table of T5's output size instead of T5 (whose weights cannot
+    be had offline), so the LM, its cross-attention and the text projection are the released
+    ones."""
+    family, sample_rate, size = RANDOM[name]
+    scale = LM_SCALES[size]
+    cfg = tiny_model_config(f"tiny-{family}")
+    cfg["seanet"].update(dimension=128, n_filters=64, ratios=SEANET_RATIOS[sample_rate], lstm=2)
+    # kmeans_init stays off (released: on, then trained): random codebooks, same compute
+    cfg["rvq"].update(n_q=LM_CODEBOOKS, bins=LM_CARD)
+    cfg["transformer_lm"].update(dim=scale.dim, num_heads=scale.num_heads,
+                                 num_layers=scale.num_layers, hidden_scale=LM_HIDDEN_SCALE,
+                                 n_q=LM_CODEBOOKS, card=LM_CARD, memory_efficient=True)
+    cfg["conditioners"]["description"]["lut"].update(n_bins=LUT_BINS, dim=TEXT_DIMS[family])
+    cfg["classifier_free_guidance"]["training_dropout"] = CFG_DROPOUT[family]
+    return cfg
+
+
+def builtin_model_config(name: str) -> dict:
+    """AudioCraft config of a built-in model (tiny or random)."""
+    return tiny_model_config(name) if name in TINY else random_model_config(name)
+
+
+# ----------------------------------------------------------------------------------------------
 # Tiny models
 
 
@@ -581,7 +681,9 @@ def write_release_folder(folder: Path, cfg: dict, lm_state: dict, compression_st
 
 
 def ensure_tiny_model(name: str) -> Path:
-    """Build `name` into $ACR_HOME/models/ once (deterministic weights), return its folder."""
+    """Build a built-in model (tiny or random) into $ACR_HOME/models/ once (deterministic
+    weights), return its folder. A random model's LM is stored in float16, as the released
+    checkpoints are (about 0.8 GB for random-musicgen-small); AudioCraft's loader casts it."""
     folder = tiny_model_dir(name)
     if all((folder / f).is_file() for f in RELEASE_FILES):
         return folder
@@ -589,7 +691,7 @@ def ensure_tiny_model(name: str) -> Path:
     from omegaconf import OmegaConf
 
     builders = import_audiocraft().builders
-    cfg = tiny_model_config(name)
+    cfg = builtin_model_config(name)
     omega = OmegaConf.create(cfg)
     rng_state = torch.random.get_rng_state()
     try:
@@ -598,5 +700,25 @@ def ensure_tiny_model(name: str) -> Path:
         lm = builders.get_lm_model(omega)
     finally:
         torch.random.set_rng_state(rng_state)
+    if name in RANDOM:
+        lm.half()
     write_release_folder(folder, cfg, lm.state_dict(), compression.state_dict())
     return folder
+
+
+@dataclass
+class ModelParts:
+    lm: Any  # audiocraft LMModel
+    compression: Any  # audiocraft CompressionModel
+
+
+def build_on_meta(name: str) -> ModelParts:
+    """A built-in model's LM and codec on torch's meta device: their exact shapes and parameter
+    counts at no memory or time cost (for checks; they hold no weights and cannot run)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    builders = import_audiocraft().builders
+    cfg = OmegaConf.create({**builtin_model_config(name), "device": "meta"})
+    with torch.device("meta"):
+        return ModelParts(builders.get_lm_model(cfg), builders.get_compression_model(cfg))
