@@ -19,7 +19,7 @@ from acr.core import console
 from acr.core.config.loader import schema_default
 from acr.core.config.schema import ExperimentConfig, FinetuneConfig, GenerateConfig
 from acr.core.errors import UsageError
-from acr.core.models import DEFAULT_CLAP, check_weights
+from acr.core.models import DEFAULT_CLAP, DEFAULT_CLIP, check_weights
 
 app = typer.Typer(
     name="acr", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -96,9 +96,11 @@ def _from_config_folder(path: str, config: Optional[Path]) -> str:
 
 
 def _resolve_prompt_paths(prompt: Any, config: Optional[Path]) -> Any:
-    """A prompt-set item with its melody / continuation path made absolute."""
+    """A prompt-set item with its melody / continuation / image path made absolute."""
     import dataclasses
 
+    if hasattr(prompt, "image"):
+        return dataclasses.replace(prompt, image=_from_config_folder(prompt.image, config))
     if isinstance(prompt, str) or not hasattr(prompt, "text"):
         return prompt
     melody = _from_config_folder(prompt.melody, config) if prompt.melody else None
@@ -164,10 +166,21 @@ def generate(
     prompt_seconds: Optional[float] = typer.Option(None, help="Seconds of --continue-from used "
                                                    "as the prompt "
                                                    f"{_default('continuation.prompt_seconds')}."),
+    image: Optional[list[Path]] = typer.Option(None, "--image", help="An image to describe as "
+                                               "the prompt with CLIP (repeatable); --prompt "
+                                               "then steers the ranking."),
+    weight: Optional[float] = typer.Option(None, help="With --image and --prompt: how much the "
+                                           "image counts against the text, 0-1 "
+                                           "[default: 0.5]."),
+    clip_model: Optional[str] = typer.Option(None, help="CLIP model for --image: a Hugging Face "
+                                             f"id or a local folder [default: {DEFAULT_CLIP}]."),
+    vocabulary: Optional[Path] = typer.Option(None, help="Vocabulary YAML for --image "
+                                              "[default: the shipped one]."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP["generate"]),
 ) -> None:
-    """Generate audio from text prompts: one batch, written as WAVs with JSON sidecars."""
+    """Generate audio from text prompts (or images described by CLIP): one batch, written as
+    WAVs with JSON sidecars."""
     def work() -> None:
         import dataclasses
 
@@ -190,8 +203,21 @@ def generate(
                  "melody": ("--melody", str(melody) if melody else None),
                  "continuation.audio": ("--continue-from",
                                         str(continue_from) if continue_from else None),
-                 "continuation.prompt_seconds": ("--prompt-seconds", prompt_seconds)}
-        cfg = load_config(GenerateConfig, config, _overrides(set_, flags))
+                 "continuation.prompt_seconds": ("--prompt-seconds", prompt_seconds),
+                 "clip_model": ("--clip-model", clip_model),
+                 "vocabulary": ("--vocabulary", str(vocabulary) if vocabulary else None)}
+        overrides = _overrides(set_, flags)
+        if image:
+            overrides = [o for o in overrides if o[0] != "prompts"]
+            overrides.append(("prompts", _image_items(image, prompt, weight)))
+        elif weight is not None:
+            raise UsageError("--weight: needs --image (it weighs the image against --prompt)")
+        cfg = load_config(GenerateConfig, config, overrides)
+        cfg = dataclasses.replace(cfg, prompts=[_resolve_prompt_paths(p, config)
+                                                for p in cfg.prompts])
+        if cfg.vocabulary:
+            cfg = dataclasses.replace(cfg, vocabulary=_from_config_folder(
+                cfg.vocabulary, None if vocabulary else config))
         base = None if melody or continue_from else config  # flags: relative to the cwd
         if cfg.melody:
             cfg = dataclasses.replace(cfg, melody=_from_config_folder(cfg.melody, base))
@@ -208,6 +234,27 @@ def generate(
         console.result(f"wrote {clips} to {run_dir / 'samples'}")
 
     _guarded(work)
+
+
+def _image_items(images: list[Path], prompts: Optional[list[str]], weight: Optional[float]
+                 ) -> Any:
+    """--image PATH... (with at most one --prompt, and --weight) as the `prompts` override: one
+    {image, text, weight} item per image, its path made absolute (flags: relative to the cwd)."""
+    from acr.core.config.loader import Item, Loc
+
+    if prompts and len(prompts) > 1:
+        raise UsageError("--prompt: with --image, give at most one --prompt (the text that "
+                         "steers the ranking of every image)")
+    loc = Loc("--image")
+    items = []
+    for path in images:
+        item = {"image": Item(str(path.expanduser().resolve()), loc)}
+        if prompts:
+            item["text"] = Item(prompts[0], Loc("--prompt"))
+        if weight is not None:
+            item["weight"] = Item(weight, Loc("--weight"))
+        items.append(Item(item, loc, key_locs={k: v.loc for k, v in item.items()}))
+    return Item(items, loc)
 
 
 class _DefaultRunGroup(typer.core.TyperGroup):
@@ -272,7 +319,8 @@ def experiment_run(
         if config is not None:  # conditioning audio paths: relative to the config file's folder
             cfg = dataclasses.replace(cfg, prompt_sets={
                 name: [_resolve_prompt_paths(p, config) for p in prompts]
-                for name, prompts in cfg.prompt_sets.items()})
+                for name, prompts in cfg.prompt_sets.items()}, vocabulary=_from_config_folder(
+                    cfg.vocabulary, config) if cfg.vocabulary else None)
         check_out_dir(out)
         if cfg is not None:
             check_weights(cfg.weights)  # before torch loads: missing downloads named at once
@@ -521,6 +569,34 @@ def export(
                           sorted(summary["kinds"].items()))
         console.info(f"{summary['entries']} entries from {len(summary['runs'])} run(s): {sizes}")
         console.result(f"wrote {path} ({summary['bytes'] / 1e6:.1f} MB)")
+
+    _guarded(work)
+
+
+@app.command("describe-image")
+def describe_image(
+    images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, GIF, WebP, ...)."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", "-p", help="Text that steers the "
+                                         "ranking (blended with each image by --weight)."),
+    weight: float = typer.Option(0.5, min=0.0, max=1.0, help="How much the image counts "
+                                 "against --prompt (1: the image alone)."),
+    section: str = typer.Option("music", help="Vocabulary section: music (MusicGen) | sfx "
+                                "(AudioGen)."),
+    vocabulary: Optional[Path] = typer.Option(None, help="Vocabulary YAML [default: the "
+                                              "shipped one]."),
+    clip_model: str = typer.Option(DEFAULT_CLIP, help="CLIP model: a Hugging Face id (local "
+                                   "cache) or a local folder."),
+    top: int = typer.Option(3, min=1, help="Phrases shown per slot."),
+    json_output: bool = typer.Option(False, "--json", help="Print the records as JSON."),
+) -> None:
+    """Show the prompts images become (CLIP-ranked phrases per slot), without generating."""
+    def work() -> None:
+        if section not in ("music", "sfx"):
+            raise UsageError(f"--section {section}: use music or sfx")
+        from acr.commands.describe_image import describe
+
+        describe(images, prompt, weight, section, str(vocabulary) if vocabulary else None,
+                 clip_model, top, json_output)
 
     _guarded(work)
 

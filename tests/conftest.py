@@ -62,3 +62,12 @@ def tiny_melody_model(tiny_htdemucs, tmp_path_factory):
     from helpers import write_tiny_melody_model
 
     return write_tiny_melody_model(tmp_path_factory.mktemp("models") / "tiny-melody")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random CLIP (about 30k parameters) in the Hugging Face layout, loaded by the real
+    loader through --clip-model / clip_model: as a folder."""
+    from helpers import build_tiny_clip
+
+    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")

@@ -138,3 +138,41 @@ def write_tiny_melody_model(folder: Path) -> Path:
     compression = models.load_model("tiny-musicgen", "cpu").model.compression_model
     models.write_release_folder(folder, cfg, lm.state_dict(), compression.state_dict())
     return folder
+
+
+def build_tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A tiny random CLIP in the Hugging Face layout (config, weights, processor), as
+    `openai/clip-vit-base-patch32` is laid out: a CLIPModel with 1-layer text and vision towers
+    (dim 16, 8-d projections, 32x32 images in 8x8 patches), a CLIPTokenizer whose byte-level BPE
+    (the `tokenizers` library, built by the tokenizer) knows single characters only, and a
+    CLIPImageProcessor that resizes and crops to 32x32."""
+    import string
+
+    import torch
+    from transformers import (CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor,
+                              CLIPTokenizer)
+    from transformers.utils import logging as transformers_logging
+
+    specials = ["<|startoftext|>", "<|endoftext|>"]
+    chars = list(string.ascii_lowercase + string.digits + ",.-'")
+    vocab = {w: i for i, w in enumerate(specials + chars + [c + "</w>" for c in chars])}
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # (no torchvision: the PIL processor is used)
+    processor = CLIPImageProcessor(size={"shortest_edge": 32},
+                                   crop_size={"height": 32, "width": 32})
+    transformers_logging.set_verbosity(verbosity)
+    config = CLIPConfig(
+        text_config={"vocab_size": len(vocab), "hidden_size": 16, "intermediate_size": 32,
+                     "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 1,
+                     "pad_token_id": 1},
+        vision_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+        projection_dim=8)
+    rng = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    CLIPModel(config).eval().save_pretrained(folder)
+    torch.random.set_rng_state(rng)
+    CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(folder)
+    return folder

@@ -28,7 +28,7 @@ findings: [{title: first look, description: hot sounds harsher}]
 analyze: false
 """
 COLUMNS = ["path", "model", "parameter_set", "prompt_set", "prompt_index", "sample_index",
-           "prompt", "loudness_lufs", "true_peak_dbtp", "plr_db", "lra_lu", "crest_factor_db",
+           "prompt", "image", "loudness_lufs", "true_peak_dbtp", "plr_db", "lra_lu", "crest_factor_db",
            "clipping_ratio", "silence_ratio", "spectral_centroid_hz", "spectral_bandwidth_hz",
            "spectral_rolloff_hz", "spectral_flatness", "onset_rate_hz", "tempo_bpm",
            "key_strength", "repetition", "coherence", "key", "novelty", "flags"]

@@ -19,7 +19,8 @@ TINY_HYBRID_GRID = ["--set", "hybrid.music_model=tiny-musicgen", "--set",
 
 def test_every_shipped_config_is_run_here():
     covered = {"generate.yaml", "hybrid.yaml", "demo.yaml", "emotion.yaml",
-               "hybrid-experiment.yaml", "finetune-tiny.yaml", "finetune-musicgen-small-lora.yaml"}
+               "hybrid-experiment.yaml", "finetune-tiny.yaml", "finetune-musicgen-small-lora.yaml",
+               "images.yaml"}  # images.yaml: tests/test_images.py
     assert {p.name for p in (ROOT / "configs").glob("*.yaml")} == covered
 
 

@@ -33,6 +33,7 @@ DEFAULT_SFX_MODEL = "audiogen-medium"
 MELODY_MODELS = ["musicgen-melody", "musicgen-melody-large", "musicgen-stereo-melody",
                  "musicgen-stereo-melody-large"]
 DEFAULT_CLAP = "laion/clap-htsat-unfused"  # CLAP for prompt alignment and FAD (acr analyze)
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"  # CLIP for prompts from images
 TINY = {"tiny-musicgen": ("musicgen", 32000), "tiny-audiogen": ("audiogen", 16000)}
 TINY_VERSION = 1  # bump when the tiny recipe changes: a new folder is built beside the old one
 # random-weight models with the released architectures: name -> (family, sample rate, LM scale)

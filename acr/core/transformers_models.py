@@ -1,5 +1,5 @@
 """Models from Hugging Face transformers that acr uses beside AudioCraft's own: CLAP (prompt
-alignment and FAD in `acr analyze`). Loaded from a model folder or the local Hugging Face cache
+alignment and FAD in `acr analyze`) and CLIP (prompts from images). Loaded from a model folder or the local Hugging Face cache
 only, never downloaded behind the user's back; callers get numpy arrays, not transformers' output
 objects (transformers 5 takes `audio=`, not `audios=`, and returns output objects from
 `get_*_features`: that knowledge stays here)."""
@@ -91,3 +91,73 @@ def load_clap(name: str) -> Clap:
                           f"connected machine run `hf download {name}` (and copy the cache "
                           "here)") from exc
     return Clap(name, model, processor)
+
+
+@dataclass
+class Clip:
+    name: str
+    model: Any  # transformers.CLIPModel, in eval mode
+    processor: Any  # transformers.CLIPProcessor
+
+    @property
+    def logit_scale(self) -> float:
+        """The learned temperature of CLIP's similarities (100 for the released models)."""
+        return float(self.model.logit_scale.detach().exp())
+
+    def image_embeddings(self, images: list) -> np.ndarray:
+        """[images, dim] unit-norm embeddings of RGB PIL images (resized and cropped by the
+        processor)."""
+        return _unit(_batched(images, lambda chunk: self.model.get_image_features(
+            **self.processor(images=chunk, return_tensors="pt"))))
+
+    def text_embeddings(self, texts: list[str]) -> np.ndarray:
+        """[texts, dim] unit-norm embeddings (texts longer than the model's context are cut)."""
+        limit = int(self.model.config.text_config.max_position_embeddings)
+        return _unit(_batched(texts, lambda chunk: self.model.get_text_features(
+            **self.processor(text=chunk, return_tensors="pt", padding=True, truncation=True,
+                             max_length=limit))))
+
+
+def _batched(items: list, forward) -> np.ndarray:
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(items), BATCH):
+            result = forward(items[start:start + BATCH])
+            out.append(getattr(result, "pooler_output", result).float().numpy())
+    return np.concatenate(out)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def load_clip(name: str) -> Clip:
+    """A CLIP model and its processor from a folder or the local Hugging Face cache;
+    Unavailable (with what to do) when they are not there."""
+    try:
+        from transformers import CLIPModel, CLIPProcessor
+        from transformers.utils import logging as transformers_logging
+    except ImportError as exc:  # pragma: no cover - transformers is pinned
+        raise Unavailable(f"transformers has no CLIP support here ({exc})") from exc
+    transformers_logging.disable_progress_bar()
+    verbosity = transformers_logging.get_verbosity()
+    # (without torchvision, transformers says it falls back to the PIL image processor: the
+    # same resize, crop and normalisation, so that note is kept out of acr's output)
+    transformers_logging.set_verbosity_error()
+    try:
+        model = CLIPModel.from_pretrained(name, local_files_only=True).eval()
+        processor = CLIPProcessor.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError) as exc:
+        if Path(name).is_dir():
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise Unavailable(f"{name}: not a CLIP model folder with its processor ({reason})"
+                              ) from exc
+        raise Unavailable(f"CLIP weights {name!r} are not in the local Hugging Face cache; on a "
+                          f"connected machine run `hf download {name}` (and copy the cache "
+                          "here), or give a local folder with --clip-model / clip_model:"
+                          ) from exc
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    return Clip(name, model, processor)

@@ -14,7 +14,8 @@ import numpy as np
 import yaml
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
-GROUP_COLUMNS = ["model", "parameter_set", "prompt_set", "prompt_index", "sample_index", "prompt"]
+GROUP_COLUMNS = ["model", "parameter_set", "prompt_set", "prompt_index", "sample_index", "prompt",
+                 "image"]
 
 
 @dataclass
@@ -35,11 +36,12 @@ class Clip:
 
     @property
     def block(self) -> str:
-        """The repeated-measures block: the prompt (within its prompt set), else the file."""
+        """The repeated-measures block: the prompt (within its prompt set), else the image a
+        prompt was described from, else the prompt, else the file."""
         g = self.groups
         if g.get("prompt_set") is not None and g.get("prompt_index") is not None:
             return f"{g['prompt_set']}/{g['prompt_index']}"
-        return g.get("prompt") or self.rel
+        return g.get("image") or g.get("prompt") or self.rel
 
 
 def discover(root: Path, skip: Path | None = None) -> list[Clip]:
@@ -61,6 +63,8 @@ def discover(root: Path, skip: Path | None = None) -> list[Clip]:
             if data.get("stem_of"):
                 continue  # a stem of a hybrid mix: the mix is the clip analysed
             groups.update({c: data.get(c) for c in GROUP_COLUMNS if c in data})
+            image = data.get("image")  # an image item: its copy in the run, images/<sha>-<name>
+            groups["image"] = image.get("file") if isinstance(image, dict) else None
         clips.append(Clip(path, rel.as_posix(), groups))
     models = {c.groups["model"] for c in clips}
     for clip in clips:  # a setting: the parameter set, with the model when there are several

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from acr import __version__
@@ -21,6 +22,7 @@ from acr.core.config.schema import ExperimentConfig, GenerationParams
 from acr.core.engine import (generate_batch, prompt_seconds_used, read_conditioning_file,
                              resolve_params, write_sample)
 from acr.core.errors import UsageError
+from acr.core.image_prompts import ImageDescription, ImageRequest, describe_images, section_for
 from acr.core.memory import generation_batch_size
 from acr.core.mixing import STEMS, load_stem_model, mix_stems, write_mix
 from acr.core.models import LoadedModel, check_weights, load_model, release_model
@@ -131,6 +133,29 @@ def condition_arguments(conditions: list, loaded: Any) -> dict:
     return {"continuation": (torch.stack([w[:, :length] for w in prepared]), rate)}
 
 
+def describe_samples(samples: list[Sample], families: dict[str, str], cfg: ExperimentConfig
+                     ) -> dict[tuple[str, ImageRequest], ImageDescription]:
+    """(vocabulary section, image item) -> its description, for every image item of the plan:
+    each item is ranked once per section its models need (music for MusicGen, sfx for
+    AudioGen), before the run starts."""
+    from acr.core import console
+
+    wanted: dict[str, list[ImageRequest]] = {}
+    for sample in samples:
+        if sample.image:
+            requests = wanted.setdefault(section_for(families[sample.model]), [])
+            if sample.image not in requests:
+                requests.append(sample.image)
+    out = {}
+    for section, requests in wanted.items():
+        for request, description in zip(requests, describe_images(
+                requests, cfg.clip_model, cfg.vocabulary, section)):
+            out[(section, request)] = description
+            console.info(f"{Path(request.image).name} -> {description.prompt!r} (CLIP "
+                         f"{cfg.clip_model}, {section} vocabulary)")
+    return out
+
+
 @dataclass
 class ModelSetup:
     """What setup found out about one model of the axis, with only that model loaded."""
@@ -151,6 +176,7 @@ class PlainBatches:
         self.files, self.samples = read_conditioning(samples, cfg)
         group = len(samples) // (len(cfg.model_names) * len(cfg.parameter_sets))
         self.setup: dict[str, ModelSetup] = {}
+        self.families: dict[str, str] = {}
         first = cfg.model_names[0]
         for name in reversed(list(dict.fromkeys(cfg.model_names))):
             loaded = load_model(name, device)
@@ -159,9 +185,14 @@ class PlainBatches:
                  for pset, p in cfg.parameter_sets.items()},
                 generation_batch_size(loaded, group))
             check_melody(self.samples, loaded)
+            self.families[name] = loaded.family
             if name != first:
                 del loaded
                 release_model(name, device)
+        self.descriptions = describe_samples(self.samples, self.families, cfg)
+        self.samples = [dataclasses.replace(s, prompt=self.descriptions[
+            (section_for(self.families[s.model]), s.image)].prompt) if s.image else s
+            for s in self.samples]
         self.loaded: LoadedModel | None = load_model(first, device)
         self.limit = [0]  # the largest batch known to fit on the device (0: no limit yet)
 
@@ -209,6 +240,9 @@ class PlainBatches:
                        **({"continuation": {"audio": sample.continuation[0],
                                             "prompt_seconds": sample.continuation[1]}}
                           if sample.continuation else {}),
+                       **({"image": self.descriptions[(section_for(loaded.family),
+                                                       sample.image)].record()}
+                          if sample.image else {}),
                        "acr_version": __version__}
             record = write_sample(run.dir / sample.path, clip, loaded.sample_rate, sidecar,
                                   cfg.sample_format, cfg.loudness_lufs)
@@ -234,6 +268,7 @@ class HybridBatches:
 
     def __init__(self, cfg: ExperimentConfig, device: str, samples: list[Sample]):
         self.cfg, self.device, self.samples = cfg, device, samples
+        self.descriptions: dict = {}  # (hybrid experiments have no image items)
         check_weights(cfg.weights)  # both stems' missing files in one message
         self.models: dict[str, LoadedModel] = {
             stem: load_stem_model(stem, getattr(cfg.hybrid, f"{stem}_model"), device,

@@ -30,7 +30,8 @@ def write_manifest(run_dir: Path, cfg: ExperimentConfig, samples: list[Sample],
                      "prompt": sample.prompt, "parameters": side["parameters"],
                      "seed": side["seed"], "duration": side["duration"],
                      "sample_rate": side["sample_rate"],
-                     "generation_seconds": side["generation_seconds"]})
+                     "generation_seconds": side["generation_seconds"],
+                     **({"image": side["image"]} if "image" in side else {})})
     audio = sum(r["duration"] for r in rows)
     generation = sum(r["generation_seconds"] for r in rows)
     manifest = {

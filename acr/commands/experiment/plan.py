@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from acr.core.config.schema import ExperimentConfig
+from acr.core.image_prompts import ImageRequest
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Sample:
     pair: tuple[str, str] | None = None  # (music, sfx) prompts of a hybrid experiment
     melody: str | None = None  # audio whose chroma conditions this sample
     continuation: tuple[str, float] | None = None  # (audio, prompt seconds) it continues
+    image: ImageRequest | None = None  # an image item: `prompt` is set once CLIP describes it
 
     @property
     def conditioning(self) -> str:
@@ -69,12 +71,14 @@ def expand(cfg: ExperimentConfig) -> list[Sample]:
 
     def text(prompt) -> tuple:
         if isinstance(prompt, str):
-            return prompt, None, None, None
+            return prompt, None, None, None, None
         if hasattr(prompt, "music"):
-            return f"{prompt.music} + {prompt.sfx}", (prompt.music, prompt.sfx), None, None
+            return f"{prompt.music} + {prompt.sfx}", (prompt.music, prompt.sfx), None, None, None
+        if hasattr(prompt, "image"):
+            return "", None, None, None, ImageRequest(prompt.image, prompt.text, prompt.weight)
         continuation = (prompt.continuation.audio, prompt.continuation.prompt_seconds) \
             if prompt.continuation else None
-        return prompt.text, None, prompt.melody, continuation
+        return prompt.text, None, prompt.melody, continuation, None
 
     return [Sample(f"{dirs[model]}/{pset}/{pname}/{pi}-{si}", model, pset, pname, pi, si,
                    *text(prompt))

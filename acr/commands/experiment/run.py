@@ -21,6 +21,7 @@ from acr.core.config.loader import dump_yaml, to_dict
 from acr.core.config.schema import ExperimentConfig
 from acr.core.distributed import (Dist, gather_from_all, init_dist, leave_dist, rank_device,
                                   wait_for_all)
+from acr.core.image_prompts import copy_images
 from acr.core.models import device_name, resolve_device
 from acr.core.runs import Run, begin_shared_run, open_run, resume_config
 
@@ -63,6 +64,8 @@ def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
     """Everything after the run folder exists: the loop, the manifest, the analysis, the end."""
     if dist_info.main and not (run.dir / FINDINGS).exists():
         write_findings(run.dir, [dict(to_dict(f), source="config") for f in cfg.findings])
+    if dist_info.main:  # the images of image items, kept with the run (and exported)
+        copy_images(run.dir, list(runner.descriptions.values()))
     batches = plan_batches(samples, batch_size, cfg.seed)
     mine = [b for b in batches if b.index % dist_info.world == dist_info.rank]
     todo = [b for b in mine if not all(is_done(run.dir, s) for s in b.samples)]

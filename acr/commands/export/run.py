@@ -71,7 +71,7 @@ def _run_files(run_dir: Path, samples: str, include_model: bool) -> list[Path]:
             picked.append(path)
         elif top == "analysis" and (len(rel.parts) < 2 or rel.parts[1] != "cache"):
             picked.append(path)
-        elif top == "plots":
+        elif top in ("plots", "images"):  # images: those image prompts were described from
             picked.append(path)
         elif top == "samples" and (path.suffix == ".json" or
                                    (samples == "all" and path.suffix.lower() in AUDIO_SUFFIXES)):
@@ -256,7 +256,7 @@ def export_runs(run_dirs: list[Path], out: Path | None, samples: str = "all",
     kinds: dict[str, int] = {}
     for name, listed in files.items():
         kind = name.split("/")[2] if name.count("/") >= 2 else "records"
-        kind = kind if kind in ("samples", "analysis", "model", "plots", "listening") \
+        kind = kind if kind in ("samples", "analysis", "model", "plots", "listening", "images") \
             else "records"
         kinds[kind] = kinds.get(kind, 0) + listed["size"]
     if kinds.get("samples", 0) > LARGE_BYTES:

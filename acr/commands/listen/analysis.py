@@ -40,7 +40,7 @@ MUSHRA_REPEAT_TOLERANCE = 20.0
 BT_PRIOR = 0.5  # wins each way added to compared pairs when the plain MLE does not exist
 BT_BOOTSTRAP = 500
 NOT_METRICS = {"path", "model", "parameter_set", "prompt_set", "prompt_index", "sample_index",
-               "prompt", "key", "flags"}
+               "prompt", "image", "key", "flags"}
 
 
 @dataclass

@@ -256,6 +256,11 @@ def _check_value(tp: Any, item: Item, path: str, problems: Problems, meta: dict)
             problems.extend(attempts[number])  # a number, but not a valid one (out of range)
         elif mappings and isinstance(item.value, dict):  # the mapping it was closest to
             problems.extend(min((attempts[a] for a in mappings), key=len))
+        elif isinstance(item.value, str) and str in inner:  # a string, but not a valid one
+            problems.extend(attempts[str])
+        elif isinstance(item.value, list) and (lists := [a for a in inner
+                                                          if typing.get_origin(a) is list]):
+            problems.extend(attempts[lists[0]])  # a list, but not a valid one (too short)
         else:
             names = " or ".join(_type_name(a) for a in inner)
             problems.add(item.loc, path, f"expected {names}, got {_show(item.value)}")

@@ -10,7 +10,8 @@ from typing import Any, ClassVar, Literal, Optional, Union
 
 from acr.core.config.loader import Item, Problems, opt
 from acr.core.errors import UsageError
-from acr.core.models import DEFAULT_MUSIC_MODEL, DEFAULT_SFX_MODEL, MELODY_MODELS, may_have_melody
+from acr.core.models import (DEFAULT_CLIP, DEFAULT_MUSIC_MODEL, DEFAULT_SFX_MODEL, MELODY_MODELS,
+                             may_have_melody)
 
 
 def nonempty(text: str) -> str | None:
@@ -148,6 +149,47 @@ class ConditionedPrompt:
 
 
 @dataclass
+class ImagePrompt:
+    """A prompt described from an image: CLIP ranks the vocabulary's phrases against the image
+    and the vocabulary's template makes the text prompt (image-to-text ranking; the audio
+    models never see the image)."""
+
+    image: str = opt(MISSING, "Image file (PNG, JPEG, GIF: first frame, WebP, BMP, TIFF); "
+                     "relative to the config file's folder.", validate=nonempty)
+    text: Optional[str] = opt(None, "Text that steers the ranking: its CLIP embedding is "
+                              "blended with the image's by `weight`. The prompt holds it only "
+                              "where the vocabulary's template names {text}.", validate=nonempty)
+    weight: float = opt(0.5, "How much the image counts against `text` when ranking: 1 = the "
+                        "image alone, 0 = the text alone; unused without `text`.", ge=0, le=1)
+
+    @staticmethod
+    def cross_check(item: Item, problems: Problems, path: str) -> None:
+        from acr.core.image_prompts import image_problems
+
+        image_problems(item, problems, path)
+
+
+def clip_model_field() -> Any:
+    return opt(DEFAULT_CLIP, "CLIP model that describes `image` prompts: a Hugging Face id (from "
+               "the local cache) or a local folder.", validate=nonempty)
+
+
+def vocabulary_field() -> Any:
+    return opt(None, "Vocabulary file of `image` prompts (slots of phrases, caption and prompt "
+               "templates); null = the default (acr/core/vocabulary.yaml). Relative to the "
+               "config file's folder.", validate=nonempty)
+
+
+def check_vocabulary(item: Item, problems: Problems) -> None:
+    """The problems (FILE:LINE) of the vocabulary file a config names."""
+    from acr.core.image_prompts import vocabulary_problem
+
+    vocabulary = item.value.get("vocabulary")
+    if vocabulary is not None and isinstance(vocabulary.value, str) and vocabulary.value.strip():
+        problems.extend(vocabulary_problem(vocabulary.value, vocabulary.loc))
+
+
+@dataclass
 class ExperimentParams(GenerationParams):
     """Generation parameters, plus the blend of hybrid experiments."""
 
@@ -171,8 +213,9 @@ class GenerateConfig:
 
     KIND_MARKER: ClassVar[str] = "prompts"
 
-    prompts: list[str] = opt([], "Text prompts; generated together as one batch (required "
-                             "unless `hybrid` is given).", items={"validate": nonempty})
+    prompts: list[Union[str, ImagePrompt]] = opt(
+        [], "Text prompts, or {image, text, weight} items described by CLIP; generated together "
+        "as one batch (required unless `hybrid` is given).", items={"validate": nonempty})
     model: str = model_field()
     name: str = opt("generate", "Run name: runs go to experiments/<name>/<timestamp>-<id>/.",
                     pattern=NAME_PATTERN, pattern_help=NAME_HELP)
@@ -189,6 +232,8 @@ class GenerateConfig:
                                 "musicgen-stereo-melody[-large]).", validate=nonempty)
     continuation: Optional[Continuation] = opt(None, "Continue a recording instead of starting "
                                                "from silence.")
+    clip_model: str = clip_model_field()
+    vocabulary: Optional[str] = vocabulary_field()
 
     @property
     def weights(self) -> list[str]:
@@ -221,6 +266,7 @@ class GenerateConfig:
         if "melody" in given and not may_have_melody(name):
             problems.add(item.key_locs["melody"], "melody", f"model {name!r} has no melody "
                          f"(chroma) conditioning; use one of: {', '.join(MELODY_MODELS)}")
+        check_vocabulary(item, problems)
 
 
 @dataclass
@@ -241,10 +287,10 @@ class ExperimentConfig:
 
     name: str = opt(MISSING, "Experiment name: runs go to experiments/<name>/<timestamp>-<id>/.",
                     pattern=NAME_PATTERN, pattern_help=NAME_HELP)
-    prompt_sets: dict[str, list[Union[str, ConditionedPrompt, HybridPrompt]]] = opt(
+    prompt_sets: dict[str, list[Union[str, ConditionedPrompt, HybridPrompt, ImagePrompt]]] = opt(
         MISSING, "Named lists of prompts, e.g. joy: [...], sadness: [...]; an item may be "
-        "{text, melody} or {text, continuation: {audio, prompt_seconds}}, and in a hybrid "
-        "experiment it is a {music, sfx} pair.", min_items=1, pattern=NAME_PATTERN,
+        "{text, melody}, {text, continuation: {audio, prompt_seconds}} or {image, text, "
+        "weight} (described by CLIP), and in a hybrid experiment it is a {music, sfx} pair.", min_items=1, pattern=NAME_PATTERN,
         pattern_help=NAME_HELP, items={"min_items": 1, "items": {"validate": nonempty}})
     parameter_sets: dict[str, ExperimentParams] = opt(
         MISSING, "Named generation parameter sets (the keys of `params` of acr generate), each "
@@ -275,6 +321,8 @@ class ExperimentConfig:
     hybrid: Optional[HybridExperiment] = opt(None, "Mix music and effects stems (instead of "
                                              "`model`): prompt-set items become {music, sfx} "
                                              "pairs, parameter sets may set `blend`.")
+    clip_model: str = clip_model_field()
+    vocabulary: Optional[str] = vocabulary_field()
 
     @staticmethod
     def prepare(item: Item) -> None:
@@ -343,6 +391,7 @@ class ExperimentConfig:
                     pset.value["blend"].value is not None:
                 problems.add(pset.key_locs["blend"], f"parameter_sets.{name}.blend",
                              "blend needs a `hybrid:` section")
+        check_vocabulary(item, problems)
 
     @property
     def baseline_set(self) -> str:
