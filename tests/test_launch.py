@@ -139,21 +139,53 @@ def test_killed_and_failing_tasks_then_resume_gives_the_same_bytes(grid, tmp_pat
     assert sorted(again) == [(0, 3), (1, 4)]
 
 
+@pytest.mark.slow
+def test_a_preempted_task_is_requeued_and_loses_at_most_its_batch(grid, tmp_path, acr):
+    """SIGUSR2, the signal Slurm sends before preempting a job (or at its time limit), reaches
+    the task after its first batch: submitit calls the share's checkpoint and requeues it (the
+    local executor restarts it); the new task generates only the batches still missing."""
+    run = tmp_path / "R"
+    result = acr("experiment", grid / "grid.yaml", "--out", run, "--launcher", "local")
+    assert result.exit_code == 0, result.stderr
+    first = run / "samples/tiny-musicgen/base/calm"
+    deadline = time.monotonic() + 600
+    while not ((first / "0-0.wav").is_file() and (first / "0-1.wav").is_file()):
+        assert time.monotonic() < deadline and record(run, 0).get("state") != "done"
+        time.sleep(0.02)
+    pid = record(run, 0)["pid"]
+    os.kill(pid, signal.SIGUSR2)
+    while record(run, 0).get("state") != "done" or \
+            json.loads((run / "meta.json").read_text())["status"] == "running":
+        assert time.monotonic() < deadline, record(run, 0)
+        time.sleep(0.5)
+    assert record(run, 0)["pid"] != pid  # a new task finished the share
+    assert wavs(run) == wavs(grid / "single")
+    assert json.loads((run / "meta.json").read_text())["status"] == "completed"
+    log = events(run)
+    assert [e["event"] for e in log].count("share.start") == 2
+    ended = [e["batch"] for e in log if e["event"] == "batch.end"]
+    assert sorted(ended) == [0, 1, 2, 3, 4, 5]  # no batch finished twice
+    started = [e["batch"] for e in log if e["event"] == "batch.start"]
+    assert len(started) <= 7  # at most the batch it was generating is lost
+    out = "".join(p.read_text() for p in (run / "launcher").glob("*_log.*"))
+    assert "this job is preempted" in out and "Requeued job" in out
+
+
 # ---- Slurm: the submission submitit makes, against stand-in commands ------------------------
 
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
     """sbatch, srun and sacct on PATH: sbatch keeps the script it is given and answers like
-    Slurm; sacct reports every task of job 4242 as PENDING."""
+    Slurm; sacct answers with the lines of sacct.txt (every task of job 4242 PENDING)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     scripts = {
         "sbatch": f'#!/bin/sh\ncp "$1" "{tmp_path}/submitted.sh"\n'
                   'echo "Submitted batch job 4242"\n',
         "srun": "#!/bin/sh\nexit 1\n",
-        "sacct": "#!/bin/sh\necho 'JobID|State|NodeList'\n"
-                 "echo '4242_[0-2]|PENDING|None assigned'\n"}
+        "sacct": f"#!/bin/sh\necho 'JobID|State|NodeList'\ncat {tmp_path}/sacct.txt\n"}
+    (tmp_path / "sacct.txt").write_text("4242_[0-2]|PENDING|None assigned\n")
     for name, text in scripts.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(stat.S_IRWXU)
@@ -195,10 +227,27 @@ def test_slurm_submission_of_an_experiment(tmp_path, acr, fake_slurm):
     assert f"{run}: running; 0/12 samples" in status.stdout
     assert "share 2: queued (3/3" not in status.stdout  # nothing done yet
     assert "share 2: queued (0/4 samples; job 4242_2, Slurm PENDING)" in status.stdout
+    # Slurm's word when a job ends without its task recording an end, with its log's tail
+    (fake_slurm.parent / "sacct.txt").write_text(
+        "4242_0|RUNNING|gpu07\n4242_1|OUT_OF_MEMORY|gpu08\n4242_2|PENDING|None assigned\n")
+    (run / "launcher/4242_1_0_log.err").write_text(
+        "share 1 of 3: 2 of its 2 batches to generate on cuda\n\n"
+        "slurmstepd: error: Detected 1 oom_kill event in StepId=4242_1.0\n")
+    status = acr("experiment", "status", run).stdout
+    assert "share 0: running (0/4 samples; job 4242_0, Slurm RUNNING)" in status
+    assert "share 1: failed (0/4 samples; job 4242_1, Slurm OUT_OF_MEMORY): Slurm job 4242_1 " \
+        "ended (OUT_OF_MEMORY) without the task recording an end" in status
+    assert status.splitlines()[-3:] == [
+        "  log of share 1 (job 4242_1), last lines:",
+        "    share 1 of 3: 2 of its 2 batches to generate on cuda",
+        "    slurmstepd: error: Detected 1 oom_kill event in StepId=4242_1.0"]
+    (fake_slurm.parent / "sacct.txt").write_text("4242_[0-2]|PENDING|None assigned\n")
     # the same config from the file alone (launcher: kind slurm)
     (tmp_path / "k.yaml").write_text(GRID + "launcher: {kind: slurm, tasks: 2}\n")
     assert acr("experiment", tmp_path / "k.yaml", "--out", tmp_path / "K").exit_code == 0
     assert sbatch_options(fake_slurm)["array"] == "0-1%2"
+    result = acr("experiment", "status", tmp_path / "K" / "launcher")
+    assert result.exit_code == 2 and "not a run folder" in result.stderr
     # a resume while its tasks are queued is refused, naming them
     result = acr("experiment", "--resume", run, "--launcher", "slurm")
     assert result.exit_code == 2
@@ -304,3 +353,14 @@ def test_two_rank_local_finetune_job(tmp_path, acr, demo, monkeypatch):
     assert (run / "model/state_dict.bin").is_file()
     logs = sorted((run / "launcher").glob("*_log.err"))
     assert len(logs) == 2  # one per rank
+
+
+@pytest.mark.slow
+def test_submitit_is_imported_only_when_a_launcher_is_used():
+    from helpers import run_python
+
+    proc = run_python("import sys\nimport acr.cli, acr.commands.experiment, "
+                      "acr.commands.finetune, acr.core.launch\n"
+                      "print(sorted(m for m in sys.modules if m.split('.')[0] == 'submitit'))")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[]"

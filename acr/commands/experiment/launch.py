@@ -94,7 +94,7 @@ def submit_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
             write_jobs(run.dir, {
                 "kind": launcher.kind, "shares": shares,
                 "jobs": {**previous.get("jobs", {}), **{str(k): v for k, v in ids.items()}},
-                "submitted": time.time(),
+                "submitted": time.time(), "latest": todo,
                 "samples_done_at_submit": sum(is_done(run.dir, s) for s in samples)})
             run.event("launcher.submit", launcher=launcher.kind, shares=todo,
                       jobs=list(ids.values()))
@@ -230,9 +230,9 @@ def agreed_batch_size(run: Run, cfg: ExperimentConfig, runner: Any, device: str,
 
 def finish_if_last(run: Run, cfg: ExperimentConfig | None, samples: list[Sample] | None,
                    lock: Any = None) -> None:
-    """When no share is at work any more: the manifest (complete when every sample is there),
-    then, if every share is done, the summary, the analysis and the final status, all under
-    the run's lock (`lock`: held already by the caller)."""
+    """When no share is at work any more: the manifest, then, when every sample is there, the
+    summary, the analysis and the final status (else the run is failed, if no share said why
+    yet), all under the run's lock (`lock`: held already by the caller)."""
     with shares_lock(run.dir):
         if any(s.active for s in share_states(run.dir)):
             return  # another share is still at work: its task ends the run
@@ -256,13 +256,13 @@ def finish_if_last(run: Run, cfg: ExperimentConfig | None, samples: list[Sample]
             if meta.get("status") == "completed":
                 return
             manifest = write_manifest(run.dir, cfg, samples, complete=complete)
-            if not complete or any(s.state != "done" for s in states):
+            if not complete:  # a share failed, or its task died: a resume does the rest
                 if meta.get("status") == "running":
                     run.finish("failed", error="the tasks ended with samples missing; resume "
                                f"with acr experiment --resume {run.dir}")
                 return
-            done = [s.record for s in states]
             jobs = read_jobs(run.dir)
+            done = [s.record for s in states if s.share in jobs.get("latest", [])]
             wall = time.time() - jobs.get("submitted", time.time())
             summary_table(manifest["totals"], sum(r.get("samples", 0) for r in done),
                           sum(r.get("audio_seconds", 0.0) for r in done), wall)
