@@ -276,8 +276,9 @@ def experiment_run(
     config: Optional[Path] = typer.Argument(None, help="Experiment YAML (optional with "
                                             "--resume: the run's own config is used)."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder: keep finished "
-                                          "samples, generate the missing ones. --device may "
-                                          "change; a change to anything else is refused."),
+                                          "samples, generate the missing ones. --device and "
+                                          "the launcher may change; a change to anything else "
+                                          "is refused."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     batch_size: Optional[str] = typer.Option(None, help="Samples per batch, or auto."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
@@ -399,8 +400,9 @@ def finetune(
     config: Optional[Path] = typer.Argument(None, help="Fine-tune YAML (optional with --resume "
                                             "or --make-demo-data)."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last "
-                                          "checkpoint. --device may change, and --epochs N "
-                                          "extends it; a change to anything else is refused."),
+                                          "checkpoint. --device and the launcher may change, "
+                                          "and --epochs N extends it; a change to anything "
+                                          "else is refused."),
     make_demo_data: Optional[Path] = typer.Option(None, "--make-demo-data", help="Write a small "
                                                   "captioned dataset (chords, arpeggios, drum "
                                                   "loops; 44.1 kHz stereo) to this folder and "

@@ -4,6 +4,7 @@ submitit's own SlurmExecutor against stand-in sbatch / srun / sacct commands (no
 which record the sbatch script submitit writes."""
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -53,11 +54,15 @@ def grid(tmp_path_factory):
     """The grid and its one-process run (one torch thread, like every task below)."""
     folder = tmp_path_factory.mktemp("grid")
     (folder / "grid.yaml").write_text(GRID)
-    os.environ["OMP_NUM_THREADS"] = "1"  # the tasks inherit it (see the finaliser below)
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # the tasks the tests launch inherit it
     proc = run_acr("experiment", folder / "grid.yaml", "--out", folder / "single", cwd=folder)
     assert proc.returncode == 0, proc.stderr[-2000:]
     yield folder
-    os.environ.pop("OMP_NUM_THREADS", None)
+    if saved is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = saved
 
 
 @pytest.mark.slow
@@ -241,6 +246,23 @@ def test_slurm_submission_of_an_experiment(tmp_path, acr, fake_slurm):
         "  log of share 1 (job 4242_1), last lines:",
         "    share 1 of 3: 2 of its 2 batches to generate on cuda",
         "    slurmstepd: error: Detected 1 oom_kill event in StepId=4242_1.0"]
+    # the time left, at the rate since submission: 4 samples in 100 s, 8 to go
+    jobs = json.loads((run / "launcher/jobs.json").read_text())
+    (run / "launcher/jobs.json").write_text(json.dumps({**jobs,
+                                                        "submitted": time.time() - 100}))
+    for name in ("base/calm/0-0", "base/calm/0-1", "base/loud/0-0", "base/loud/0-1"):
+        for suffix in (".wav", ".json"):
+            path = run / "samples/tiny-musicgen" / (name + suffix)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")
+    status = acr("experiment", "status", run).stdout
+    head, _, left = status.splitlines()[0].partition("; about ")
+    assert head == f"{run}: running; 4/12 samples"
+    minutes, seconds = map(int, re.fullmatch(r"(\d+)m(\d+)s left", left).groups())
+    assert 200 <= 60 * minutes + seconds <= 230  # 200 s, and the time status took to start
+    assert "share 0: running (2/4 samples" in status and "share 2: queued (2/4 samples" \
+        in status
+    shutil.rmtree(run / "samples")
     (fake_slurm.parent / "sacct.txt").write_text("4242_[0-2]|PENDING|None assigned\n")
     # the same config from the file alone (launcher: kind slurm)
     (tmp_path / "k.yaml").write_text(GRID + "launcher: {kind: slurm, tasks: 2}\n")
