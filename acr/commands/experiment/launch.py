@@ -83,6 +83,10 @@ def submit_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
                 console.info("every share is done: writing the manifest")
                 finish_if_last(run, cfg, samples, lock=lock)
                 return Submission(run.dir, launcher.kind, shares, {})
+            previous = read_jobs(run.dir)
+            if previous:  # the jobs before are over: their ids must not speak for the new ones
+                write_jobs(run.dir, {**previous, "jobs": {
+                    k: v for k, v in previous["jobs"].items() if int(k) not in todo}})
             for share in todo:
                 write_record(run.dir, share, state="queued", submitted=utc_now())
             executor = make_executor(launcher, launcher_dir(run.dir), Resources(
@@ -90,7 +94,6 @@ def submit_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
             jobs = executor.submit_array([ShareTask(str(run.dir.resolve()), k, shares)
                                           for k in todo])
             ids = {k: str(job.job_id) for k, job in zip(todo, jobs)}
-            previous = read_jobs(run.dir)
             write_jobs(run.dir, {
                 "kind": launcher.kind, "shares": shares,
                 "jobs": {**previous.get("jobs", {}), **{str(k): v for k, v in ids.items()}},
