@@ -6,6 +6,7 @@ written); any other failure is one line and exit code 1 (`--debug` shows the tra
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -130,6 +131,39 @@ SET_HELP = {"generate": _set_help(GenerateConfig, "params.temperature", "1.2"),
                         "params.top_k=50 (repeatable)."}
 OUT_HELP = "Run folder to create (must be new or empty) [default: experiments/<name>/<time>-<id>]."
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
+LAUNCHER_HELP = ("none | slurm | local (launcher.kind): none runs here; slurm submits through "
+                 "submitit (the run folder must be on a shared filesystem); local takes the same "
+                 "path in subprocesses on this machine.")
+TIME_HELP = "Minutes each Slurm job may run (launcher.time)."
+SLURM_OPT_HELP = ("More sbatch options, KEY=VALUE without the leading --, e.g. --slurm-opt "
+                  "account=my-lab (repeatable; launcher.slurm).")
+
+
+def _slurm_options(options: Optional[list[str]]) -> list:
+    """--slurm-opt KEY=VALUE values as overrides of launcher.slurm.KEY."""
+    from acr.core.config.loader import flag_item
+
+    out = []
+    for option in options or []:
+        key, sep, value = option.partition("=")
+        key = key.strip().removeprefix("--")
+        if not sep or not key.replace("-", "_").isidentifier() or not value.strip():
+            raise UsageError(f"--slurm-opt {option}: expected KEY=VALUE, like --slurm-opt "
+                             "account=my-lab")
+        out.append((f"launcher.slurm.{key}", flag_item(value.strip(), "--slurm-opt")))
+    return out
+
+
+def _launcher_kind(schema: type, cfg: Any, resume: Optional[Path]) -> str:
+    """The launcher a command runs with: the config's, else (a resume without flags) the run's."""
+    if cfg is not None:
+        return cfg.launcher.kind
+    recorded = Path(resume) / "config.yaml" if resume is not None else None
+    if recorded is None or not recorded.is_file():
+        return "none"  # the recipe says what is wrong with the folder
+    from acr.core.config.loader import load_config
+
+    return load_config(schema, recorded).launcher.kind
 
 
 @app.command()
@@ -289,12 +323,23 @@ def experiment_run(
     config: Optional[Path] = typer.Argument(None, help="Experiment YAML (optional with "
                                             "--resume: the run's own config is used)."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder: keep finished "
-                                          "samples, generate the missing ones. --device may "
-                                          "change; a change to anything else is refused."),
+                                          "samples, generate the missing ones. --device and "
+                                          "the launcher may change; a change to anything else "
+                                          "is refused."),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP),
     batch_size: Optional[str] = typer.Option(None, help="Samples per batch, or auto."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP["experiment"]),
+    launcher: Optional[str] = typer.Option(None, help=LAUNCHER_HELP),
+    tasks: Optional[int] = typer.Option(None, help="Tasks of the Slurm job array (launcher.tasks"
+                                        "); each generates a fixed share of the batches."),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition (launcher.partition)."),
+    gpus_per_task: Optional[int] = typer.Option(None, help="GPUs per task "
+                                                "(launcher.gpus_per_task)."),
+    time_: Optional[int] = typer.Option(None, "--time", help=TIME_HELP),
+    slurm_opt: Optional[list[str]] = typer.Option(None, "--slurm-opt", help=SLURM_OPT_HELP),
+    wait: bool = typer.Option(False, "--wait", help="With a launcher: follow the tasks until "
+                              "they end (else return once they are submitted)."),
 ) -> None:
     """Run an experiment grid (or resume one) and write experiment.json with every sample."""
     def work() -> None:
@@ -311,7 +356,14 @@ def experiment_run(
                              "folder")
         if config is not None:
             check_kind(config, "experiment")
-        overrides = _overrides(set_, {"device": ("--device", device)})
+        overrides = _overrides(set_, {"device": ("--device", device),
+                                      "launcher.kind": ("--launcher", launcher),
+                                      "launcher.tasks": ("--tasks", tasks),
+                                      "launcher.partition": ("--partition", partition),
+                                      "launcher.gpus_per_task": ("--gpus-per-task",
+                                                                 gpus_per_task),
+                                      "launcher.time": ("--time", time_)})
+        overrides += _slurm_options(slurm_opt)
         if batch_size is not None:  # a number or auto, read like a config value
             overrides.append(("batch_size", flag_yaml(batch_size, "--batch-size")))
         cfg = load_config(ExperimentConfig, config, overrides) if config is not None else \
@@ -325,12 +377,52 @@ def experiment_run(
         if cfg is not None:
             check_weights(cfg.weights)  # before torch loads: missing downloads named at once
 
+        if _launcher_kind(ExperimentConfig, cfg, resume) != "none":
+            _launch_experiment(cfg, out, resume, wait)
+            return
         from acr.commands.experiment import run_experiment
 
         run_dir = run_experiment(cfg, out=out, resume=resume)
         if int(os.environ.get("RANK", "0")) == 0:
             console.result(f"wrote the experiment to {run_dir} (manifest: "
                            f"{run_dir / 'experiment.json'})")
+
+    _guarded(work)
+
+
+def _launch_experiment(cfg: Any, out: Optional[Path], resume: Optional[Path], wait: bool
+                       ) -> None:
+    """Submit the shares of an experiment (--launcher slurm | local); with --wait, follow them."""
+    from acr.commands.experiment import submit_experiment, wait_for_run
+
+    sub = submit_experiment(cfg, out=out, resume=resume)
+    if sub.submitted:
+        jobs = ", ".join(f"{share}: {job}" for share, job in sub.submitted.items())
+        console.result(f"submitted {len(sub.submitted)} of {sub.shares} share(s) to "
+                       f"{sub.kind} (jobs by share: {jobs}); run folder: {sub.run_dir}")
+        console.info(f"follow it with: acr experiment status {sub.run_dir}")
+    if not wait:
+        return
+    status = wait_for_run(sub.run_dir)
+    if status != "completed":
+        console.error(f"{sub.run_dir}: {status}; see acr experiment status {sub.run_dir}")
+        raise typer.Exit(1)
+    console.result(f"wrote the experiment to {sub.run_dir} (manifest: "
+                   f"{sub.run_dir / 'experiment.json'})")
+
+
+@experiment_app.command("status")
+def experiment_status(
+    run_dir: Path = typer.Argument(..., help="An experiment run folder."),
+    log_lines: int = typer.Option(8, help="Lines of a failed task's log to show."),
+) -> None:
+    """Samples done of planned, each task's state (Slurm's too, and its log if it failed), and
+    the time left."""
+    def work() -> None:
+        from acr.commands.experiment import experiment_status as status, render_status
+
+        for line in render_status(status(run_dir, log_lines=log_lines)):
+            console.result(line)
 
     _guarded(work)
 
@@ -356,8 +448,9 @@ def finetune(
     config: Optional[Path] = typer.Argument(None, help="Fine-tune YAML (optional with --resume "
                                             "or --make-demo-data)."),
     resume: Optional[Path] = typer.Option(None, help="Continue this run folder from its last "
-                                          "checkpoint. --device may change, and --epochs N "
-                                          "extends it; a change to anything else is refused."),
+                                          "checkpoint. --device and the launcher may change, "
+                                          "and --epochs N extends it; a change to anything "
+                                          "else is refused."),
     make_demo_data: Optional[Path] = typer.Option(None, "--make-demo-data", help="Write a small "
                                                   "captioned dataset (chords, arpeggios, drum "
                                                   "loops; 44.1 kHz stereo) to this folder and "
@@ -366,6 +459,15 @@ def finetune(
     epochs: Optional[int] = typer.Option(None, help="Epochs [default: from the config]."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP["finetune"]),
+    launcher: Optional[str] = typer.Option(None, help=LAUNCHER_HELP),
+    nodes: Optional[int] = typer.Option(None, help="Nodes of the DDP job (launcher.nodes)."),
+    gpus_per_node: Optional[int] = typer.Option(None, help="GPUs per node, a rank each "
+                                                "(launcher.gpus_per_node)."),
+    partition: Optional[str] = typer.Option(None, help="Slurm partition (launcher.partition)."),
+    time_: Optional[int] = typer.Option(None, "--time", help=TIME_HELP),
+    slurm_opt: Optional[list[str]] = typer.Option(None, "--slurm-opt", help=SLURM_OPT_HELP),
+    wait: bool = typer.Option(False, "--wait", help="With a launcher: wait for the job to end "
+                              "(else return once it is submitted)."),
 ) -> None:
     """Fine-tune MusicGen / AudioGen on a folder of captioned audio; writes RUN/model/."""
     def work() -> None:
@@ -388,7 +490,14 @@ def finetune(
             raise UsageError("--out and --resume do not go together: a resumed run stays in its "
                              "folder")
         overrides = _overrides(set_, {"device": ("--device", device),
-                                      "epochs": ("--epochs", epochs)})
+                                      "epochs": ("--epochs", epochs),
+                                      "launcher.kind": ("--launcher", launcher),
+                                      "launcher.nodes": ("--nodes", nodes),
+                                      "launcher.gpus_per_node": ("--gpus-per-node",
+                                                                 gpus_per_node),
+                                      "launcher.partition": ("--partition", partition),
+                                      "launcher.time": ("--time", time_)})
+        overrides += _slurm_options(slurm_opt)
         cfg = _resumed_config(FinetuneConfig, resume, overrides)
         if config is not None:
             check_kind(config, "finetune")
@@ -396,6 +505,9 @@ def finetune(
             cfg = dataclasses.replace(cfg, data=_from_config_folder(cfg.data, config))
         check_out_dir(out)
 
+        if _launcher_kind(FinetuneConfig, cfg, resume) != "none":
+            _launch_finetune(cfg, out, resume, wait)
+            return
         from acr.commands.finetune import run_finetune
 
         run_dir = run_finetune(cfg, out=out, resume=resume)
@@ -404,6 +516,24 @@ def finetune(
                            f"`acr generate --model {run_dir / 'model'}`)")
 
     _guarded(work)
+
+
+def _launch_finetune(cfg: Any, out: Optional[Path], resume: Optional[Path], wait: bool) -> None:
+    """Submit a fine-tune as one DDP job (--launcher slurm | local); with --wait, wait for it."""
+    from acr.commands.finetune import submit_finetune
+
+    sub = submit_finetune(cfg, out=out, resume=resume)
+    console.result(f"submitted job {sub.job} ({sub.ranks} rank(s)) to {sub.kind}; run folder: "
+                   f"{sub.run_dir} (logs in {sub.run_dir / 'launcher'})")
+    if not wait:
+        return
+    sub.handle.wait()
+    meta = sub.run_dir / "meta.json"
+    status = json.loads(meta.read_text()).get("status") if meta.is_file() else "not started"
+    if status != "completed":
+        console.error(f"{sub.run_dir}: {status}; see the job's log in {sub.run_dir / 'launcher'}")
+        raise typer.Exit(1)
+    console.result(f"wrote the fine-tuned model to {sub.run_dir / 'model'}")
 
 
 @app.command()

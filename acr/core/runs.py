@@ -14,6 +14,7 @@ import math
 import os
 import secrets
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Callable, Iterator
 from acr.core.atomic import replacing
 from acr.core.distributed import Dist, share_from_main
 from acr.core.environment import git_commit, versions
+from acr.core.launch import LAUNCHER_DIR
 from acr.core.errors import UsageError
 from acr.core.safe_load import read_json
 
@@ -68,11 +70,12 @@ def file_digest(path: Path) -> str:
 
 
 def check_out_dir(out: Path | None) -> None:
-    """Refuse an --out folder that already holds something (before any work starts)."""
+    """Refuse an --out folder that already holds something (before any work starts); a folder
+    holding only launcher/ is one a launcher reserved for the run its job starts."""
     if out is not None and Path(out).exists():
         if not Path(out).is_dir():
             raise UsageError(f"--out {out}: exists and is not a folder; choose another path")
-        if any(Path(out).iterdir()):
+        if any(p.name != LAUNCHER_DIR for p in Path(out).iterdir()):
             raise UsageError(f"--out {out}: folder exists and is not empty; acr never reuses a "
                              "run folder: choose a new path or remove it")
 
@@ -153,19 +156,34 @@ class RunLock:
         self.handle.close()
 
 
-def lock_run(folder: Path) -> RunLock:
+def lock_run(folder: Path, wait: float = 0.0) -> RunLock:
     """Hold an exclusive lock on a run folder until `close()` (or the process ends).
 
-    A second acr process on the same folder gets a UsageError naming the holder's pid."""
-    handle = open(Path(folder) / ".lock", "a+", encoding="utf-8")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        pid = handle.read().strip() or "unknown"
-        handle.close()
-        raise UsageError(f"{folder}: in use by another acr process (pid {pid}); wait for it to "
-                         "finish or stop it first")
+    A second acr process on the same folder gets a UsageError naming the holder's pid, after
+    trying for `wait` seconds (0: at once)."""
+    path = Path(folder) / ".lock"
+    deadline = time.monotonic() + wait
+    while True:
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                handle.close()
+                time.sleep(0.2)
+                continue
+            handle.seek(0)
+            pid = handle.read().strip() or "unknown"
+            handle.close()
+            raise UsageError(f"{folder}: in use by another acr process (pid {pid}); wait for it "
+                             "to finish or stop it first")
+        try:
+            held = os.path.samestat(os.fstat(handle.fileno()), os.stat(path))
+        except FileNotFoundError:
+            held = False
+        if held:
+            break
+        handle.close()  # the holder removed the file we waited on (RunLock.close): lock anew
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -246,7 +264,7 @@ def resume_config(run_dir: Path, schema: type, given: Any | None) -> Any:
     ours = as_resolved(to_dict(given), theirs)
     used_batch_size = Run(run_dir).meta().get("batch_size")
     refused = [(key, a, b) for key, a, b in config_differences(theirs, ours)
-               if key not in schema.RESUME_MAY_CHANGE
+               if key.split(".")[0] not in schema.RESUME_MAY_CHANGE
                and not (key == "batch_size" and b == used_batch_size)]
     if refused:
         may = ", ".join(schema.RESUME_MAY_CHANGE)

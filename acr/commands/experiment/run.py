@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 from acr.commands.experiment.batches import HybridBatches, PlainBatches
 from acr.commands.experiment.manifest import FINDINGS, write_findings, write_manifest
 from acr.commands.experiment.plan import Batch, Sample, expand, is_done, plan_batches
+from acr.commands.experiment.shares import refuse_active_shares
 from acr.core import console
 from acr.core.config.loader import dump_yaml, to_dict
 from acr.core.config.schema import ExperimentConfig
@@ -36,6 +37,7 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
     resumed = open_run(resume, "experiment") if resume is not None else None
     if resumed is not None:
         cfg = resume_config(resumed.dir, ExperimentConfig, cfg)
+        refuse_active_shares(resumed.dir)
     assert cfg is not None
     device = resolve_device(rank_device(cfg.device, dist_info))
     samples = expand(cfg)
@@ -102,22 +104,33 @@ def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
     # cleanup (rank 0): the manifest from the sidecars on disk, the summary, the analysis
     if dist_info.main:
         manifest = write_manifest(run.dir, cfg, samples, complete=True)
-        totals = manifest["totals"]
-        speed = f"{new_audio / wall:.2f}" if new_audio else "-"
-        console.table("experiment", ["samples", "generated now", "seconds of audio (now)",
-                                     "wall time (s)", SPEED_HEADER],
-                      [[f"{totals['samples']}/{totals['planned']}", str(new_samples),
-                        f"{new_audio:.1f}", f"{wall:.1f}", speed]])
+        summary_table(manifest["totals"], new_samples, new_audio, wall)
     leave_dist(dist_info)  # the other ranks are done; rank 0 analyses and finishes alone
     if not dist_info.main:
         return
+    analyse_and_finish(run, cfg, wall, manifest["totals"]["audio_seconds"])
+
+
+def summary_table(totals: dict, new_samples: int, new_audio: float, wall: float) -> None:
+    """The run's summary: samples on disk, generated now, seconds of audio, speed."""
+    speed = f"{new_audio / wall:.2f}" if new_audio and wall else "-"
+    console.table("experiment", ["samples", "generated now", "seconds of audio (now)",
+                                 "wall time (s)", SPEED_HEADER],
+                  [[f"{totals['samples']}/{totals['planned']}", str(new_samples),
+                    f"{new_audio:.1f}", f"{wall:.1f}", speed]])
+
+
+def analyse_and_finish(run: Run, cfg: ExperimentConfig, wall: float, audio_seconds: float
+                       ) -> None:
+    """Once every sample is on disk and in the manifest: the analysis (analyze: true), then
+    the final status."""
     if cfg.analyze:
         from acr.commands.analyze import run_analysis
 
         console.info("analysing the run (analyze: true)")
         analysis = run_analysis(run.dir)
         run.event("analysis.done", folder=str(analysis))
-    run.finish("completed", wall_seconds=round(wall, 3), audio_seconds=totals["audio_seconds"])
+    run.finish("completed", wall_seconds=round(wall, 3), audio_seconds=audio_seconds)
 
 
 def used_config(cfg: ExperimentConfig, resolved: dict[str, list], device: str,

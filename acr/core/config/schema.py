@@ -270,6 +270,51 @@ class GenerateConfig:
 
 
 @dataclass
+class Launcher:
+    """Where the work runs: here in one process (none), or through submitit on a Slurm cluster
+    (slurm) or in local subprocesses that take the same path (local)."""
+
+    kind: Literal["none", "local", "slurm"] = opt(
+        "none", "none: run here, in this process; slurm: submit to a Slurm cluster through "
+        "submitit (the run folder must be on a filesystem every node shares); local: the same "
+        "sharded path in subprocesses on this machine (to try a launcher config first).")
+    partition: Optional[str] = opt(None, "Slurm partition; null = the cluster's default.",
+                                   validate=nonempty)
+    time: int = opt(240, "Minutes each job (array task) may run (sbatch --time; local: a "
+                    "timeout too); one that times out or is preempted is requeued and carries "
+                    "on from what is on disk (samples, a fine-tune's last checkpoint).",
+                    ge=1, le=525600)
+    cpus_per_task: Optional[int] = opt(None, "CPU cores per task; null = the cluster's "
+                                       "default.", ge=1, le=1024)
+    mem_gb: Optional[float] = opt(None, "Memory per node in GB; null = the cluster's default.",
+                                  gt=0)
+    slurm: dict[str, str] = opt({}, "More sbatch options, as {option: value} without the "
+                                "leading --, e.g. {account: my-lab, qos: high}; "
+                                "--slurm-opt KEY=VALUE on the command line.")
+
+
+@dataclass
+class ExperimentLauncher(Launcher):
+    """Launcher of `acr experiment`: a job array of `tasks`, each a fixed share of the batches."""
+
+    tasks: int = opt(1, "Tasks of the job array; task k generates the batches whose index is k "
+                     "modulo `tasks` (the bytes equal a one-process run's).", ge=1, le=10000)
+    gpus_per_task: int = opt(1, "GPUs each task gets (Slurm --gpus-per-node; one task per "
+                             "node).", ge=0, le=64)
+
+
+@dataclass
+class FinetuneLauncher(Launcher):
+    """Launcher of `acr finetune`: one multi-node DDP job, a rank per GPU."""
+
+    nodes: int = opt(1, "Nodes of the job.", ge=1, le=10000)
+    gpus_per_node: int = opt(1, "GPUs per node; each GPU runs one rank.", ge=0, le=64)
+    tasks_per_node: Optional[int] = opt(None, "Ranks per node; null = gpus_per_node (at least "
+                                        "one). More than one without GPUs trains on CPU ranks "
+                                        "(gloo).", ge=1, le=1024)
+
+
+@dataclass
 class Finding:
     """A finding recorded with a run (also added later by `acr experiment note`)."""
 
@@ -283,7 +328,7 @@ class ExperimentConfig:
 
     KIND_MARKER: ClassVar[str] = "prompt_sets"
     # what `--resume` may change: it cannot change the samples' seeds or prompts
-    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("device",)
+    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("device", "launcher")
 
     name: str = opt(MISSING, "Experiment name: runs go to experiments/<name>/<timestamp>-<id>/.",
                     pattern=NAME_PATTERN, pattern_help=NAME_HELP)
@@ -323,6 +368,9 @@ class ExperimentConfig:
                                              "pairs, parameter sets may set `blend`.")
     clip_model: str = clip_model_field()
     vocabulary: Optional[str] = vocabulary_field()
+    launcher: ExperimentLauncher = opt(ExperimentLauncher(), "Run the grid as a Slurm job "
+                                       "array (or local subprocesses): see the README's "
+                                       "\"Running on a cluster\".")
 
     @staticmethod
     def prepare(item: Item) -> None:
@@ -449,7 +497,7 @@ class FinetuneConfig:
     KIND_MARKER: ClassVar[str] = "data"
     # what `--resume` may change: the device, and epochs (more: a longer schedule from the
     # last checkpoint)
-    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("device", "epochs")
+    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("device", "epochs", "launcher")
 
     name: str = opt(MISSING, "Run name: runs go to experiments/<name>/<timestamp>-<id>/.",
                     pattern=NAME_PATTERN, pattern_help=NAME_HELP)
@@ -495,6 +543,9 @@ class FinetuneConfig:
     activation_checkpointing: bool = opt(False, "Recompute transformer activations in the "
                                          "backward pass: less memory, more time.")
     device: str = device_field()
+    launcher: FinetuneLauncher = opt(FinetuneLauncher(), "Train as one multi-node DDP job on "
+                                     "Slurm (or local subprocesses): see the README's "
+                                     "\"Running on a cluster\".")
 
 
 # The config kinds `acr validate` knows, and the key that tells each apart when not named.
