@@ -31,8 +31,9 @@ from acr.core.runs import write_atomic, write_json
 
 def run_analysis(path: Path, out: Path | None = None, reference: Path | None = None,
                  model_metrics: bool = True, clap_model: str | None = None,
-                 quiet: bool = False) -> Path:
-    """Analyse a run folder or any folder of audio; returns the analysis folder."""
+                 quiet: bool = False, workers: int | None = None) -> Path:
+    """Analyse a run folder or any folder of audio; returns the analysis folder. `workers`:
+    processes for the per-clip features (default: one per CPU)."""
     # setup: inputs first, nothing written until they are known to be good
     path = Path(path)
     check_folder(path, "")
@@ -53,8 +54,9 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
 
     # per clip
     with console.progress("analysing", len(clips)) as update:
-        results, computed = cached_features(clips, out_dir / "cache", update)
-    ref_results, _ = cached_features(reference_clips, out_dir / "cache") if reference_clips \
+        results, computed = cached_features(clips, out_dir / "cache", update, workers)
+    ref_results, _ = cached_features(reference_clips, out_dir / "cache", workers=workers) \
+        if reference_clips \
         else ([], 0)
     skipped = [{"path": c.rel, "reason": str(r)} for c, r in zip(clips, results)
                if isinstance(r, Unreadable)]
