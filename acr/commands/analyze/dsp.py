@@ -10,26 +10,29 @@ on a few signals.
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
-from scipy.signal import get_window
 
 N_FFT, HOP = 2048, 512
 TEMPO_WINDOW_SECONDS = 8.0  # librosa.feature.tempo's ac_size
 START_BPM, STD_BPM, MAX_TEMPO = 120.0, 1.0, 320.0  # its log-normal tempo prior and ceiling
 
 
-def power_spectrogram(mono: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """|librosa.stft(mono, n_fft=2048, hop_length=512)|**2 as [frames, bins] (centred frames,
+def power_spectrogram(mono: np.ndarray, window: np.ndarray, hop: int = HOP) -> np.ndarray:
+    """|librosa.stft(mono, n_fft=2048, hop_length=hop)|**2 as [frames, bins] (centred frames,
     zero padding, a periodic Hann window; float32 in, float32 out)."""
+    import scipy.fft  # (here and below: imported where used, as scipy's imports take time)
+
     padded = np.pad(mono, N_FFT // 2)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::hop]
     spectrum = scipy.fft.rfft(frames * window, axis=-1, workers=1)
     return spectrum.real ** 2 + spectrum.imag ** 2
 
 
 def hann(length: int) -> np.ndarray:
-    """scipy.signal.get_window('hann', length, fftbins=True): librosa's window."""
-    return get_window("hann", length, fftbins=True)
+    """scipy.signal.get_window('hann', length, fftbins=True), librosa's window, computed as
+    scipy does (a symmetric window one longer, its last value dropped) without importing
+    scipy.signal (and with it scipy.stats)."""
+    phase = np.linspace(-np.pi, np.pi, length + 1)
+    return (np.zeros(length + 1) + 0.5 * np.cos(0 * phase) + 0.5 * np.cos(phase))[:-1]
 
 
 def _hz_to_mel(frequencies: np.ndarray) -> np.ndarray:
@@ -134,6 +137,8 @@ def tempo(envelope: np.ndarray, rate: int) -> float:
     """librosa.feature.tempo(onset_envelope=envelope, sr=rate)[0]: the autocorrelation
     tempogram (8 s Hann windows, every frame) averaged over time, under a log-normal prior
     around 120 BPM, below 320 BPM."""
+    import scipy.fft
+
     length = int(TEMPO_WINDOW_SECONDS * rate) // HOP
     n = len(envelope)
     padded = np.pad(envelope, length // 2, mode="linear_ramp", end_values=[0, 0])
@@ -155,4 +160,6 @@ def tempo(envelope: np.ndarray, rate: int) -> float:
 
 def mfcc(mel_db: np.ndarray, n_mfcc: int) -> np.ndarray:
     """librosa.feature.mfcc(S=mel_db, n_mfcc=n_mfcc): the orthonormal DCT-II over bands."""
+    import scipy.fft
+
     return scipy.fft.dct(mel_db, type=2, norm="ortho", axis=0)[:n_mfcc]

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from acr.commands.analyze import dsp
-from acr.core import loudness
 from acr.core.audio import finite_audio
 
 METRIC_VERSION = 2  # bump when any value below changes: cached results are recomputed
@@ -107,6 +106,8 @@ class Extractor:
 
     def clip(self, audio: np.ndarray, rate: int) -> ClipFeatures:
         """Every metric of one [channels, samples] clip, from one STFT of its mono mix."""
+        from acr.core import loudness  # (scipy.signal: imported where features are computed)
+
         audio, all_finite = finite_audio(np.asarray(audio, dtype=np.float32))
         freqs, mel_bank, chroma_bank = self.banks(rate)
         power = dsp.power_spectrogram(audio.mean(axis=0), self._window)  # [frames, bins]
@@ -145,6 +146,8 @@ class Extractor:
     def finish(self, audio: np.ndarray, rate: int, mel_power: np.ndarray,
                chroma_power: np.ndarray, spectral: dict) -> ClipFeatures:
         """The per-clip rest: loudness, rhythm, key, structure, embedding."""
+        from acr.core import loudness
+
         flags: list[str] = []
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
         rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
