@@ -176,9 +176,10 @@ def tree_rss_mb(root: int) -> float:
     return sum(rss.get(pid, 0) for pid in tree) / 1e6
 
 
-def measured(command: list[str], watch: bool = False) -> tuple[float, float, float]:
-    """Wall seconds, the peak resident memory (MB) of its largest process, and (watch=True)
-    the largest sum over the process tree seen every 0.1 s, of one fresh process."""
+def measured(command: list[str], watch: bool = False) -> tuple[float, float, float, float]:
+    """Wall seconds, the peak resident memory (MB) of its largest process, (watch=True) the
+    largest sum over the process tree seen every 0.1 s, and the CPU seconds (user + system,
+    its workers included) of one fresh process."""
     with tempfile.TemporaryFile() as errors:
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors)
@@ -193,7 +194,8 @@ def measured(command: list[str], watch: bool = False) -> tuple[float, float, flo
         if os.waitstatus_to_exitcode(status) != 0:
             errors.seek(0)
             sys.exit(f"{' '.join(command)} failed: {errors.read().decode()[-3000:]}")
-    return seconds, usage.ru_maxrss / 1024, peak_tree  # ru_maxrss: KiB on Linux
+    return (seconds, usage.ru_maxrss / 1024, peak_tree,  # ru_maxrss: KiB on Linux
+            usage.ru_utime + usage.ru_stime)
 
 
 def build(folder: Path, count: int, seconds: float) -> None:
@@ -241,16 +243,20 @@ def compare(tmp: Path, count: int, rounds: int, seconds: float) -> dict:
     script, out_csv = tmp / "reference.py", tmp / f"reference-{count}.csv"
     reference = [sys.executable, str(script), str(run), str(out_csv)]
     times: dict[str, list[float]] = {"reference": [], "acr": [], "cached": []}
+    cpu: dict[str, list[float]] = {"reference": [], "acr": [], "cached": []}
     for round_index in range(rounds):
         order = ["reference", "acr"] if round_index % 2 == 0 else ["acr", "reference"]
         for name in order:
-            if name == "reference":
-                times["reference"].append(measured(reference)[0])
-            else:
+            runs = [("reference", reference)] if name == "reference" else \
+                [("acr", acr_command(run)), ("cached", acr_command(run))]
+            if name == "acr":
                 shutil.rmtree(run / "analysis", ignore_errors=True)
-                times["acr"].append(measured(acr_command(run))[0])
-                times["cached"].append(measured(acr_command(run))[0])
+            for label, command in runs:
+                wall, _, _, cpu_seconds = measured(command)
+                times[label].append(wall)
+                cpu[label].append(cpu_seconds)
     median = {name: statistics.median(values) for name, values in times.items()}
+    cpu_median = {name: statistics.median(values) for name, values in cpu.items()}
     print(f"N = {count}: {count} clips of {seconds:g} s, median of {rounds} rounds "
           f"(each: {', '.join(f'{v:.2f}' for v in times['reference'])} s reference; "
           f"{', '.join(f'{v:.2f}' for v in times['acr'])} s acr; "
@@ -262,6 +268,10 @@ def compare(tmp: Path, count: int, rounds: int, seconds: float) -> dict:
     print(f"  acr analyze again (unchanged run, from the cache):  {median['cached']:7.2f} s")
     print(f"  ratio: the cached re-run is {median['acr'] / median['cached']:.1f}x faster than "
           "the first (goal 20x)")
+    print(f"  CPU seconds (user + system, workers included; what load does not change much): "
+          f"reference {cpu_median['reference']:.2f}, acr {cpu_median['acr']:.2f} "
+          f"({cpu_median['reference'] / cpu_median['acr']:.1f}x less), cached "
+          f"{cpu_median['cached']:.2f}")
     print(f"  {agreement(run, out_csv)}")
     shutil.rmtree(run)
     return median
@@ -308,7 +318,7 @@ def main() -> None:
         if args.memory_clips:
             run = tmp / "run-memory"
             build(run, args.memory_clips, args.seconds)
-            wall, largest_mb, tree_mb = measured(acr_command(run), watch=True)
+            wall, largest_mb, tree_mb, _ = measured(acr_command(run), watch=True)
             print(f"memory: acr analyze of {args.memory_clips} clips of {args.seconds:g} s: "
                   f"{wall:.1f} s; peak RSS of its largest process {largest_mb:.0f} MB, of the "
                   f"process and its workers together {tree_mb:.0f} MB (goal: under "

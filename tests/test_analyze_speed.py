@@ -152,3 +152,12 @@ def test_the_analysis_imports_only_what_it_uses(tmp_path):
     summary = json.loads((folder / "analysis/summary.json").read_text())
     assert summary["model_based"]["status"] == "unavailable"
     assert "hf download laion/clap-htsat-unfused" in summary["model_based"]["reason"]
+
+
+def test_workers_below_one_exit_2_and_write_nothing(acr, tmp_path):
+    folder = small_run(tmp_path / "run", settings=("only",), prompts=1)
+    result = acr("analyze", folder, "--workers", "0")
+    assert result.exit_code == 2
+    assert "Invalid value for '--workers': Input should be greater than or equal to 1" \
+        in result.stderr
+    assert not (folder / "analysis").exists()

@@ -3,8 +3,8 @@
 The K-weighting filters are designed at any rate from the analogue prototype behind the
 standard's 48 kHz table (libebur128's design: at 48 kHz it gives the table's coefficients), and
 run as one second-order-sections filter over all channels at once; the gating is done over all
-blocks at once. True peak uses a 48-tap, 4-phase interpolator like BS.1770's Annex 2, as one batched
-convolution. Verified against EBU Tech 3341 / 3342 in the tests.
+blocks at once. True peak uses the 48-tap, 4-phase interpolator of BS.1770's Annex 2 where a
+window could beat the sample peak. Verified against EBU Tech 3341 / 3342 in the tests.
 """
 from __future__ import annotations
 
@@ -120,7 +120,8 @@ def true_peaks(signals: np.ndarray) -> np.ndarray:
 
     Exact but sparse: an interpolated value is a 12-sample weighted sum, so it cannot exceed
     L x (the largest |x| in its window), L being the largest per-phase sum of |taps|. Only
-    windows that could beat the sample peak are interpolated, all phases at once."""
+    windows that could beat the sample peak are interpolated, all phases at once (numpy: no
+    torch on the analysis path)."""
     from scipy.ndimage import maximum_filter1d
 
     signals = np.atleast_2d(np.asarray(signals))
@@ -134,7 +135,8 @@ def true_peaks(signals: np.ndarray) -> np.ndarray:
         magnitude = np.abs(padded)
         sample_peak = magnitude.max() if len(row) else 0.0
         # the largest |x| of the window starting at each position
-        window_max = maximum_filter1d(magnitude, taps, origin=-(taps // 2))[: len(padded) - taps + 1]
+        window_max = maximum_filter1d(magnitude, taps, origin=-(taps // 2))
+        window_max = window_max[: len(padded) - taps + 1]
         starts = np.flatnonzero(window_max * bound > sample_peak)
         best = float(sample_peak)
         if len(starts):
