@@ -26,7 +26,7 @@ test: install
 bench: install
 	$(PY) benchmarks/cli_startup.py
 	$(PY) benchmarks/experiment_batching.py
-	$(PY) benchmarks/analysis_features.py
+	$(PY) benchmarks/analyze.py
 	$(PY) benchmarks/finetune_cached_codes.py
 	$(PY) benchmarks/export_memory.py
 	$(PY) benchmarks/gpu.py

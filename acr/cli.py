@@ -549,13 +549,15 @@ def analyze(
                                             "in the local Hugging Face cache)."),
     clap_model: Optional[str] = typer.Option(None, help=f"CLAP model: a Hugging Face id or a "
                                              f"local folder [default: {DEFAULT_CLAP}]."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Processes for the per-clip "
+                                          "features and the plots [default: one per CPU]."),
 ) -> None:
     """Per-clip metrics, per-setting statistics, plots and a report for a run or audio folder."""
     def work() -> None:
         from acr.commands.analyze import run_analysis
 
         folder = run_analysis(path, out=out, reference=reference, model_metrics=model_metrics,
-                              clap_model=clap_model)
+                              clap_model=clap_model, workers=workers)
         console.result(f"wrote the analysis to {folder} (report: {folder / 'report.md'})")
 
     _guarded(work)

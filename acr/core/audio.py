@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import soundfile as sf
-import torch
 
 from acr.core.atomic import replacing
+
+if TYPE_CHECKING:  # torch is imported where a function needs it: analysis reads without it
+    import torch
 
 SUBTYPES = {"pcm16": "PCM_16", "float32": "FLOAT"}
 
@@ -25,6 +29,8 @@ def count_clipped(wav: torch.Tensor) -> int:
 
 def write_wav(path: Path, wav: torch.Tensor, sample_rate: int, sample_format: str = "pcm16") -> None:
     """Write [channels, samples] audio atomically (pcm16 clips at full scale)."""
+    import torch
+
     data = wav.detach().to("cpu", torch.float32).numpy().T  # soundfile wants [samples, channels]
     if sample_format == "pcm16":
         data = np.clip(data, -1.0, 1.0)
@@ -34,6 +40,8 @@ def write_wav(path: Path, wav: torch.Tensor, sample_rate: int, sample_format: st
 
 def read_wav(path: Path) -> tuple[torch.Tensor, int]:
     """Read any soundfile-readable file as float32 [channels, samples] and its sample rate."""
+    import torch
+
     data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     return torch.from_numpy(data.T.copy()), int(sample_rate)
 
@@ -81,6 +89,8 @@ def integrated_loudness(wav: torch.Tensor, sample_rate: int) -> float | None:
 
     Not torchaudio.functional.loudness: its K-weighting filters clamp at full scale (lfilter's
     default clamp=True), so loud audio reads too quiet (+20 dB of gain can read lower than +6)."""
+    import torch
+
     from acr.core.loudness import integrated_loudness as measure
 
     if wav.shape[-1] < int(0.4 * sample_rate):

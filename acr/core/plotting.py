@@ -15,11 +15,12 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
-    """Write `fig` as a PNG atomically and close it."""
+def save_figure(fig: Any, path: Path, dpi: int = 110, tight: bool = True) -> Path:
+    """Write `fig` as a PNG atomically and close it. `tight`: crop to the drawn content (which
+    draws the figure twice; a figure laid out by hand can skip it)."""
     from acr.core.atomic import replacing
 
     with replacing(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     pyplot().close(fig)
     return path

@@ -28,6 +28,7 @@ from acr.core.errors import UsageError
 from acr.core.safe_load import read_json
 
 DEFAULT_ROOT = Path("experiments")
+LISTENING = "listening"  # RUN/listening/: listening tests, the run browser, the responses
 STATUSES = ("running", "completed", "failed", "interrupted")
 
 

@@ -64,6 +64,32 @@ def rank_biserial(differences: np.ndarray) -> float:
     return float((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())
 
 
+def wilcoxon(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(statistic, p) of scipy.stats.wilcoxon(x, y), its defaults: two-sided, zeros dropped.
+
+    Where scipy runs an exact permutation test (ties or zeros, at most 13 pairs) it computes the
+    signed-rank sum of each of the 2^n sign patterns in a Python loop (0.5 s a test); the same
+    test runs here with the statistic vectorised over the patterns: the same null distribution,
+    the same p-value, in milliseconds."""
+    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    nonzero = d[d != 0]
+    tied = len(np.unique(np.abs(nonzero))) < len(nonzero)
+    if len(d) > 13 or not (tied or len(nonzero) < len(d)):
+        result = stats.wilcoxon(x, y)
+        return float(result.statistic), float(result.pvalue)
+    ranks = np.zeros(len(d))
+    ranks[d != 0] = stats.rankdata(np.abs(nonzero))  # average ranks; sign flips keep them
+
+    def positive_rank_sum(flipped: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.sum((flipped > 0) * ranks, axis=axis)
+
+    p_value = stats.permutation_test((d,), positive_rank_sum, permutation_type="samples",
+                                     vectorized=True, n_resamples=9999,
+                                     alternative="two-sided", axis=-1).pvalue
+    r_plus, r_minus = ranks[d > 0].sum(), ranks[d < 0].sum()
+    return float(min(r_plus, r_minus)), float(p_value)
+
+
 def paired_tests(table: dict[str, dict[str, float]], unit: str = "prompts") -> dict:
     """Compare settings on complete blocks. table: setting -> {prompt: value}; `unit` names
     the blocks in the notes (prompts, or clips where there are none)."""
@@ -101,9 +127,9 @@ def paired_tests(table: dict[str, dict[str, float]], unit: str = "prompts") -> d
                             f"have the same value for each of the {len(prompts)} {unit}")
             raw.append(float("nan"))
         else:
-            result = stats.wilcoxon(matrix[:, a], matrix[:, b])
-            pair["statistic"], pair["p"] = float(result.statistic), float(result.pvalue)
-            raw.append(float(result.pvalue))
+            statistic, p_value = wilcoxon(matrix[:, a], matrix[:, b])
+            pair["statistic"], pair["p"] = statistic, p_value
+            raw.append(p_value)
         out["pairs"].append(pair)
     for pair, adjusted in zip(out["pairs"], holm(raw)):
         pair["p_holm"] = None if np.isnan(adjusted) else adjusted

@@ -73,6 +73,8 @@ class Clap:
 def load_clap(name: str) -> Clap:
     """A CLAP model and its processor from a folder or the local Hugging Face cache;
     Unavailable (with what to do) when they are not there."""
+    if not in_local_cache(name):  # said before importing transformers (seconds)
+        raise Unavailable(_not_cached(name))
     try:
         from transformers import ClapModel, ClapProcessor
         from transformers.utils import logging as transformers_logging
@@ -87,9 +89,7 @@ def load_clap(name: str) -> Clap:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise Unavailable(f"{name}: not a CLAP model folder with its processor ({reason})"
                               ) from exc
-        raise Unavailable(f"CLAP weights {name!r} are not in the local Hugging Face cache; on a "
-                          f"connected machine run `hf download {name}` (and copy the cache "
-                          "here)") from exc
+        raise Unavailable(_not_cached(name)) from exc
     return Clap(name, model, processor)
 
 
@@ -161,3 +161,21 @@ def load_clip(name: str) -> Clip:
     finally:
         transformers_logging.set_verbosity(verbosity)
     return Clip(name, model, processor)
+
+
+def in_local_cache(name: str) -> bool:
+    """Whether a model can be loaded without a download: a folder, or a hub id whose config is
+    in the local Hugging Face cache (huggingface_hub's own lookup, without transformers)."""
+    if Path(name).is_dir():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid hub id either
+        return False
+
+
+def _not_cached(name: str) -> str:
+    return (f"CLAP weights {name!r} are not in the local Hugging Face cache; on a connected "
+            f"machine run `hf download {name}` (and copy the cache here)")

@@ -1,76 +1,84 @@
-"""Per-clip features, computed in batches of clips of the same rate and shape, and cached on
-disk keyed by file content and metric version (a re-run computes only changed clips)."""
+"""Per-clip features: computed in worker processes over batches of clips (each worker reads
+and analyses its clips one at a time, so memory stays flat however many there are) and cached
+in one index file per metric version, keyed by each file's path, size and modification time: a
+re-run reads that file and stats the clips, and computes only the clips that changed."""
 from __future__ import annotations
 
-import dataclasses
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Callable
 
 from acr.commands.analyze.clips import Clip
 from acr.commands.analyze.features import METRIC_VERSION, ClipFeatures, Extractor
+from acr.commands.analyze.workers import in_batches
 from acr.core.audio import Unreadable, read_clip
-from acr.core.runs import file_digest, write_json
+from acr.core.runs import write_json
 from acr.core.safe_load import read_json
 
-BATCH = 16
+SAVE_EVERY = 256  # computed clips between index writes (an interrupted run keeps its work)
+_EXTRACTOR: Extractor | None = None  # one per process: its filterbanks are built once
 
 
-def analyse_clips(paths: list[Path], extractor: Extractor | None = None
-                  ) -> list[ClipFeatures | Unreadable]:
-    """Features of every file (in order), batching files of the same rate and shape.
-
-    Files are read two at a time in threads (decoding releases the GIL); a file that cannot be
-    read yields its Unreadable instead of features."""
-    extractor = extractor or Extractor()
-    results: list[ClipFeatures | Unreadable | None] = [None] * len(paths)
-
-    def load(path: Path):
+def analyse_paths(paths: list[Path]) -> list[ClipFeatures | Unreadable]:
+    """Features of each file, in order; a file that cannot be read yields its Unreadable."""
+    global _EXTRACTOR
+    _EXTRACTOR = _EXTRACTOR or Extractor()
+    results: list[ClipFeatures | Unreadable] = []
+    for path in paths:
         try:
-            return read_clip(path)
+            audio, rate = read_clip(path)
         except Unreadable as exc:
-            return exc
-
-    groups: dict[tuple, list[int]] = {}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        loaded = list(pool.map(load, paths))
-    for index, item in enumerate(loaded):
-        if isinstance(item, Unreadable):
-            results[index] = item
-        else:
-            audio, rate = item
-            groups.setdefault((rate, *audio.shape), []).append(index)
-    for (rate, *_), members in groups.items():
-        for start in range(0, len(members), BATCH):
-            chunk = members[start:start + BATCH]
-            features = extractor.batch([loaded[i][0] for i in chunk], rate)
-            for index, feature in zip(chunk, features):
-                results[index] = feature
-    return results  # type: ignore[return-value]
+            results.append(exc)
+            continue
+        results.append(_EXTRACTOR.clip(audio, rate))
+    return results
 
 
+def stamp(path: Path) -> list[int]:
+    """What says a file is unchanged: its size and modification time (ns)."""
+    status = path.stat()
+    return [status.st_size, status.st_mtime_ns]
 
-def cached_features(clips: list[Clip], cache_dir: Path, on_progress=None
+
+def index_path(cache_dir: Path) -> Path:
+    return cache_dir / f"features-v{METRIC_VERSION}.json"
+
+
+def cached_features(clips: list[Clip], cache_dir: Path,
+                    on_progress: Callable[[int], None] | None = None,
+                    workers: int | None = None, meanwhile: Callable[[], Any] | None = None
                     ) -> tuple[list[ClipFeatures | Unreadable], int]:
     """Features of every clip, computing only those not cached; returns (results, computed):
-    computed counts the clips analysed now (not the unreadable files, which are never cached)."""
-    keys = [f"{file_digest(c.path)}-v{METRIC_VERSION}" for c in clips]
+    computed counts the clips analysed now (not the unreadable files, which are never cached).
+    `meanwhile`: see workers.in_batches."""
+    index_file = index_path(cache_dir)
+    index: dict = {}
+    if index_file.is_file():
+        index = read_json(index_file, hint="; delete it and run again (it is recomputed)")
+    keys = [str(c.path.resolve()) for c in clips]
+    stamps = [stamp(c.path) for c in clips]
     results: list[ClipFeatures | Unreadable | None] = []
-    for key in keys:
-        entry = cache_dir / f"{key}.json"
-        if entry.is_file():
-            data = read_json(entry, hint="; delete it and run again (it is recomputed)")
-            results.append(ClipFeatures(data["metrics"], data["embedding"], data["flags"]))
-        else:
-            results.append(None)
+    for key, now in zip(keys, stamps):
+        entry = index.get(key)
+        results.append(ClipFeatures(entry["metrics"], entry["embedding"], entry["flags"])
+                       if entry is not None and entry.get("stamp") == now else None)
     missing = [i for i, r in enumerate(results) if r is None]
-    extractor = Extractor()
-    for start in range(0, len(missing), 4 * BATCH):
-        chunk = missing[start:start + 4 * BATCH]
-        for index, result in zip(chunk, analyse_clips([clips[i].path for i in chunk], extractor)):
-            results[index] = result
+    done, unsaved = len(clips) - len(missing), 0
+    for batch, batch_results in in_batches(analyse_paths, [clips[i].path for i in missing],
+                                           workers, meanwhile):
+        for j, result in zip(batch, batch_results):
+            i = missing[j]
+            results[i] = result
             if isinstance(result, ClipFeatures):
-                write_json(cache_dir / f"{keys[index]}.json", dataclasses.asdict(result))
+                index[keys[i]] = {"stamp": stamps[i], "metrics": result.metrics,
+                                  "embedding": result.embedding, "flags": result.flags}
+                unsaved += 1
+        done += len(batch)
+        if unsaved >= SAVE_EVERY:
+            write_json(index_file, index)
+            unsaved = 0
         if on_progress:
-            on_progress(len(clips) - len(missing) + start + len(chunk))
+            on_progress(done)
+    if unsaved:
+        write_json(index_file, index)
     computed = sum(isinstance(results[i], ClipFeatures) for i in missing)
     return results, computed  # type: ignore[return-value]

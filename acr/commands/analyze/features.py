@@ -1,24 +1,24 @@
-"""Per-clip metrics, computed from one STFT per clip, batched across clips of the same shape.
+"""Per-clip metrics, computed from one STFT per clip (numpy / scipy; no torch, no librosa).
 
 Spectral metrics follow librosa's definitions (magnitude spectrum for centroid / bandwidth /
 rolloff, power spectrum for flatness; n_fft 2048, hop 512, centred frames with zero padding), so
 they equal librosa's values on the same audio (to float32 precision: a pure tone's bandwidth reads
-a few Hz above librosa's float64 value); librosa itself does the onset peak picking, the tempo
-estimate, the chroma filterbank and the MFCC on the spectrogram computed here once.
+a few Hz above librosa's float64 value); the onset envelope, onset peak picking, tempo, chroma
+and MFCC are librosa's algorithms (dsp.py, tested against librosa) on that same spectrogram.
 Loudness, LRA and true peak come from `acr.core.loudness`.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
+from acr.commands.analyze import dsp
 from acr.core.audio import finite_audio
 
 METRIC_VERSION = 2  # bump when any value below changes: cached results are recomputed
-N_FFT, HOP, N_MELS, N_MFCC = 2048, 512, 128, 20
+N_FFT, HOP = dsp.N_FFT, dsp.HOP
+N_MELS, N_MFCC = 128, 20
 SILENCE_DBFS = -60.0
 CLIP_LEVEL = 0.999
 SEGMENT_SECONDS = 0.5  # self-similarity resolution
@@ -87,79 +87,65 @@ def _self_similarity(features: np.ndarray, frames_per_segment: int, rate_segment
 
 
 class Extractor:
-    """Per-rate filterbanks, built once and reused for every batch of clips."""
+    """Per-rate filterbanks, built once and reused for every clip."""
 
     def __init__(self) -> None:
         self._banks: dict[int, tuple] = {}
+        self._window = dsp.hann(N_FFT).astype(np.float32)
 
-    def banks(self, rate: int) -> tuple:
+    def banks(self, rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bin frequencies, mel filterbank, chroma filterbank) at `rate`."""
         if rate not in self._banks:
-            import librosa
-
-            freqs = librosa.fft_frequencies(sr=rate, n_fft=N_FFT)
-            mel = librosa.filters.mel(sr=rate, n_fft=N_FFT, n_mels=N_MELS)
-            chroma = librosa.filters.chroma(sr=rate, n_fft=N_FFT, tuning=0.0)
-            self._banks[rate] = (torch.from_numpy(freqs).float(), torch.from_numpy(mel).float(),
-                                 torch.from_numpy(chroma).float())
+            self._banks[rate] = (dsp.fft_frequencies(rate).astype(np.float32),
+                                 dsp.mel_filters(rate, N_MELS), dsp.chroma_filters(rate))
         return self._banks[rate]
 
     def batch(self, clips: list[np.ndarray], rate: int) -> list[ClipFeatures]:
-        """Features of clips ([channels, samples] float arrays) that share rate and length.
+        """Features of clips ([channels, samples] float arrays) at `rate`, one after another."""
+        return [self.clip(audio, rate) for audio in clips]
 
-        One STFT of every clip's mono mix, and the spectral statistics, mel and chroma
-        projections and frame levels of all clips at once (float32 tensors)."""
-        from acr.core import loudness
+    def clip(self, audio: np.ndarray, rate: int) -> ClipFeatures:
+        """Every metric of one [channels, samples] clip, from one STFT of its mono mix."""
+        from acr.core import loudness  # (scipy.signal: imported where features are computed)
 
+        audio, all_finite = finite_audio(np.asarray(audio, dtype=np.float32))
         freqs, mel_bank, chroma_bank = self.banks(rate)
-        clips, all_finite = map(list, zip(*(finite_audio(c) for c in clips)))
-        audio = torch.from_numpy(np.stack(clips).astype(np.float32))  # [clips, channels, samples]
-        window = torch.hann_window(N_FFT)
-        spectrum = torch.stft(audio.mean(dim=1), N_FFT, HOP, window=window, center=True,
-                              pad_mode="constant", return_complex=True)
-        magnitude = spectrum.abs()  # [clips, bins, frames]
-        power = magnitude.square()
+        power = dsp.power_spectrogram(audio.mean(axis=0), self._window)  # [frames, bins]
+        magnitude = np.sqrt(power)
 
         # spectral shape, as librosa.feature.spectral_* (per frame, then the mean over frames)
         # (moments of the frequency under each frame's normalised magnitude, as matrix products)
-        totals = magnitude.sum(dim=1)
-        safe = torch.where(totals > 0, totals, 1.0)
-        centroid = torch.matmul(freqs, magnitude) / safe * (totals > 0)
-        second = torch.matmul(freqs.square(), magnitude) / safe * (totals > 0)
-        bandwidth = (second - centroid.square()).clamp_min(0).sqrt()
-        cumulative = magnitude.cumsum(dim=1)
-        first_above = (cumulative < 0.85 * cumulative[:, -1:, :]).sum(dim=1)
-        rolloff = torch.where(totals > 0, freqs[first_above.clamp_max(len(freqs) - 1)], torch.nan)
-        floored = power.clamp_min(1e-10)
-        flatness = floored.log().mean(dim=1).exp() / floored.mean(dim=1)
-        mel = torch.matmul(mel_bank, power)
-        chroma = torch.matmul(chroma_bank, power)
+        totals = magnitude.sum(axis=1)
+        sounding = totals > 0
+        safe = np.where(sounding, totals, 1.0)
+        centroid = magnitude @ freqs / safe * sounding
+        second = magnitude @ (freqs * freqs) / safe * sounding
+        bandwidth = np.sqrt(np.maximum(second - centroid * centroid, 0))
+        cumulative = np.cumsum(magnitude, axis=1)
+        first_above = (cumulative < 0.85 * cumulative[:, -1:]).sum(axis=1)
+        rolloff = np.where(sounding, freqs[np.minimum(first_above, len(freqs) - 1)], np.nan)
+        floored = np.maximum(power, 1e-10)
+        flatness = np.exp(np.log(floored).mean(axis=1)) / floored.mean(axis=1)
         # hann-windowed frame levels from the same STFT (Parseval) for the silence ratio
-        energy = (power[:, 0] + 2 * power[:, 1:-1].sum(dim=1) + power[:, -1]) / N_FFT
-        frame_rms = (energy / window.square().sum()).sqrt()
-        peaks = loudness.true_peaks(audio.reshape(-1, audio.shape[-1])).reshape(len(clips), -1)
+        energy = (power[:, 0] + 2 * power[:, 1:-1].sum(axis=1) + power[:, -1]) / N_FFT
+        frame_rms = np.sqrt(energy / np.square(self._window).sum())
+        mel_power = (power @ mel_bank.T).T  # [mels, frames]
+        chroma_power = (power @ chroma_bank.T).T  # [12, frames]
+        features = self.finish(audio, rate, mel_power, chroma_power, {
+            "spectral_centroid_hz": float(centroid.mean()),
+            "spectral_bandwidth_hz": float(bandwidth.mean()),
+            "spectral_rolloff_hz": float(np.nanmean(rolloff)) if sounding.any() else np.nan,
+            "spectral_flatness": float(flatness.mean()),
+            "silence_ratio": float((frame_rms < 10 ** (SILENCE_DBFS / 20)).mean()),
+            "true_peak_dbtp": float(loudness.true_peaks(audio).max()),
+        })
+        if not all_finite:
+            features.flags.insert(0, "nan")
+        return features
 
-        def finish(i: int) -> ClipFeatures:
-            features = self.clip(clips[i], rate, mel[i].numpy(), chroma[i].numpy(), {
-                "spectral_centroid_hz": float(centroid[i].mean()),
-                "spectral_bandwidth_hz": float(bandwidth[i].mean()),
-                "spectral_rolloff_hz": float(rolloff[i].nanmean()),
-                "spectral_flatness": float(flatness[i].mean()),
-                "silence_ratio": float((frame_rms[i] < 10 ** (SILENCE_DBFS / 20)).float().mean()),
-                "true_peak_dbtp": float(peaks[i].max()),
-            })
-            if not all_finite[i]:
-                features.flags.insert(0, "nan")
-            return features
-
-        # the per-clip rest is mostly numpy / scipy work that releases the GIL: two threads
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            return list(pool.map(finish, range(len(clips))))
-
-    def clip(self, audio: np.ndarray, rate: int, mel_power: np.ndarray,
-             chroma_power: np.ndarray, spectral: dict) -> ClipFeatures:
-        """The per-clip rest: loudness, rhythm (librosa), key, structure, embedding."""
-        import librosa
-
+    def finish(self, audio: np.ndarray, rate: int, mel_power: np.ndarray,
+               chroma_power: np.ndarray, spectral: dict) -> ClipFeatures:
+        """The per-clip rest: loudness, rhythm, key, structure, embedding."""
         from acr.core import loudness
 
         flags: list[str] = []
@@ -172,21 +158,18 @@ class Extractor:
         lra = loudness.loudness_range(audio, rate, cumulative)
 
         # rhythm: librosa's onset envelope, peak picking and tempo on our mel spectrogram
-        mel_db = librosa.power_to_db(mel_power.astype(np.float64))
-        envelope = librosa.onset.onset_strength(S=mel_db, sr=rate, hop_length=HOP)
+        mel_db = dsp.power_to_db(mel_power.astype(np.float64))
+        envelope = dsp.onset_strength(mel_db)
         duration = audio.shape[-1] / rate
         if peak > 0 and np.ptp(envelope) > 0:
-            onsets = librosa.onset.onset_detect(onset_envelope=envelope, sr=rate, hop_length=HOP)
-            tempo = float(librosa.feature.tempo(onset_envelope=envelope, sr=rate,
-                                                hop_length=HOP)[0])
+            onsets, tempo = dsp.onset_count(envelope, rate), dsp.tempo(envelope, rate)
         else:
-            onsets, tempo = np.array([]), float("nan")
+            onsets, tempo = 0, float("nan")
 
         # tonality: chroma_stft's normalisation (per frame, max = 1), Krumhansl-Schmuckler key
         chroma = chroma_power / np.maximum(chroma_power.max(axis=0, keepdims=True), 1e-10)
         key, key_strength = estimate_key(chroma.mean(axis=1)) if peak > 0 else (None, np.nan)
-        mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=N_MFCC)
-
+        mfcc = dsp.mfcc(mel_db, N_MFCC)
         # structure: self-similarity of chroma + timbre, 0.5 s segments
         frames_per_segment = max(1, int(round(SEGMENT_SECONDS * rate / HOP)))
         timbre = mfcc[1:13]
@@ -208,7 +191,7 @@ class Extractor:
             "crest_factor_db": finite(20 * np.log10(peak / rms)) if rms > 0 else float("nan"),
             "clipping_ratio": clipping,
             **{k: finite(v) for k, v in spectral.items()},
-            "onset_rate_hz": len(onsets) / duration if duration > 0 else float("nan"),
+            "onset_rate_hz": onsets / duration if duration > 0 else float("nan"),
             "tempo_bpm": tempo, "key": key, "key_strength": finite(key_strength),
             "repetition": repetition, "coherence": coherence,
         }

@@ -1,90 +1,140 @@
-"""Plots for a paper: per-metric box plots with paired prompt lines, prompt set x setting
-heatmaps, a spectrogram grid, a loudness panel and a metric correlation matrix (matplotlib Agg);
-`draw_all` draws an analysis's set."""
+"""Plots for a paper, one figure per kind, drawn only where they carry information (matplotlib
+Agg): per-metric box plots by setting with paired prompt lines (settings.png: two or more
+settings, metrics that vary), prompt set x setting heatmaps of the key metrics (heatmaps.png:
+more than one cell), a mel spectrogram grid (spectrograms.png) and a metric correlation matrix
+(correlations.png: three or more clips, two or more varying metrics). `draw_all` draws an
+analysis's set; `informative` says which metrics a plot can show."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
+from acr.commands.analyze import dsp
 from acr.core.audio import finite_audio, read_clip
 from acr.core.metrics import KEY_METRICS, LABELS
 from acr.core.plotting import pyplot, save_figure
 
-def box_with_pairs(metric: str, table: dict[str, dict[str, float]], path: Path) -> Path:
-    """One box per setting over prompt-level values, grey lines joining the same prompt."""
+SPECTROGRAM_MELS = 64
+PANEL_COLUMNS = 4
+
+
+def informative(values: list[float]) -> bool:
+    """Whether a metric's values can show anything: finite ones that are not all the same."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    return len(finite) > 1 and bool(np.ptp(finite) > 0)
+
+
+def _grid(count: int, width: float, height: float, sharex: bool = False):
+    """A figure with `count` panels of width x height inches in rows of PANEL_COLUMNS, laid out
+    by hand (automatic layouts draw the figure once more)."""
     plt = pyplot()
-    settings = list(table)
-    fig, ax = plt.subplots(figsize=(1.4 * len(settings) + 2, 3.6))
-    data = [[v for v in table[s].values() if np.isfinite(v)] for s in settings]
-    ax.boxplot(data, showfliers=False, widths=0.5)
-    prompts = sorted(set().union(*(table[s] for s in settings)))
-    for prompt in prompts:
-        ys = [table[s].get(prompt, np.nan) for s in settings]
-        ax.plot(range(1, len(settings) + 1), ys, color="0.6", linewidth=0.7, alpha=0.7,
-                marker="o", markersize=2.5)
-    ax.set_xticks(range(1, len(settings) + 1), settings, rotation=20, ha="right")
-    ax.set_ylabel(LABELS.get(metric, metric))
-    ax.set_title(f"{LABELS.get(metric, metric)} by setting (lines: the same prompt)", fontsize=9)
-    return save_figure(fig, path)
+    columns = min(PANEL_COLUMNS, count)
+    rows = math.ceil(count / columns)
+    top, bottom = 0.75, 0.9  # inches: the titles; rotated setting names
+    fig = plt.figure(figsize=(width * columns, height * rows + top + bottom))
+    grid = fig.add_gridspec(rows, columns, left=0.6 / (width * columns),
+                            right=1 - 0.15 / (width * columns),
+                            top=1 - top / fig.get_figheight(),
+                            bottom=bottom / fig.get_figheight(), wspace=0.35, hspace=0.45)
+    axes: list = []
+    for index in range(count):  # only the panels drawn (an axes costs time even hidden)
+        axes.append(fig.add_subplot(grid[index // columns, index % columns],
+                                    sharex=axes[0] if sharex and axes else None))
+        if sharex and index < count - columns:
+            axes[-1].tick_params(labelbottom=False)
+    return fig, axes, rows, columns
 
 
-def heatmap(metric: str, rows: list[str], columns: list[str], values: np.ndarray,
-            path: Path) -> Path:
-    """Mean of `metric` per prompt set (rows) and setting (columns)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(1.2 * len(columns) + 2.5, 0.5 * len(rows) + 1.8))
-    image = ax.imshow(values, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
-    ax.set_yticks(range(len(rows)), rows)
-    for (r, c), value in np.ndenumerate(values):
-        if np.isfinite(value):
-            ax.text(c, r, f"{value:.3g}", ha="center", va="center", fontsize=7, color="white")
-    fig.colorbar(image, ax=ax, label=LABELS.get(metric, metric))
-    ax.set_title(f"{LABELS.get(metric, metric)}: prompt set x setting", fontsize=9)
-    return save_figure(fig, path)
+def settings_boxes(tables: dict[str, dict[str, dict[str, float]]], path: Path) -> Path:
+    """One panel per metric: a box per setting over prompt-level values, grey lines joining the
+    same prompt across settings (the settings named under the bottom panels only)."""
+    from matplotlib.ticker import MaxNLocator
+
+    settings = list(next(iter(tables.values())))
+    positions = np.arange(1, len(settings) + 1)
+    fig, axes, rows, columns = _grid(len(tables), 0.55 * len(settings) + 1.4, 1.9, sharex=True)
+    for index, (ax, (metric, table)) in enumerate(zip(axes, tables.items())):
+        ax.boxplot([[v for v in table[s].values() if np.isfinite(v)] for s in settings],
+                   showfliers=False, widths=0.5, showcaps=False)
+        prompts = sorted(set().union(*(table[s] for s in settings)))
+        if prompts:  # every prompt's line in one artist
+            ys = np.array([[table[s].get(p, np.nan) for s in settings] for p in prompts])
+            gap = np.full((len(prompts), 1), np.nan)
+            ax.plot(np.hstack([np.broadcast_to(positions, ys.shape), gap]).ravel(),
+                    np.hstack([ys, gap]).ravel(), color="0.6", linewidth=0.6, alpha=0.7)
+        ax.yaxis.set_major_locator(MaxNLocator(3))
+        ax.tick_params(labelsize=7, length=2)
+        ax.set_title(LABELS.get(metric, metric), fontsize=8, y=1.0)  # y: no auto placement
+        if index >= len(tables) - columns:  # the lowest panel of its column
+            ax.set_xticks(positions, settings, rotation=30, ha="right")
+    fig.suptitle("by setting (boxes over prompts; grey lines join the same prompt)", fontsize=9)
+    return save_figure(fig, path, dpi=100, tight=False)
 
 
-def spectrogram_grid(cells: dict[tuple[str, str], Path], prompts: list[str],
+def heatmaps(grids: dict[str, np.ndarray], rows: list[str], columns: list[str],
+             path: Path) -> Path:
+    """One panel per metric: its mean per prompt set (rows) and setting (columns), written in
+    each cell."""
+    fig, axes, _, _ = _grid(len(grids), 0.6 * len(columns) + 1.3, 0.3 * len(rows) + 0.9)
+    for ax, (metric, values) in zip(axes, grids.items()):
+        ax.imshow(values, aspect="auto", cmap="viridis")
+        ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+        ax.set_yticks(range(len(rows)), rows)
+        ax.tick_params(labelsize=7, length=0)
+        for (r, c), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                ax.text(c, r, f"{value:.3g}", ha="center", va="center", fontsize=6,
+                        color="white")
+        ax.set_title(LABELS.get(metric, metric), fontsize=8, y=1.0)  # y: no auto placement
+    fig.suptitle("prompt set x setting (means)", fontsize=9)
+    return save_figure(fig, path, dpi=100, tight=False)
+
+
+def mel_image(path: Path) -> np.ndarray:
+    """A clip's mel spectrogram in dB below its loudest cell, [mels, frames] (NaN read as 0;
+    frames every 2048 samples: a grid cell is a thumbnail)."""
+    audio, rate = read_clip(path)
+    power = dsp.power_spectrogram(finite_audio(audio)[0].mean(axis=0),
+                                  dsp.hann(dsp.N_FFT).astype(np.float32), hop=dsp.N_FFT)
+    mel = power @ dsp.mel_filters(rate, SPECTROGRAM_MELS).T
+    db = 10 * np.log10(np.maximum(mel.T, 1e-10))
+    return db - db.max()
+
+
+def spectrogram_grid(cells: dict[tuple[str, str], np.ndarray], prompts: list[str],
                      settings: list[str], path: Path) -> Path:
-    """Mel spectrograms, one row per prompt and one column per setting."""
-    import librosa
-
+    """Mel spectrograms, one row per prompt and one column per setting: one image (the cells
+    resampled to a common width, a thin gap between them) in one axes."""
     plt = pyplot()
-    fig, axes = plt.subplots(len(prompts), len(settings), squeeze=False,
-                             figsize=(2.4 * len(settings), 1.5 * len(prompts) + 0.6))
+    width, gap = 160, 4  # columns of a cell, and between cells
+    height = SPECTROGRAM_MELS
+    canvas = np.full((len(prompts) * (height + gap), len(settings) * (width + gap)), np.nan)
     for r, prompt in enumerate(prompts):
         for c, setting in enumerate(settings):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            clip = cells.get((prompt, setting))
-            if clip is not None:
-                audio, rate = read_clip(clip)
-                audio = finite_audio(audio)[0]  # a clip flagged `nan` is drawn with NaN as 0
-                mel = librosa.feature.melspectrogram(y=audio.mean(axis=0), sr=rate, n_mels=64)
-                ax.imshow(librosa.power_to_db(mel, ref=np.max), origin="lower", aspect="auto",
-                          cmap="magma", vmin=-80, vmax=0)
-            if r == 0:
-                ax.set_title(setting, fontsize=8)
-            if c == 0:
-                ax.set_ylabel(prompt[:28], fontsize=7, rotation=0, ha="right", va="center")
+            image = cells.get((prompt, setting))
+            if image is None or image.shape[1] == 0:
+                continue
+            columns = np.linspace(0, image.shape[1] - 1, width).round().astype(int)
+            top = (len(prompts) - 1 - r) * (height + gap)  # the first prompt at the top
+            canvas[top:top + height, c * (width + gap):c * (width + gap) + width] = \
+                image[:, columns]
+    fig, ax = plt.subplots(figsize=(1.9 * len(settings) + 1.6, 0.75 * len(prompts) + 0.9))
+    fig.subplots_adjust(left=1.5 / fig.get_figwidth(), right=0.98, bottom=0.1 / fig.get_figheight(),
+                        top=1 - 0.7 / fig.get_figheight())
+    ax.imshow(canvas, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=0,
+              interpolation="nearest")
+    ax.set_xticks([c * (width + gap) + width / 2 for c in range(len(settings))], settings)
+    ax.xaxis.tick_top()
+    ax.set_yticks([(len(prompts) - 1 - r) * (height + gap) + height / 2
+                   for r in range(len(prompts))], [p[:28] for p in prompts])
+    ax.tick_params(labelsize=7, length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
     fig.suptitle("mel spectrograms (first sample of each prompt and setting)", fontsize=9)
-    return save_figure(fig, path)
-
-
-def loudness_panel(tables: dict[str, dict[str, dict[str, float]]], path: Path) -> Path:
-    """Integrated loudness, true peak and loudness range by setting, side by side."""
-    plt = pyplot()
-    metrics = [m for m in ("loudness_lufs", "true_peak_dbtp", "lra_lu") if m in tables]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        settings = list(tables[metric])
-        ax.boxplot([[v for v in tables[metric][s].values() if np.isfinite(v)] for s in settings],
-                   showfliers=False)
-        ax.set_xticks(range(1, len(settings) + 1), settings, rotation=25, ha="right", fontsize=8)
-        ax.set_title(LABELS[metric], fontsize=9)
-    return save_figure(fig, path)
+    return save_figure(fig, path, dpi=100, tight=False)
 
 
 def correlation_matrix(names: list[str], matrix: np.ndarray, path: Path) -> Path:
@@ -99,16 +149,25 @@ def correlation_matrix(names: list[str], matrix: np.ndarray, path: Path) -> Path
     return save_figure(fig, path)
 
 
-def draw_all(folder: Path, clips, tables, values, settings: list[str]) -> list[Path]:
-    """Every plot of an analysis into `folder`; returns the files written."""
-    files = []
-    for metric, table in tables.items():
-        if any(np.isfinite(v) for t in table.values() for v in t.values()):
-            files.append(box_with_pairs(metric, table, folder / f"box-{metric}.png"))
+def spectrograms(cells: dict[tuple[str, str], Path], prompts: list[str], settings: list[str],
+                 path: Path) -> Path:
+    """The spectrogram grid of these clips ((prompt, setting) -> file)."""
+    return spectrogram_grid({cell: mel_image(clip) for cell, clip in cells.items()}, prompts,
+                            settings, path)
+
+
+def plan(folder: Path, clips, tables, values, settings: list[str]) -> list[tuple]:
+    """Every informative plot of an analysis as (function, arguments) to draw it into `folder`
+    (each returns the file it wrote): jobs that worker processes can share."""
+    jobs: list[tuple] = []
+    varying = [m for m in tables if informative(values[m])]
+    if len(settings) > 1 and varying:
+        jobs.append((settings_boxes, ({m: tables[m] for m in varying}, folder / "settings.png")))
     prompt_sets = list(dict.fromkeys(str(c.groups["prompt_set"]) for c in clips
                                      if c.groups.get("prompt_set") is not None))
-    if prompt_sets:
-        for metric in [m for m in KEY_METRICS if np.isfinite(values[m]).any()]:
+    if prompt_sets and len(prompt_sets) * len(settings) > 1:
+        grids = {}
+        for metric in [m for m in KEY_METRICS if m in varying]:
             grid = np.full((len(prompt_sets), len(settings)), np.nan)
             for r, name in enumerate(prompt_sets):
                 for c, setting in enumerate(settings):
@@ -116,25 +175,38 @@ def draw_all(folder: Path, clips, tables, values, settings: list[str]) -> list[P
                             if clip.setting == setting and str(clip.groups["prompt_set"]) == name
                             and np.isfinite(v)]
                     grid[r, c] = np.mean(cell) if cell else np.nan
-            files.append(heatmap(metric, prompt_sets, settings, grid,
-                                 folder / f"heatmap-{metric}.png"))
+            grids[metric] = grid
+        if grids:
+            jobs.append((heatmaps, (grids, prompt_sets, settings, folder / "heatmaps.png")))
+    cells, blocks, columns = spectrogram_clips(clips, settings)
+    labels = {c.block: (c.groups.get("prompt") or c.block) for c in clips}
+    jobs.append((spectrograms, ({(labels[b], s): p for (b, s), p in cells.items()},
+                                [labels[b] for b in blocks], columns,
+                                folder / "spectrograms.png")))
+    if len(varying) >= 2 and len(clips) >= 3:
+        from scipy.stats import spearmanr
+
+        matrix = np.atleast_2d(spearmanr(np.array([values[m] for m in varying]).T,
+                                         nan_policy="omit").statistic)
+        jobs.append((correlation_matrix, (varying, np.nan_to_num(matrix),
+                                          folder / "correlations.png")))
+    return jobs
+
+
+def draw_all(folder: Path, clips, tables, values, settings: list[str]) -> list[Path]:
+    """Every informative plot of an analysis into `folder`, here; returns the files written."""
+    return [function(*arguments) for function, arguments in
+            plan(folder, clips, tables, values, settings)]
+
+
+def spectrogram_clips(clips, settings: list[str]
+                      ) -> tuple[dict[tuple[str, str], Path], list[str], list[str]]:
+    """The spectrogram grid's clips: (block, setting) -> the first clip's path, for the first
+    8 blocks and 6 settings; and those blocks and settings."""
     blocks = list(dict.fromkeys(c.block for c in clips))[:8]
     columns = settings[:6]
-    cells = {}
+    cells: dict[tuple[str, str], Path] = {}
     for clip in clips:
         if clip.block in blocks and clip.setting in columns:
             cells.setdefault((clip.block, clip.setting), clip.path)
-    labels = {c.block: (c.groups.get("prompt") or c.block) for c in clips}
-    files.append(spectrogram_grid({(labels[b], s): p for (b, s), p in cells.items()},
-                                  [labels[b] for b in blocks], columns,
-                                  folder / "spectrograms.png"))
-    files.append(loudness_panel(tables, folder / "loudness.png"))
-    usable = [m for m in values if np.nanstd(np.array(values[m], dtype=float)) > 0]
-    if len(usable) >= 2 and len(clips) >= 3:
-        from scipy.stats import spearmanr
-
-        matrix = np.atleast_2d(spearmanr(np.array([values[m] for m in usable]).T,
-                                         nan_policy="omit").statistic)
-        files.append(correlation_matrix(usable, np.nan_to_num(matrix),
-                                              folder / "correlations.png"))
-    return files
+    return cells, blocks, columns

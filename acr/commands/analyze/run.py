@@ -3,6 +3,11 @@ or reuse per-clip features (cache.py, features.py), set-level metrics (sets.py) 
 based tier (model_based.py), statistics over prompts (stats.py), then write metrics.csv,
 summary.json, the plots (plots.py) and report.md (report.py).
 
+A re-run whose inputs are all unchanged (every clip's size and modification time, its sidecar,
+the reference, the options, the listening answers) reuses the last run's results: it only
+rewrites the counts in summary.json and report.md. Heavy modules (scipy.stats, matplotlib, the
+listening tests, transformers) are imported where they are used.
+
 Analysis reads audio files and their sidecars only; it never loads a generation model.
 """
 from __future__ import annotations
@@ -16,23 +21,37 @@ from pathlib import Path
 
 import numpy as np
 
-from acr.commands.analyze import model_based, plots, report, sets
-from acr.commands.analyze.cache import cached_features
+from acr import __version__
+from acr.commands.analyze import report
+from acr.commands.analyze.cache import cached_features, stamp
 from acr.commands.analyze.clips import (AUDIO_SUFFIXES, GROUP_COLUMNS, Clip, baseline_setting,
                                         discover, in_config_order, prompt_table, read_order)
 from acr.commands.analyze.features import CORE_METRICS, METRIC_VERSION, ClipFeatures
-from acr.commands.listen import LISTENING, listening_summary
-from acr.core import console, stats
+from acr.commands.analyze.workers import default_workers, started
+from acr.core import console
 from acr.core.audio import Unreadable
 from acr.core.errors import UsageError
 from acr.core.models import DEFAULT_CLAP
-from acr.core.runs import write_atomic, write_json
+from acr.core.runs import LISTENING, write_atomic, write_json
+from acr.core.safe_load import read_json
+
+OUTPUTS = "outputs.json"  # in the cache folder: the inputs' fingerprint and what was written
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What an analysis wrote besides metrics.csv: summary.json's content, the plots, and the
+    listening tests' report section."""
+    summary: dict
+    plots: list[Path]
+    listening_lines: list[str]
 
 
 def run_analysis(path: Path, out: Path | None = None, reference: Path | None = None,
                  model_metrics: bool = True, clap_model: str | None = None,
-                 quiet: bool = False) -> Path:
-    """Analyse a run folder or any folder of audio; returns the analysis folder."""
+                 quiet: bool = False, workers: int | None = None) -> Path:
+    """Analyse a run folder or any folder of audio; returns the analysis folder. `workers`:
+    processes for the per-clip features (default: one per CPU)."""
     # setup: inputs first, nothing written until they are known to be good
     path = Path(path)
     check_folder(path, "")
@@ -51,11 +70,97 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
             raise UsageError(f"--reference {reference}: no audio files found")
     started = time.perf_counter()  # (out_dir is created by its first write: none on bad input)
 
-    # per clip
+    clap_name = clap_model or DEFAULT_CLAP
+    fingerprint = inputs_fingerprint(path, out_dir, clips, reference_clips, order,
+                                     clap_name if model_metrics else None)
+    outcome = reuse(out_dir, fingerprint)
+    if outcome is None:
+        outcome = analyse(path, out_dir, clips, reference, reference_clips, order,
+                          model_metrics, clap_name, workers)
+        write_json(out_dir / "cache" / OUTPUTS, {
+            "fingerprint": fingerprint, "plots": [p.relative_to(out_dir).as_posix()
+                                                  for p in outcome.plots],
+            "listening_lines": outcome.listening_lines})
+    summary = outcome.summary
+    write_json(out_dir / "summary.json", summary)
+    write_atomic(out_dir / "report.md", report.render(summary, outcome.plots, read_findings(path),
+                                                      out_dir, outcome.listening_lines))
+    model_info = summary["model_based"]
+    if model_info["status"] == "failed":
+        console.warn(f"model-based metrics (CLAP, FAD) failed, the rest of the analysis is "
+                     f"complete: {model_info['reason']}")
+    if not quiet:
+        settings = summary["analysed"]["settings"]
+        report.terminal_table(summary, settings, summary["analysed"]["baseline"])
+        console.info(report.counts_line(summary["analysed"]))
+        for item in summary["skipped"]:
+            console.warn(f"skipped {item['path']}: {item['reason']}")
+        for flag, paths in summary["flags"].items():
+            console.warn(f"{len(paths)} clip(s) flagged {flag}: {', '.join(paths[:3])}"
+                         + (" ..." if len(paths) > 3 else ""))
+        console.info(f"analysis took {time.perf_counter() - started:.1f} s")
+    return out_dir
+
+
+def inputs_fingerprint(path: Path, out_dir: Path, clips: list[Clip], reference_clips: list[Clip],
+                       order, clap_name: str | None) -> str:
+    """A digest of everything an analysis depends on: acr's and the metrics' versions, the
+    options, each clip's (and reference clip's) path, size, modification time and groups, its
+    sidecar's, the config order, the listening tests' files and whether CLAP can load."""
+    parts: list = [__version__, METRIC_VERSION, str(path.resolve()), str(out_dir.resolve()),
+                   dataclasses.asdict(order) if order is not None else None]
+    for clip in clips + [None] + reference_clips:  # None: where the reference starts
+        if clip is None:
+            parts.append("reference")
+            continue
+        sidecar = clip.path.with_suffix(".json")
+        parts.append([str(clip.path.resolve()), stamp(clip.path), clip.groups,
+                      stamp(sidecar) if sidecar.is_file() else None])
+    listening = path / LISTENING
+    if listening.is_dir():
+        parts.append(sorted([p.relative_to(path).as_posix(), *stamp(p)]
+                            for p in listening.rglob("*") if p.is_file()))
+    if clap_name is not None:
+        from acr.core.transformers_models import in_local_cache
+
+        parts.append([clap_name, in_local_cache(clap_name)])
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()
+
+
+def reuse(out_dir: Path, fingerprint: str) -> Outcome | None:
+    """The last analysis's outcome, when its inputs had this fingerprint and its outputs are all
+    there; its counts say that every clip came from the cache."""
+    record_path, summary_path = out_dir / "cache" / OUTPUTS, out_dir / "summary.json"
+    if not (record_path.is_file() and summary_path.is_file() and
+            (out_dir / "metrics.csv").is_file()):
+        return None
+    try:
+        record, summary = read_json(record_path), read_json(summary_path)
+        analysed = summary["analysed"]
+    except (ValueError, KeyError, TypeError):
+        return None  # damaged: analysed again
+    plots = [out_dir / name for name in record.get("plots", [])]
+    if record.get("fingerprint") != fingerprint or not all(p.is_file() for p in plots):
+        return None
+    analysed["computed"], analysed["cached"] = 0, analysed["clips"]
+    return Outcome(summary, plots, record.get("listening_lines", []))
+
+
+def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None,
+            reference_clips: list[Clip], order, model_metrics: bool, clap_name: str,
+            workers: int | None) -> Outcome:
+    """The analysis proper: features, set metrics, statistics, metrics.csv, plots."""
+    from acr.commands.analyze import model_based, plots
+    from acr.core import loudness, stats  # noqa: F401 - before the workers fork: they share them
+    from acr.core.plotting import pyplot
+
+    # per clip (matplotlib imported meanwhile, for the plot workers to inherit)
+    workers = workers or default_workers()
     with console.progress("analysing", len(clips)) as update:
-        results, computed = cached_features(clips, out_dir / "cache", update)
-    ref_results, _ = cached_features(reference_clips, out_dir / "cache") if reference_clips \
-        else ([], 0)
+        results, computed = cached_features(clips, out_dir / "cache", update, workers,
+                                            meanwhile=pyplot)
+    ref_results, _ = cached_features(reference_clips, out_dir / "cache", workers=workers) \
+        if reference_clips else ([], 0)
     skipped = [{"path": c.rel, "reason": str(r)} for c, r in zip(clips, results)
                if isinstance(r, Unreadable)]
     good = [(c, r) for c, r in zip(clips, results) if isinstance(r, ClipFeatures)]
@@ -73,7 +178,7 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     readable_reference = [c for c, r in zip(reference_clips, ref_results)
                           if isinstance(r, ClipFeatures)]
     model_info, clap_scores = model_based.model_metrics(
-        clips, readable_reference, settings, base, model_metrics, clap_model or DEFAULT_CLAP)
+        clips, readable_reference, settings, base, model_metrics, clap_name)
 
     # per metric statistics (small groups give NaN spreads by design: no numpy warnings)
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"numpy\..*")
@@ -83,55 +188,47 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     if clap_scores is not None:
         values["clap_score"] = [float(v) for v in clap_scores]
     tables = {m: prompt_table(clips, values[m], settings) for m in values}
-    summary_groups = {s: {m: stats.describe(list(tables[m][s].values()), seed=hash_seed(s, m))
-                          for m in values} for s in settings}
-    tests = metric_tests(clips, values, tables, unit)
+    # the plots are drawn in worker processes while the statistics are computed here
+    with started(plots.plan(out_dir / "plots", clips, tables, values, settings),
+                 workers) as drawn:
+        summary_groups = {s: {m: stats.describe(list(tables[m][s].values()),
+                                                seed=hash_seed(s, m)) for m in values}
+                          for s in settings}
+        tests = metric_tests(clips, values, tables, unit)
 
-    # outputs
-    rows = []
-    for i, (clip, feature) in enumerate(zip(clips, features)):
-        row = {"path": clip.rel, **{c: clip.groups.get(c) for c in GROUP_COLUMNS}}
-        row.update({m: feature.metrics.get(m) for m in CORE_METRICS + ["key"]})
-        row["novelty"] = float(novelty[i])
-        if clap_scores is not None:
-            row["clap_score"] = float(clap_scores[i])
-        row["flags"] = " ".join(feature.flags)
-        rows.append(row)
-    write_atomic(out_dir / "metrics.csv", report.metrics_csv(rows))
-    flags = {flag: [c.rel for c, f in zip(clips, features) if flag in f.flags]
-             for flag in ("silent", "nan", "clipped")}
-    summary = {
-        "analysed": {"path": str(path), "clips": len(clips), "computed": computed,
-                     "cached": len(clips) - computed, "skipped": len(skipped),
-                     "settings": settings, "baseline": base, "blocks": unit,
-                     "reference": str(reference) if reference else None,
-                     "metric_version": METRIC_VERSION},
-        "groups": summary_groups, "keys": key_summary(clips, features, settings),
-        "tests": tests, "sets": set_metrics, "model_based": model_info,
-        "flags": {k: v for k, v in flags.items() if v}, "skipped": skipped,
-    }
-    listening = listening_summary(path, rows, out_dir / "plots")  # None without answers
-    if listening is not None:
-        summary["listening"] = listening.summary
-    write_json(out_dir / "summary.json", summary)
-    plot_files = plots.draw_all(out_dir / "plots", clips, tables, values, settings)
-    plot_files += listening.plots if listening is not None else []
-    write_atomic(out_dir / "report.md", report.render(summary, plot_files, read_findings(path),
-                                                      out_dir, listening.report_lines
-                                                      if listening is not None else []))
-    if model_info["status"] == "failed":
-        console.warn(f"model-based metrics (CLAP, FAD) failed, the rest of the analysis is "
-                     f"complete: {model_info['reason']}")
-    if not quiet:
-        report.terminal_table(summary, settings, base)
-        console.info(report.counts_line(summary["analysed"]))
-        for item in skipped:
-            console.warn(f"skipped {item['path']}: {item['reason']}")
-        for flag, paths in summary["flags"].items():
-            console.warn(f"{len(paths)} clip(s) flagged {flag}: {', '.join(paths[:3])}"
-                         + (" ..." if len(paths) > 3 else ""))
-        console.info(f"analysis took {time.perf_counter() - started:.1f} s")
-    return out_dir
+        # outputs
+        rows = []
+        for i, (clip, feature) in enumerate(zip(clips, features)):
+            row = {"path": clip.rel, **{c: clip.groups.get(c) for c in GROUP_COLUMNS}}
+            row.update({m: feature.metrics.get(m) for m in CORE_METRICS + ["key"]})
+            row["novelty"] = float(novelty[i])
+            if clap_scores is not None:
+                row["clap_score"] = float(clap_scores[i])
+            row["flags"] = " ".join(feature.flags)
+            rows.append(row)
+        write_atomic(out_dir / "metrics.csv", report.metrics_csv(rows))
+        flags = {flag: [c.rel for c, f in zip(clips, features) if flag in f.flags]
+                 for flag in ("silent", "nan", "clipped")}
+        summary = {
+            "analysed": {"path": str(path), "clips": len(clips), "computed": computed,
+                         "cached": len(clips) - computed, "skipped": len(skipped),
+                         "settings": settings, "baseline": base, "blocks": unit,
+                         "reference": str(reference) if reference else None,
+                         "metric_version": METRIC_VERSION},
+            "groups": summary_groups, "keys": key_summary(clips, features, settings),
+            "tests": tests, "sets": set_metrics, "model_based": model_info,
+            "flags": {k: v for k, v in flags.items() if v}, "skipped": skipped,
+        }
+        listening = None
+        if (path / LISTENING).is_dir():
+            from acr.commands.listen import listening_summary
+
+            listening = listening_summary(path, rows, out_dir / "plots")  # None without answers
+        if listening is not None:
+            summary["listening"] = listening.summary
+        plot_files = drawn()
+        plot_files += listening.plots if listening is not None else []
+    return Outcome(summary, plot_files, listening.report_lines if listening is not None else [])
 
 
 def check_folder(path: Path, option: str) -> None:
@@ -149,6 +246,8 @@ def set_level(clips: list[Clip], features: list[ClipFeatures], ref_results: list
               settings: list[str], base: str) -> tuple[np.ndarray, dict]:
     """(novelty per clip, set metrics per setting) on the clips' embeddings, standardised with
     the reference's; Fréchet distances go to the reference, else to the baseline setting."""
+    from acr.commands.analyze import sets
+
     embeddings = np.array([f.embedding for f in features])
     reference_embeddings = np.array([r.embedding for r in ref_results
                                      if isinstance(r, ClipFeatures)])
@@ -173,6 +272,8 @@ def metric_tests(clips: list[Clip], values: dict[str, list[float]], tables: dict
                  unit: str = "prompts") -> dict:
     """Per metric: settings compared paired over prompts (or clips, `unit`), prompt sets
     compared unpaired on prompt-level values pooled over settings."""
+    from acr.core import stats
+
     pooled_clips = [dataclasses.replace(c, groups={**c.groups, "_setting": "all"})
                     for c in clips]
     owners = {c.block: c.groups.get("prompt_set") for c in reversed(clips)}  # first clip wins

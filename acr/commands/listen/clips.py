@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from acr.core.errors import UsageError
+from acr.core.runs import LISTENING  # RUN/listening/: the tests, the run browser, the responses
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
-LISTENING = "listening"  # RUN/listening/: the tests, the run browser, the responses
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,81 @@
+"""Worker processes for an analysis: batches of clips mapped over a pool (features), and
+independent jobs (plots) run beside the main process. Workers are forked where the platform
+can (they start at once, with everything the parent imported), each with one BLAS / FFT thread.
+Every function given to them must be a module-level function, its arguments picklable."""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+
+def default_workers() -> int:
+    """The CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def one_thread_each() -> None:
+    """A worker's start: one BLAS / FFT thread (the workers share the CPUs)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def pool(workers: int):
+    """A process pool of `workers` (fork on Linux, spawn elsewhere)."""
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    return multiprocessing.get_context(method).Pool(workers, initializer=one_thread_each)
+
+
+def in_batches(function: Callable[[list[Path]], list], paths: list[Path],
+               workers: int | None = None, meanwhile: Callable[[], Any] | None = None
+               ) -> Iterator[tuple[list[int], list]]:
+    """(indices, function(those paths)) for batches of `paths` as they finish, in order:
+    `workers` processes (default: one per CPU) each take a batch at a time; with one worker,
+    this process does the work. `meanwhile`: what this process does while the workers work
+    (e.g. imports that later workers then inherit)."""
+    workers = min(workers or default_workers(), len(paths))
+    if not paths:
+        return
+    size = max(1, min(8, math.ceil(len(paths) / (4 * workers))))  # several batches a worker
+    batches = [list(range(start, min(start + size, len(paths))))
+               for start in range(0, len(paths), size)]
+    if workers <= 1:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):  # small matrices: BLAS threads only spin
+            for batch in batches:
+                yield batch, function([paths[i] for i in batch])
+        return
+    with pool(workers) as processes:
+        finished = processes.imap(function, [[paths[i] for i in batch] for batch in batches])
+        if meanwhile is not None:
+            meanwhile()
+        for batch, results in zip(batches, finished):
+            yield batch, results
+
+
+@contextmanager
+def started(jobs: list[tuple[Callable, tuple]], workers: int | None = None
+            ) -> Iterator[Callable[[], list[Any]]]:
+    """Start each (function, arguments) job in up to `workers` processes; yields a function
+    that waits for them and returns their results in order (with one worker, or one job, the
+    jobs run when it is called, here). Leaving the block stops any job still running."""
+    workers = min(workers or default_workers(), len(jobs))
+    if workers <= 1:
+        yield lambda: [function(*arguments) for function, arguments in jobs]
+        return
+    processes = pool(workers)
+    try:
+        pending = [processes.apply_async(function, arguments) for function, arguments in jobs]
+        yield lambda: [job.get() for job in pending]
+    finally:
+        processes.terminate()
+        processes.join()
