@@ -76,13 +76,15 @@ def _overrides(sets: Optional[list[str]], flags: dict[str, tuple[str, Any]]) -> 
     return out
 
 
-def _resumed_config(schema: type, run_dir: Optional[Path], overrides: list) -> Any:
+def _resumed_config(schema: type, run_dir: Optional[Path], overrides: list,
+                    force: bool = False) -> Any:
     """With --resume and no CONFIG: the run's own config with the flags and --set values
     applied (the recipe's resume check then refuses any that would change the results), or
     None when there are none (or it is not a run folder: the recipe says so)."""
     from acr.core.config.loader import load_config
 
-    if run_dir is None or not overrides or not (Path(run_dir) / "config.yaml").is_file():
+    if run_dir is None or not (overrides or force) or \
+            not (Path(run_dir) / "config.yaml").is_file():
         return None
     return load_config(schema, Path(run_dir) / "config.yaml", overrides)
 
@@ -126,6 +128,35 @@ SET_HELP = {"generate": _set_help(GenerateConfig, "params.temperature", "1.2"),
             "finetune": _set_help(FinetuneConfig, "lr", "3e-4"),
             "validate": "Override a config key as the command would, e.g. --set "
                         "params.top_k=50 (repeatable)."}
+TRACK_HELP = ("Mirror the run in a tracker: tensorboard (RUN/tensorboard/) or wandb (RUN/wandb/; "
+              "offline unless an API key is configured); repeatable. Config: `tracking:`.")
+TRACKERS = ("tensorboard", "wandb")
+
+
+def _tracking_overrides(track: Optional[list[str]]) -> list:
+    """--track NAME as config overrides: tracking.tensorboard=true, or tracking.wandb set to
+    {} (W&B's defaults) unless the config already configures it (see _keep_wandb)."""
+    from acr.core.config.loader import flag_item
+
+    out = []
+    for name in track or []:
+        if name not in TRACKERS:
+            raise UsageError(f"--track {name}: not a tracker; use one of: {', '.join(TRACKERS)}")
+        out.append(("tracking.tensorboard", flag_item(True, "--track")) if name == "tensorboard"
+                   else ("tracking.wandb", flag_item({}, "--track")))
+    return out
+
+
+def _keep_wandb(cfg: Any, before: Any) -> Any:
+    """--track wandb keeps the W&B settings (project, tags, ...) the config already had."""
+    import dataclasses
+
+    if cfg is None or before is None or before.tracking.wandb is None:
+        return cfg
+    return dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking,
+                                                                 wandb=before.tracking.wandb))
+
+
 OUT_HELP = "Run folder to create (must be new or empty) [default: experiments/<name>/<time>-<id>]."
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
 
@@ -248,6 +279,8 @@ def experiment_run(
     batch_size: Optional[str] = typer.Option(None, help="Samples per batch, or auto."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP["experiment"]),
+    track: Optional[list[str]] = typer.Option(None, "--track", metavar="tensorboard|wandb",
+                                              help=TRACK_HELP),
 ) -> None:
     """Run an experiment grid (or resume one) and write experiment.json with every sample."""
     def work() -> None:
@@ -267,8 +300,14 @@ def experiment_run(
         overrides = _overrides(set_, {"device": ("--device", device)})
         if batch_size is not None:  # a number or auto, read like a config value
             overrides.append(("batch_size", flag_yaml(batch_size, "--batch-size")))
-        cfg = load_config(ExperimentConfig, config, overrides) if config is not None else \
-            _resumed_config(ExperimentConfig, resume, overrides)
+        tracking = _tracking_overrides(track)
+        cfg = load_config(ExperimentConfig, config, overrides + tracking) \
+            if config is not None else \
+            _resumed_config(ExperimentConfig, resume, overrides + tracking)
+        if tracking:
+            cfg = _keep_wandb(cfg, load_config(ExperimentConfig, config, overrides)
+                              if config is not None else
+                              _resumed_config(ExperimentConfig, resume, overrides, force=True))
         if config is not None:  # conditioning audio paths: relative to the config file's folder
             cfg = dataclasses.replace(cfg, prompt_sets={
                 name: [_resolve_prompt_paths(p, config) for p in prompts]
@@ -318,6 +357,8 @@ def finetune(
     epochs: Optional[int] = typer.Option(None, help="Epochs [default: from the config]."),
     out: Optional[Path] = typer.Option(None, help=OUT_HELP),
     set_: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP["finetune"]),
+    track: Optional[list[str]] = typer.Option(None, "--track", metavar="tensorboard|wandb",
+                                              help=TRACK_HELP),
 ) -> None:
     """Fine-tune MusicGen / AudioGen on a folder of captioned audio; writes RUN/model/."""
     def work() -> None:
@@ -341,10 +382,15 @@ def finetune(
                              "folder")
         overrides = _overrides(set_, {"device": ("--device", device),
                                       "epochs": ("--epochs", epochs)})
-        cfg = _resumed_config(FinetuneConfig, resume, overrides)
+        tracking = _tracking_overrides(track)
+        cfg = _resumed_config(FinetuneConfig, resume, overrides + tracking)
+        if tracking and config is None:
+            cfg = _keep_wandb(cfg, _resumed_config(FinetuneConfig, resume, overrides, force=True))
         if config is not None:
             check_kind(config, "finetune")
-            cfg = load_config(FinetuneConfig, config, overrides)
+            cfg = load_config(FinetuneConfig, config, overrides + tracking)
+            if tracking:
+                cfg = _keep_wandb(cfg, load_config(FinetuneConfig, config, overrides))
             cfg = dataclasses.replace(cfg, data=_from_config_folder(cfg.data, config))
         check_out_dir(out)
 

@@ -246,7 +246,7 @@ def resume_config(run_dir: Path, schema: type, given: Any | None) -> Any:
     ours = as_resolved(to_dict(given), theirs)
     used_batch_size = Run(run_dir).meta().get("batch_size")
     refused = [(key, a, b) for key, a, b in config_differences(theirs, ours)
-               if key not in schema.RESUME_MAY_CHANGE
+               if key.split(".")[0] not in schema.RESUME_MAY_CHANGE
                and not (key == "batch_size" and b == used_batch_size)]
     if refused:
         may = ", ".join(schema.RESUME_MAY_CHANGE)

@@ -27,6 +27,7 @@ from acr.core.audio import Unreadable
 from acr.core.errors import UsageError
 from acr.core.models import DEFAULT_CLAP
 from acr.core.runs import write_atomic, write_json
+from acr.core.tracking import TRACKER_FOLDERS
 
 
 def run_analysis(path: Path, out: Path | None = None, reference: Path | None = None,
@@ -39,7 +40,8 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     out_dir = Path(out) if out is not None else path / "analysis"
     order = read_order(path)  # an experiment run's config order and baseline
     clips = in_config_order([c for c in discover(path, skip=out_dir)  # not the listening
-                             if c.rel.split("/")[0] != LISTENING], order)  # tests' copies
+                             if c.rel.split("/")[0] not in  # tests' or the trackers' copies
+                             (LISTENING, *TRACKER_FOLDERS)], order)
     if not clips:
         raise UsageError(f"{path}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found; "
                          "give a run folder or a folder of audio files")

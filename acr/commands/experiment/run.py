@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 
 from acr.commands.experiment.batches import HybridBatches, PlainBatches
 from acr.commands.experiment.manifest import FINDINGS, write_findings, write_manifest
+from acr.commands.experiment.tracked import track_analysis, track_batch, track_clips
 from acr.commands.experiment.plan import Batch, Sample, expand, is_done, plan_batches
 from acr.core import console
 from acr.core.config.loader import dump_yaml, to_dict
@@ -23,6 +24,7 @@ from acr.core.distributed import (Dist, gather_from_all, init_dist, leave_dist, 
                                   wait_for_all)
 from acr.core.models import device_name, resolve_device
 from acr.core.runs import Run, begin_shared_run, open_run, resume_config
+from acr.core.tracking import Trackers, open_trackers
 
 SPEED_HEADER = "x real time"  # seconds of audio per second of wall time (higher is faster)
 
@@ -50,7 +52,11 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
     try:
         with run.marked_on_error(dist_info.main, before=lambda: write_manifest(
                 run.dir, cfg, samples, complete=False)):
-            _run(run, cfg, samples, runner, batch_size, device, dist_info)
+            trackers = open_trackers(run, cfg.tracking, to_dict(used), dist_info.main)
+            try:
+                _run(run, cfg, samples, runner, batch_size, device, dist_info, trackers)
+            finally:
+                trackers.close()
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         if lock is not None:  # held to the very end: the manifest and the final status
@@ -59,7 +65,8 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
 
 
 def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
-         batch_size: int | dict[str, int], device: str, dist_info: Dist) -> None:
+         batch_size: int | dict[str, int], device: str, dist_info: Dist,
+         trackers: Trackers) -> None:
     """Everything after the run folder exists: the loop, the manifest, the analysis, the end."""
     if dist_info.main and not (run.dir / FINDINGS).exists():
         write_findings(run.dir, [dict(to_dict(f), source="config") for f in cfg.findings])
@@ -86,7 +93,9 @@ def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
         finished = sum(len(b.samples) for b in mine) - sum(len(b.samples) for b in todo)
         update(finished)
         for batch in todo:
-            written = runner.run(run, batch, _batch_events(run, batch, dist_info))
+            ended: dict = {}
+            written = runner.run(run, batch, _batch_events(run, batch, dist_info, ended))
+            track_batch(trackers, batch, written, ended.get("seconds"))
             new_samples, new_audio = new_samples + len(written), new_audio + sum(written)
             finished += len(batch.samples)
             update(finished)
@@ -108,12 +117,15 @@ def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
     leave_dist(dist_info)  # the other ranks are done; rank 0 analyses and finishes alone
     if not dist_info.main:
         return
+    end_step = len(batches) + 1  # after every batch's step
+    track_clips(trackers, end_step, run.dir, samples, cfg.tracking.audio_clips)
     if cfg.analyze:
         from acr.commands.analyze import run_analysis
 
         console.info("analysing the run (analyze: true)")
         analysis = run_analysis(run.dir)
         run.event("analysis.done", folder=str(analysis))
+        track_analysis(trackers, end_step, analysis)
     run.finish("completed", wall_seconds=round(wall, 3), audio_seconds=totals["audio_seconds"])
 
 
@@ -161,9 +173,12 @@ def _world_progress(run: Run, samples: list[Sample], mine: list[Batch], dist_inf
         yield lambda finished: update(sum(is_done(run.dir, s) for s in samples))
 
 
-def _batch_events(run: Run, batch: Batch, dist_info: Dist) -> Any:
-    """An event logger that tags every event with the batch and the rank."""
+def _batch_events(run: Run, batch: Batch, dist_info: Dist, ended: dict) -> Any:
+    """An event logger that tags every event with the batch and the rank (and keeps the
+    fields of `batch.end` in `ended`: the generation seconds, for the trackers)."""
     def event(kind: str, **fields: Any) -> None:
+        if kind == "batch.end":
+            ended.update(fields)
         run.event(kind, batch=batch.index, rank=dist_info.rank, **fields)
     return event
 
