@@ -244,20 +244,22 @@ def generate(
 class _DefaultRunGroup(typer.core.TyperGroup):
     """`acr experiment CONFIG` means `acr experiment run CONFIG`; `note` is the other command."""
 
+    DEFAULT, USAGE, BARE = "run", "acr experiment [run] [CONFIG]", False  # BARE: no args too
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
+        if (args and args[0] not in self.commands and args[0] not in ("--help", "-h")) or \
+                (self.BARE and not args):
+            args = [self.DEFAULT, *args]
         return super().parse_args(ctx, args)
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         """The group's options and commands, then those of `run`, the default command (which
         `acr experiment CONFIG [OPTIONS]` runs), so `acr experiment --help` shows them."""
         super().format_options(ctx, formatter)
-        run = self.commands["run"]
+        run = self.commands[self.DEFAULT]
         records = [r for r in (p.get_help_record(ctx) for p in run.get_params(ctx)
                                if p.name != "help") if r]
-        with formatter.section("Options of `acr experiment [run] [CONFIG]` (the default "
-                               "command)"):
+        with formatter.section(f"Options of `{self.USAGE}` (the default command)"):
             formatter.write_dl(records)
 
 
@@ -640,3 +642,71 @@ def models() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+
+
+class _DefaultListGroup(_DefaultRunGroup):
+    """`acr runs [FOLDER]` means `acr runs list [FOLDER]`; `compare` is the other command."""
+
+    DEFAULT, USAGE, BARE = "list", "acr runs [list] [FOLDER]", True
+
+
+runs_app = typer.Typer(
+    cls=_DefaultListGroup, rich_markup_mode=None,
+    help="Find runs and compare them, from their records (meta.json, config.yaml, "
+         "summary.json). `acr runs [FOLDER]` lists the runs below FOLDER (same as `acr runs "
+         "list FOLDER`).")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+def runs_list(
+    folder: Path = typer.Argument(Path("experiments"), help="Folder to search for run "
+                                  "folders."),
+    status: Optional[list[str]] = typer.Option(None, metavar="STATUS", help="Only runs with "
+                                               "this status: "
+                                               "running, completed, failed, interrupted "
+                                               "(repeatable)."),
+    command: Optional[list[str]] = typer.Option(None, metavar="COMMAND", help="Only runs of "
+                                                "this command: "
+                                                "experiment, finetune, generate "
+                                                "(repeatable)."),
+    since: Optional[str] = typer.Option(None, metavar="WHEN", help="Only runs started since a "
+                                        "date "
+                                        "(2026-11-01), a UTC time (2026-11-01T12:00) or an age "
+                                        "(30m, 12h, 7d, 2w)."),
+    name: Optional[str] = typer.Option(None, metavar="GLOB", help="Only runs whose name or "
+                                       "folder matches "
+                                       "this glob, e.g. 'emotion-*'."),
+    json_: bool = typer.Option(False, "--json", help="Print the rows as JSON (for scripts)."),
+) -> None:
+    """One row per run: name, command, status, start, duration, model(s), samples or epochs,
+    device, and for analysed experiments the baseline setting's key metric means."""
+    def work() -> None:
+        from acr.commands.runs import list_runs, rows_as_json, show_runs
+
+        rows = list_runs(folder, status=status, command=command, since=since, name=name)
+        if json_:
+            console.result(rows_as_json(rows))
+        else:
+            show_runs(rows)
+
+    _guarded(work)
+
+
+@runs_app.command("compare")
+def runs_compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run folders."),
+    json_: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """The runs' configs diffed key by key, and their shared metrics side by side per
+    setting."""
+    def work() -> None:
+        from acr.commands.runs import compare_runs, comparison_as_json, show_comparison
+
+        comparison = compare_runs(run_dirs)
+        if json_:
+            console.result(comparison_as_json(comparison))
+        else:
+            show_comparison(comparison)
+
+    _guarded(work)

@@ -196,7 +196,14 @@ def wandb_history(run_dir: Path) -> list[dict]:
 
     rows = []
     for record in wandb_records(run_dir):
-        if record.WhichOneof("record_type") == "history":
-            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                         for item in record.history.item})
+        if record.WhichOneof("record_type") != "history":
+            continue
+        row: dict = {}
+        for item in record.history.item:  # media come as nested keys: [tag, field]
+            path = [item.key] if item.key else list(item.nested_key)
+            node = row
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = json.loads(item.value_json)
+        rows.append(row)
     return rows

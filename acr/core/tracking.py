@@ -5,12 +5,16 @@ fans every call out to the sinks the config asks for (`tracking:`), and a sink t
 installed, bad credentials, disk full) costs one warning and is switched off: it never fails
 the run.
 
-Resume: meta.json's `tracking` record holds the W&B run id and the last step logged with the
-groups logged at it (`step`, `groups`), updated after every call. A resumed run reopens the same
-W&B run (same id, resume="allow") and the same TensorBoard folder with `purge_step` just after
-that step (TensorBoard's readers drop anything a killed process wrote beyond it), and skips
-every call at a step (and group) the run has already tracked, so curves have no gap and no
-duplicate points.
+Resume without gaps or duplicates: every call is first appended to RUN/tracking.jsonl (its
+step, group, kind and values; clips and images by their paths in the run), then sent. A
+resumed run reopens the same W&B run (the id in meta.json, resume="allow") and the same
+TensorBoard folder, and replays the journal into each sink from where that sink's own files
+end: TensorBoard's writer is flushed after every call and reopened with `purge_step` at the
+journal's last step (its readers drop whatever a killed process wrote from there on), and W&B
+gets every step after the last history row in its transaction logs (RUN/wandb/*/run-*.wandb:
+wandb-core buffers, and a killed process loses what it had not written). A tracker added on
+resume (`--resume RUN --track wandb`) gets the whole journal. Calls of the new process at a
+step (and group) the journal already has are skipped: the run redoes that work, identically.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from typing import Any, Iterable, Optional
 from acr.core import console
 from acr.core.runs import Run
 
+JOURNAL = "tracking.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 WANDB_DIR = "wandb"
 TRACKER_FOLDERS = (TENSORBOARD_DIR, WANDB_DIR)  # RUN/<these>: the trackers' copies, not clips
@@ -96,6 +101,9 @@ class TensorBoardSink:
         self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR),
                                     purge_step=purge_step, flush_secs=30)
 
+    def flush(self) -> None:
+        self.writer.flush()  # each call on disk: a killed process loses nothing it logged
+
     def config(self, config: dict) -> None:
         from torch.utils.tensorboard.summary import hparams
 
@@ -151,6 +159,9 @@ class WandbSink:
     def config(self, config: dict) -> None:
         pass  # given to wandb.init (a resumed run gets it again, unchanged)
 
+    def flush(self) -> None:
+        pass  # wandb-core writes on its own schedule (see wandb_last_step)
+
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self.run.log(dict(values), step=step)
 
@@ -182,33 +193,46 @@ class WandbSink:
 class Trackers:
     """The sinks of one run (none when tracking is off, or on a rank other than 0).
 
-    Every call names its step and a group (what kind of record it is); a call whose step and
-    group the run has already tracked (meta.json) is skipped, so a resumed run neither repeats
-    nor misses a point. A sink that raises is warned about once and closed."""
+    Every call names its step and a group (what kind of record it is). A call at a step before
+    the journal's last, or at that step in a group the journal has there, is skipped (a resumed
+    run repeating work the run already tracked). A sink that raises is warned about once and
+    closed."""
 
-    def __init__(self, run: Optional[Run], sinks: list[Any], done_step: int,
-                 done_groups: Iterable[str]):
+    def __init__(self, run: Optional[Run], sinks: list[Any], done_step: int = -1,
+                 done_groups: Iterable[str] = ()):
         self.run, self.sinks = run, sinks
         self.step, self.groups = done_step, set(done_groups)
+        self.journal = open(run.dir / JOURNAL, "a", encoding="utf-8") \
+            if run is not None and sinks else None
 
     @property
     def active(self) -> bool:
         return bool(self.sinks)
 
-    def _call(self, step: int, group: str, method: str, *args: Any) -> None:
+    def _call(self, step: int, group: str, kind: str, values: Any) -> None:
         if not self.sinks or step < self.step or (step == self.step and group in self.groups):
             return
-        for sink in list(self.sinks):
-            try:
-                getattr(sink, method)(step, *args)
-            except Exception as exc:
-                self._drop(sink, exc)
+        line = {"step": step, "group": group, "kind": kind, "values": values}
+        if self.journal is not None:
+            self.journal.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self.journal.flush()
+        self.send(self.sinks, line)
         self.groups = self.groups | {group} if step == self.step else {group}
         self.step = step
-        if self.run is not None:
-            record = {**self.run.meta().get("tracking", {}), "step": step,
-                      "groups": sorted(self.groups)}
-            self.run.update_meta(tracking=record)
+
+    def send(self, sinks: list[Any], line: dict) -> None:
+        """One journal line to `sinks` (paths made absolute in the run folder)."""
+        values, run_dir = line["values"], self.run.dir if self.run is not None else Path()
+        if line["kind"] == "clips":
+            values = [Clip(tag, run_dir / path, caption) for tag, path, caption in values]
+        elif line["kind"] == "images":
+            values = {tag: run_dir / path for tag, path in values.items()}
+        for sink in list(sinks):
+            try:
+                getattr(sink, line["kind"])(line["step"], values)
+                sink.flush()
+            except Exception as exc:
+                self.drop(sink, exc)
 
     def scalars(self, step: int, group: str, values: dict[str, float]) -> None:
         finite = {k: float(v) for k, v in values.items()
@@ -218,69 +242,149 @@ class Trackers:
 
     def clips(self, step: int, group: str, clips: list[Clip]) -> None:
         if clips:
-            self._call(step, group, "clips", clips)
+            self._call(step, group, "clips", [[c.tag, self._in_run(c.path), c.caption]
+                                              for c in clips])
 
     def images(self, step: int, group: str, images: dict[str, Path]) -> None:
         if images:
-            self._call(step, group, "images", images)
+            self._call(step, group, "images", {tag: self._in_run(path)
+                                               for tag, path in images.items()})
 
     def text(self, step: int, group: str, values: dict[str, str]) -> None:
         self._call(step, group, "text", values)
+
+    def _in_run(self, path: Path) -> str:
+        """A path as the journal keeps it: relative to the run folder (which may move)."""
+        path = Path(path).resolve()
+        try:
+            return path.relative_to(self.run.dir.resolve()).as_posix()
+        except ValueError:
+            return str(path)
 
     def close(self) -> None:
         for sink in list(self.sinks):
             try:
                 sink.close()
             except Exception as exc:
-                self._drop(sink, exc)
+                self.drop(sink, exc)
         self.sinks = []
+        if self.journal is not None:
+            self.journal.close()
+            self.journal = None
+            record = {**self.run.meta().get("tracking", {}), "step": self.step,
+                      "groups": sorted(self.groups)}
+            self.run.update_meta(tracking=record)
 
-    def _drop(self, sink: Any, exc: BaseException) -> None:
+    def drop(self, sink: Any, exc: BaseException) -> None:
+        """Warn once about a sink that failed, record it in events.jsonl and close it."""
         console.warn(f"tracking: {sink.name} failed ({type(exc).__name__}: {exc}); it is off "
                      "for the rest of this run (the run folder is complete without it)")
         if self.run is not None:
-            self.run.event("tracking.failed", sink=sink.name, error=f"{type(exc).__name__}: {exc}")
+            self.run.event("tracking.failed", sink=sink.name,
+                           error=f"{type(exc).__name__}: {exc}")
         self.sinks = [s for s in self.sinks if s is not sink]
-        if hasattr(sink, "close"):
-            try:
-                sink.close()
-            except Exception:
-                pass
+        try:
+            sink.close()
+        except Exception:
+            pass
+
+
+def read_journal(run_dir: Path) -> list[dict]:
+    """The lines of RUN/tracking.jsonl (a line a killed process left half-written is
+    dropped)."""
+    path = Path(run_dir) / JOURNAL
+    if not path.is_file():
+        return []
+    lines = []
+    for text in path.read_text(encoding="utf-8").splitlines():
+        try:
+            lines.append(json.loads(text))
+        except ValueError:
+            continue
+    return lines
+
+
+def wandb_last_step(run_dir: Path, run_id: str) -> int:
+    """The last history step in the run's W&B transaction logs (RUN/wandb/*-ID/run-ID.wandb,
+    wandb's LevelDB-style log of protobuf records: a 7-byte header, 32 KiB blocks of records
+    of a crc32, a length, a type and data); -1 when there is none."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    last = -1
+    for path in Path(run_dir, WANDB_DIR).glob(f"*-{run_id}/run-{run_id}.wandb"):
+        if path.parent.is_symlink():
+            continue
+        data, pos, pending = path.read_bytes(), 7, b""
+        while pos + 7 <= len(data):
+            room = 32768 - pos % 32768
+            _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if room >= 7 else (0, 0, 0)
+            if room < 7 or (kind == 0 and length == 0):
+                pos += room
+                continue
+            if pos + 7 + length > len(data):
+                break  # cut short by a kill
+            chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+            pending = chunk if kind in (1, 2) else pending + chunk
+            if kind in (1, 4):
+                record = pb.Record()
+                record.ParseFromString(pending)
+                if record.WhichOneof("record_type") == "history":
+                    steps = [int(json.loads(i.value_json)) for i in record.history.item
+                             if i.key == "_step"]
+                    last = max([last, *steps])
+    return last
 
 
 def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> Trackers:
     """The run's trackers as `tracking` (the config's TrackingOptions) asks for; none on ranks
     other than 0 (`main`). A new run records a W&B run id in meta.json; a resumed one reuses it
-    and continues after the last step it tracked. The config goes to each sink once."""
+    and replays the journal into each sink from where its files end (module docstring)."""
     if not main or tracking is None or not (tracking.tensorboard or tracking.wandb):
-        return Trackers(None, [], -1, ())
+        return Trackers(None, [])
     record = dict(run.meta().get("tracking") or {})
-    done_step = int(record.get("step", -1))
-    fresh = "step" not in record
-    sinks: list[Any] = []
+    journal = read_journal(run.dir)
+    done_step = journal[-1]["step"] if journal else -1
+    done_groups = {line["group"] for line in journal if line["step"] == done_step}
+    replay: list[tuple[Any, int]] = []  # (sink, first step to replay into it)
     if tracking.tensorboard:
+        fresh = not (run.dir / TENSORBOARD_DIR).is_dir()
         try:
-            sinks.append(TensorBoardSink(run.dir, None if fresh else done_step + 1))
+            sink = TensorBoardSink(run.dir, None if fresh or not journal else done_step)
+            replay.append((sink, 0 if fresh else done_step))
         except Exception as exc:
             _warn_unavailable(run, "tensorboard", exc)
     if tracking.wandb is not None and tracking.wandb.mode != "disabled":
+        fresh = "wandb_id" not in record
         record.setdefault("wandb_id", secrets.token_hex(4))
         try:
-            sinks.append(WandbSink(run.dir, tracking.wandb, record["wandb_id"],
-                                   f"{run.dir.parent.name}/{run.dir.name}", config))
+            first = 0 if fresh else wandb_last_step(run.dir, record["wandb_id"]) + 1
+            sink = WandbSink(run.dir, tracking.wandb, record["wandb_id"],
+                             f"{run.dir.parent.name}/{run.dir.name}", config)
+            replay.append((sink, first))
         except Exception as exc:
             _warn_unavailable(run, "wandb", exc)
-    record.update({"sinks": [s.name for s in sinks]})
+    sinks = [sink for sink, _ in replay]
+    record.update({"sinks": [s.name for s in sinks], "step": done_step,
+                   "groups": sorted(done_groups)})
     if tracking.tensorboard:
         record["tensorboard"] = TENSORBOARD_DIR
     run.update_meta(tracking=record)
-    trackers = Trackers(run, sinks, done_step, record.get("groups", ()))
-    if fresh:
-        for sink in list(trackers.sinks):
+    trackers = Trackers(run, sinks, done_step, done_groups)
+    for sink, first in replay:
+        if first == 0:
             try:
                 sink.config(config)
             except Exception as exc:
-                trackers._drop(sink, exc)
+                trackers.drop(sink, exc)
+                continue
+        lines = [line for line in journal if line["step"] >= first]
+        for line in lines:
+            if sink in trackers.sinks:
+                trackers.send([sink], line)
+        if lines and sink in trackers.sinks:
+            run.event("tracking.replay", sink=sink.name, calls=len(lines), from_step=first)
     return trackers
 
 

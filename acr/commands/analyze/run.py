@@ -39,9 +39,9 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     check_folder(path, "")
     out_dir = Path(out) if out is not None else path / "analysis"
     order = read_order(path)  # an experiment run's config order and baseline
-    clips = in_config_order([c for c in discover(path, skip=out_dir)  # not the listening
-                             if c.rel.split("/")[0] not in  # tests' or the trackers' copies
-                             (LISTENING, *TRACKER_FOLDERS)], order)
+    clips = in_config_order(discover(path, skip=out_dir,  # not the listening tests' or the
+                                     skip_tops=(LISTENING, *TRACKER_FOLDERS)),  # trackers'
+                            order)  # copies
     if not clips:
         raise UsageError(f"{path}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found; "
                          "give a run folder or a folder of audio files")

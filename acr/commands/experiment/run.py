@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 from acr.commands.experiment.batches import HybridBatches, PlainBatches
 from acr.commands.experiment.manifest import FINDINGS, write_findings, write_manifest
-from acr.commands.experiment.tracked import track_analysis, track_batch, track_clips
+from acr.commands.experiment.tracked import track_analysis, track_batches, track_clips
 from acr.commands.experiment.plan import Batch, Sample, expand, is_done, plan_batches
 from acr.core import console
 from acr.core.config.loader import dump_yaml, to_dict
@@ -92,10 +92,10 @@ def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
     with _world_progress(run, samples, mine, dist_info) as update:
         finished = sum(len(b.samples) for b in mine) - sum(len(b.samples) for b in todo)
         update(finished)
+        track_batches(trackers, run.dir, mine)  # a resumed run: what its last process wrote
         for batch in todo:
-            ended: dict = {}
-            written = runner.run(run, batch, _batch_events(run, batch, dist_info, ended))
-            track_batch(trackers, batch, written, ended.get("seconds"))
+            written = runner.run(run, batch, _batch_events(run, batch, dist_info))
+            track_batches(trackers, run.dir, [batch])
             new_samples, new_audio = new_samples + len(written), new_audio + sum(written)
             finished += len(batch.samples)
             update(finished)
@@ -173,12 +173,9 @@ def _world_progress(run: Run, samples: list[Sample], mine: list[Batch], dist_inf
         yield lambda finished: update(sum(is_done(run.dir, s) for s in samples))
 
 
-def _batch_events(run: Run, batch: Batch, dist_info: Dist, ended: dict) -> Any:
-    """An event logger that tags every event with the batch and the rank (and keeps the
-    fields of `batch.end` in `ended`: the generation seconds, for the trackers)."""
+def _batch_events(run: Run, batch: Batch, dist_info: Dist) -> Any:
+    """An event logger that tags every event with the batch and the rank."""
     def event(kind: str, **fields: Any) -> None:
-        if kind == "batch.end":
-            ended.update(fields)
         run.event(kind, batch=batch.index, rank=dist_info.rank, **fields)
     return event
 

@@ -5,23 +5,29 @@ step, each setting's metric means, the significant comparisons and the report's 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
 from acr.commands.experiment.plan import Batch, Sample, is_done
 from acr.core.safe_load import read_json
 from acr.core.tracking import Clip, Trackers
 
 
-def track_batch(trackers: Trackers, batch: Batch, written: list[float],
-                seconds: Optional[float]) -> None:
-    """One batch's generation seconds and real-time factor (wall / audio seconds)."""
-    if not trackers.active or not written or seconds is None:
+def track_batches(trackers: Trackers, run_dir: Path, batches: list[Batch]) -> None:
+    """Each of `batches` that is complete on disk and not yet tracked, in order: its
+    generation seconds and real-time factor (wall / audio seconds), read from its sidecars
+    (so a resumed run also logs a batch its killed process wrote but did not log)."""
+    if not trackers.active:
         return
-    audio = sum(written)
-    trackers.scalars(batch.index + 1, "batch", {
-        "generation/seconds": seconds, "generation/audio_seconds": audio,
-        "generation/samples": len(written),
-        "generation/real_time_factor": seconds / audio if audio else None})
+    for batch in batches:
+        if batch.index + 1 < trackers.step or \
+                not all(is_done(run_dir, s) for s in batch.samples):
+            continue
+        sidecars = [read_json(run_dir / Path(s.path).with_suffix(".json"))
+                    for s in batch.samples]
+        seconds = max(float(c.get("batch_seconds", 0.0)) for c in sidecars)
+        audio = sum(float(c.get("duration", 0.0)) for c in sidecars)
+        trackers.scalars(batch.index + 1, "batch", {
+            "generation/seconds": seconds, "generation/audio_seconds": audio,
+            "generation/samples": len(sidecars),
+            "generation/real_time_factor": seconds / audio if audio else None})
 
 
 def track_clips(trackers: Trackers, step: int, run_dir: Path, samples: list[Sample],

@@ -217,7 +217,8 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
                    "model": str(run.dir / "model")}
         write_json(run.dir / "summary.json", summary)
         trackers.text(scheduler.last_epoch, "model",
-                      {"model": summary["model"], "best_epoch": str(best_row["epoch"])})
+                      {"model": str(Path(summary["model"]).resolve()),
+                       "best_epoch": str(best_row["epoch"])})
         trackers.close()
         run.finish("completed", **{k: summary[k] for k in
                                    ("epochs_run", "best_epoch", "best_valid_loss")})
