@@ -29,6 +29,8 @@ bench: install
 	$(PY) benchmarks/analysis_features.py
 	$(PY) benchmarks/finetune_cached_codes.py
 	$(PY) benchmarks/export_memory.py
+	$(PY) benchmarks/tracking_overhead.py
+	$(PY) benchmarks/runs_listing.py
 
 # Rewrite requirements.txt from the current venv (after a deliberate upgrade), keeping its header.
 lock:

@@ -686,7 +686,7 @@ def runs_list(
 
         rows = list_runs(folder, status=status, command=command, since=since, name=name)
         if json_:
-            console.result(rows_as_json(rows))
+            typer.echo(rows_as_json(rows))
         else:
             show_runs(rows)
 
@@ -705,7 +705,7 @@ def runs_compare(
 
         comparison = compare_runs(run_dirs)
         if json_:
-            console.result(comparison_as_json(comparison))
+            typer.echo(comparison_as_json(comparison))
         else:
             show_comparison(comparison)
 

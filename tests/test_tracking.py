@@ -17,14 +17,21 @@ from acr.core.tracking import flat_config, wandb_mode
 from helpers import tensorboard_events, wandb_history, wandb_records
 
 
+@pytest.fixture(scope="module")
+def wandb_home(tmp_path_factory):
+    """One folder for wandb's settings for the whole module: wandb loses the history of a
+    second run in a process whose WANDB_CONFIG_DIR changed since the first."""
+    return tmp_path_factory.mktemp("wandb-home")
+
+
 @pytest.fixture(autouse=True)
-def wandb_offline(monkeypatch, tmp_path):
+def wandb_offline(monkeypatch, wandb_home):
     """wandb never reaches for the network here: no API key, no netrc, offline, silent."""
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("NETRC", str(wandb_home / "no-netrc"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(wandb_home / "config"))
 
 
 GRID = """\
