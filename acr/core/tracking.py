@@ -98,7 +98,7 @@ class TensorBoardSink:
     def __init__(self, run_dir: Path, purge_step: Optional[int]):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR),
+        self.writer = SummaryWriter(log_dir=str(Path(run_dir).resolve() / TENSORBOARD_DIR),
                                     purge_step=purge_step, flush_secs=30)
 
     def flush(self) -> None:
@@ -149,8 +149,8 @@ class WandbSink:
 
         self.wandb = wandb
         (run_dir / WANDB_DIR).mkdir(exist_ok=True)
-        self.run = wandb.init(
-            dir=str(run_dir), project=options.project, entity=options.entity,
+        self.run = wandb.init(  # an absolute dir: wandb's service has a working folder of its own
+            dir=str(Path(run_dir).resolve()), project=options.project, entity=options.entity,
             tags=list(options.tags) or None, mode=wandb_mode(options.mode), id=run_id,
             name=label, resume="allow", config=config,
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True,

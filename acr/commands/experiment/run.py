@@ -46,7 +46,8 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
     used = used_config(cfg, runner.resolved_params(), device, dist_info)
     run, batch_size, lock = begin_shared_run(
         dist_info, "experiment", cfg.name, dump_yaml(to_dict(used)), cfg.seed, device,
-        device_name(device), out, argv, resumed, lambda: chosen_batch_size(cfg, runner))
+        device_name(device), out, argv, resumed, lambda: chosen_batch_size(cfg, runner),
+        name=cfg.name, models=list(cfg.weights), planned_samples=len(samples))  # (acr runs)
 
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
@@ -126,7 +127,8 @@ def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
         analysis = run_analysis(run.dir)
         run.event("analysis.done", folder=str(analysis))
         track_analysis(trackers, end_step, analysis)
-    run.finish("completed", wall_seconds=round(wall, 3), audio_seconds=totals["audio_seconds"])
+    run.finish("completed", wall_seconds=round(wall, 3), audio_seconds=totals["audio_seconds"],
+               **({"analysis": analysis_record(analysis)} if cfg.analyze else {}))
 
 
 def used_config(cfg: ExperimentConfig, resolved: dict[str, list], device: str,
@@ -146,6 +148,17 @@ def used_config(cfg: ExperimentConfig, resolved: dict[str, list], device: str,
     return dataclasses.replace(
         cfg, device="cuda" if shared_gpu else device,
         parameter_sets={name: stride(name, p) for name, p in cfg.parameter_sets.items()})
+
+
+def analysis_record(analysis: Path) -> dict:
+    """The baseline's key metric means, for meta.json (`acr runs` lists them from there while
+    summary.json keeps the modification time recorded here)."""
+    from acr.core.metrics import baseline_means
+    from acr.core.safe_load import read_json
+
+    baseline, means = baseline_means(read_json(analysis / "summary.json"))
+    return {"baseline": baseline, "means": means,
+            "summary_mtime_ns": (analysis / "summary.json").stat().st_mtime_ns}
 
 
 def chosen_batch_size(cfg: ExperimentConfig, runner: Any) -> int | dict[str, int]:

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import yaml
 
 from acr.core.errors import UsageError
-from acr.core.metrics import KEY_METRICS
+from acr.core.metrics import baseline_means
 from acr.core.runs import STATUSES, is_locked
 
 LOCKING_COMMANDS = ("experiment", "finetune")  # commands that hold .lock until they end
@@ -120,30 +120,54 @@ def size_of(command: str, config: dict, meta: dict) -> str:
     return ""
 
 
-def baseline_metrics(run_dir: Path) -> tuple[Optional[str], dict[str, Optional[float]]]:
-    """The baseline setting of an analysed run and its key metric means (analysis/summary.json)."""
-    summary = read_json_file(run_dir / "analysis" / "summary.json")
-    groups = summary.get("groups") or {}
-    base = (summary.get("analysed") or {}).get("baseline")
-    if base not in groups:
+def baseline_metrics(run_dir: Path, meta: dict) -> tuple[Optional[str], dict]:
+    """The baseline setting of an analysed run and its key metric means: as the experiment
+    recorded them in meta.json for the analysis/summary.json it wrote (same modification
+    time), else read from summary.json (analysed again since, or by an older version)."""
+    path = run_dir / "analysis" / "summary.json"
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
         return None, {}
-    return base, {m: (groups[base].get(m) or {}).get("mean") for m in KEY_METRICS}
+    recorded = meta.get("analysis")
+    if isinstance(recorded, dict) and recorded.get("summary_mtime_ns") == mtime:
+        return recorded.get("baseline"), recorded.get("means") or {}
+    return baseline_means(read_json_file(path))
+
+
+def listed_fields(meta: dict) -> Optional[tuple[str, list[str], str]]:
+    """(name, models, size) from what experiment and finetune record in meta.json for this
+    listing (reading config.yaml instead costs more than everything else here); None when
+    the run lacks them (generate runs, runs of older versions)."""
+    if not isinstance(meta.get("name"), str) or not isinstance(meta.get("models"), list):
+        return None
+    if "planned_samples" in meta:
+        return meta["name"], meta["models"], f"{meta['planned_samples']} samples"
+    if "planned_epochs" in meta:
+        done = meta.get("epochs_run")
+        return meta["name"], meta["models"], \
+            f"{done if done is not None else '?'}/{meta['planned_epochs']} epochs"
+    return None
 
 
 def run_row(run_dir: Path, now: dt.datetime) -> RunRow:
     meta = read_json_file(run_dir / "meta.json")
-    config = read_config(run_dir)
     command = str(meta.get("command") or "?")
+    listed = listed_fields(meta)
+    if listed is None:
+        config = read_config(run_dir)
+        listed = (str(config.get("name") or run_dir.parent.name), models_of(config),
+                  size_of(command, config, meta))
     status = status_of(run_dir, meta)
     started, ended = parse_time(meta.get("started")), parse_time(meta.get("ended"))
     if started and not ended and status == "running":
         ended = now
-    base, metrics = baseline_metrics(run_dir) if command == "experiment" else (None, {})
+    base, metrics = baseline_metrics(run_dir, meta) if command == "experiment" else (None, {})
     return RunRow(
-        path=str(run_dir), name=str(config.get("name") or run_dir.parent.name),
-        command=command, status=status, started=meta.get("started"),
+        path=str(run_dir), name=listed[0], command=command, status=status,
+        started=meta.get("started"),
         duration_s=round((ended - started).total_seconds(), 1) if started and ended else None,
-        models=models_of(config), size=size_of(command, config, meta),
+        models=listed[1], size=listed[2],
         device=meta.get("device"), baseline=base, metrics=metrics)
 
 
