@@ -255,8 +255,19 @@ def test_experiment_killed_and_resumed_tracks_every_batch_once(acr, in_tmp):
     batches = list(range(1, 19))  # 36 samples in batches of 2
     tb = tensorboard_events(run / "tensorboard")
     assert [e.step for e in tb.Scalars("generation/seconds")] == batches
+    # W&B: no gap over both sessions' files, and every point as the journal has it. The killed
+    # process's wandb-core may write its buffer after the resume has looked (or never), so a
+    # point it wrote late can appear twice, with the same values (README: Tracking)
     rows = wandb_history(run)
-    assert steps_of(rows, "generation/seconds") == batches  # over both sessions' files
+    assert sorted(set(steps_of(rows, "generation/seconds"))) == batches
+    journal = {line["step"]: line["values"] for line in
+               map(json.loads, (run / "tracking.jsonl").read_text().splitlines())
+               if line["group"] == "batch"}
+    assert sorted(journal) == batches
+    for row in rows:
+        if "generation/seconds" in row:
+            assert row["generation/seconds"] == pytest.approx(
+                journal[row["_step"]]["generation/seconds"])
     started = [r.run.run_id for r in wandb_records(run) if r.WhichOneof("record_type") == "run"]
     assert started == [before["wandb_id"]] * 2
 
@@ -283,7 +294,7 @@ def test_finetune_killed_and_resumed_tracks_every_step_once(acr, in_tmp, demo):
     assert [e.step for e in tb.Scalars("epoch/train_loss")] == steps[meta["steps_per_epoch"] - 1::
                                                                     meta["steps_per_epoch"]]
     rows = wandb_history(run)
-    assert steps_of(rows, "train/loss") == steps
+    assert sorted(set(steps_of(rows, "train/loss"))) == steps  # no gap (see above)
     assert len(list((run / "wandb").glob("offline-run-*"))) == 2
 
 
