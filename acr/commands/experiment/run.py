@@ -47,7 +47,7 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
     run, batch_size, lock = begin_shared_run(
         dist_info, "experiment", cfg.name, dump_yaml(to_dict(used)), cfg.seed, device,
         device_name(device), out, argv, resumed, lambda: chosen_batch_size(cfg, runner),
-        name=cfg.name, models=list(cfg.weights), planned_samples=len(samples))  # (acr runs)
+        run_name=cfg.name, models=list(cfg.weights), planned_samples=len(samples))  # acr runs
 
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

@@ -106,7 +106,7 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
         lambda: cfg.batch_size if cfg.batch_size != "auto" else
         training_batch_size(loaded, frames_per_segment, n_trainable / max(n_total, 1)),
         trainable_parameters=n_trainable, total_parameters=n_total,
-        name=cfg.name, models=[cfg.model], planned_epochs=cfg.epochs)  # (for acr runs)
+        run_name=cfg.name, models=[cfg.model], planned_epochs=cfg.epochs)  # (for acr runs)
     if dist_info.main:
         console.info(f"run folder: {run.dir}")
         console.info(f"{cfg.strategy}: {adapters.count_training(groups, 0):,} of {n_total:,} "

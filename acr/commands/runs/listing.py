@@ -139,13 +139,13 @@ def listed_fields(meta: dict) -> Optional[tuple[str, list[str], str]]:
     """(name, models, size) from what experiment and finetune record in meta.json for this
     listing (reading config.yaml instead costs more than everything else here); None when
     the run lacks them (generate runs, runs of older versions)."""
-    if not isinstance(meta.get("name"), str) or not isinstance(meta.get("models"), list):
+    if not isinstance(meta.get("run_name"), str) or not isinstance(meta.get("models"), list):
         return None
     if "planned_samples" in meta:
-        return meta["name"], meta["models"], f"{meta['planned_samples']} samples"
+        return meta["run_name"], meta["models"], f"{meta['planned_samples']} samples"
     if "planned_epochs" in meta:
         done = meta.get("epochs_run")
-        return meta["name"], meta["models"], \
+        return meta["run_name"], meta["models"], \
             f"{done if done is not None else '?'}/{meta['planned_epochs']} epochs"
     return None
 
