@@ -158,7 +158,7 @@ def test_compare_diffs_configs_and_puts_shared_metrics_side_by_side(acr, runs):
     assert shared[(base, "tempo_bpm")][0] == shared[(base, "tempo_bpm")][1]
     result = acr("runs", "compare", a, b)
     assert result.exit_code == 0
-    assert "parameter_sets.hot.temperature\t1.5\t2.0" in result.stderr
+    assert "parameter_sets.hot.temperature\t1.5\t2" in result.stderr
     gen = runs / "gen/20261120T100000Z-bbbbbb"
     result = acr("runs", "compare", a, gen, "--json")
     keys = [d["key"] for d in json.loads(result.stdout)["config"]]

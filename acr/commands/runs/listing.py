@@ -189,7 +189,7 @@ def list_runs(folder: Path, status: Optional[list[str]] = None,
               command: Optional[list[str]] = None, since: Optional[str] = None,
               name: Optional[str] = None) -> list[RunRow]:
     """The runs below `folder` that pass the filters, oldest first. `name` is a glob matched
-    against the run's name and its folder path."""
+    against the run's name, its folder path, name and parent folder's name."""
     for value in status or []:
         if value not in STATUSES:
             raise UsageError(f"--status {value}: use one of {', '.join(STATUSES)}")
@@ -206,7 +206,8 @@ def list_runs(folder: Path, status: Optional[list[str]] = None,
             continue
         if name and not (fnmatch.fnmatch(row.name, name) or
                          fnmatch.fnmatch(Path(row.path).as_posix(), name) or
-                         fnmatch.fnmatch(Path(row.path).name, name)):
+                         fnmatch.fnmatch(Path(row.path).name, name) or
+                         fnmatch.fnmatch(Path(row.path).parent.name, name)):
             continue
         rows.append(row)
     return sorted(rows, key=lambda r: (r.started or "", r.path))
