@@ -29,6 +29,8 @@ bench: install
 	$(PY) benchmarks/analyze.py
 	$(PY) benchmarks/finetune_cached_codes.py
 	$(PY) benchmarks/export_memory.py
+	$(PY) benchmarks/tracking_overhead.py
+	$(PY) benchmarks/runs_listing.py
 	$(PY) benchmarks/gpu.py
 
 # Rewrite requirements.txt from the current venv (after a deliberate upgrade), keeping its header.

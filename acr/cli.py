@@ -77,13 +77,15 @@ def _overrides(sets: Optional[list[str]], flags: dict[str, tuple[str, Any]]) -> 
     return out
 
 
-def _resumed_config(schema: type, run_dir: Optional[Path], overrides: list) -> Any:
+def _resumed_config(schema: type, run_dir: Optional[Path], overrides: list,
+                    force: bool = False) -> Any:
     """With --resume and no CONFIG: the run's own config with the flags and --set values
     applied (the recipe's resume check then refuses any that would change the results), or
     None when there are none (or it is not a run folder: the recipe says so)."""
     from acr.core.config.loader import load_config
 
-    if run_dir is None or not overrides or not (Path(run_dir) / "config.yaml").is_file():
+    if run_dir is None or not (overrides or force) or \
+            not (Path(run_dir) / "config.yaml").is_file():
         return None
     return load_config(schema, Path(run_dir) / "config.yaml", overrides)
 
@@ -129,6 +131,35 @@ SET_HELP = {"generate": _set_help(GenerateConfig, "params.temperature", "1.2"),
             "finetune": _set_help(FinetuneConfig, "lr", "3e-4"),
             "validate": "Override a config key as the command would, e.g. --set "
                         "params.top_k=50 (repeatable)."}
+TRACK_HELP = ("Mirror the run in a tracker: tensorboard (RUN/tensorboard/) or wandb (RUN/wandb/; "
+              "offline unless an API key is configured); repeatable. Config: `tracking:`.")
+TRACKERS = ("tensorboard", "wandb")
+
+
+def _tracking_overrides(track: Optional[list[str]]) -> list:
+    """--track NAME as config overrides: tracking.tensorboard=true, or tracking.wandb set to
+    {} (W&B's defaults) unless the config already configures it (see _keep_wandb)."""
+    from acr.core.config.loader import flag_item
+
+    out = []
+    for name in track or []:
+        if name not in TRACKERS:
+            raise UsageError(f"--track {name}: not a tracker; use one of: {', '.join(TRACKERS)}")
+        out.append(("tracking.tensorboard", flag_item(True, "--track")) if name == "tensorboard"
+                   else ("tracking.wandb", flag_item({}, "--track")))
+    return out
+
+
+def _keep_wandb(cfg: Any, before: Any) -> Any:
+    """--track wandb keeps the W&B settings (project, tags, ...) the config already had."""
+    import dataclasses
+
+    if cfg is None or before is None or before.tracking.wandb is None:
+        return cfg
+    return dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking,
+                                                                 wandb=before.tracking.wandb))
+
+
 OUT_HELP = "Run folder to create (must be new or empty) [default: experiments/<name>/<time>-<id>]."
 DEVICE_HELP = "auto | cpu | cuda | cuda:N | mps."
 LAUNCHER_HELP = ("none | slurm | local (launcher.kind): none runs here; slurm submits through "
@@ -294,20 +325,22 @@ def _image_items(images: list[Path], prompts: Optional[list[str]], weight: Optio
 class _DefaultRunGroup(typer.core.TyperGroup):
     """`acr experiment CONFIG` means `acr experiment run CONFIG`; `note` is the other command."""
 
+    DEFAULT, USAGE, BARE = "run", "acr experiment [run] [CONFIG]", False  # BARE: no args too
+
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
-            args = ["run", *args]
+        if (args and args[0] not in self.commands and args[0] not in ("--help", "-h")) or \
+                (self.BARE and not args):
+            args = [self.DEFAULT, *args]
         return super().parse_args(ctx, args)
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         """The group's options and commands, then those of `run`, the default command (which
         `acr experiment CONFIG [OPTIONS]` runs), so `acr experiment --help` shows them."""
         super().format_options(ctx, formatter)
-        run = self.commands["run"]
+        run = self.commands[self.DEFAULT]
         records = [r for r in (p.get_help_record(ctx) for p in run.get_params(ctx)
                                if p.name != "help") if r]
-        with formatter.section("Options of `acr experiment [run] [CONFIG]` (the default "
-                               "command)"):
+        with formatter.section(f"Options of `{self.USAGE}` (the default command)"):
             formatter.write_dl(records)
 
 
@@ -340,6 +373,8 @@ def experiment_run(
     slurm_opt: Optional[list[str]] = typer.Option(None, "--slurm-opt", help=SLURM_OPT_HELP),
     wait: bool = typer.Option(False, "--wait", help="With a launcher: follow the tasks until "
                               "they end (else return once they are submitted)."),
+    track: Optional[list[str]] = typer.Option(None, "--track", metavar="tensorboard|wandb",
+                                              help=TRACK_HELP),
 ) -> None:
     """Run an experiment grid (or resume one) and write experiment.json with every sample."""
     def work() -> None:
@@ -366,8 +401,14 @@ def experiment_run(
         overrides += _slurm_options(slurm_opt)
         if batch_size is not None:  # a number or auto, read like a config value
             overrides.append(("batch_size", flag_yaml(batch_size, "--batch-size")))
-        cfg = load_config(ExperimentConfig, config, overrides) if config is not None else \
-            _resumed_config(ExperimentConfig, resume, overrides)
+        tracking = _tracking_overrides(track)
+        cfg = load_config(ExperimentConfig, config, overrides + tracking) \
+            if config is not None else \
+            _resumed_config(ExperimentConfig, resume, overrides + tracking)
+        if tracking:
+            cfg = _keep_wandb(cfg, load_config(ExperimentConfig, config, overrides)
+                              if config is not None else
+                              _resumed_config(ExperimentConfig, resume, overrides, force=True))
         if config is not None:  # conditioning audio paths: relative to the config file's folder
             cfg = dataclasses.replace(cfg, prompt_sets={
                 name: [_resolve_prompt_paths(p, config) for p in prompts]
@@ -468,6 +509,8 @@ def finetune(
     slurm_opt: Optional[list[str]] = typer.Option(None, "--slurm-opt", help=SLURM_OPT_HELP),
     wait: bool = typer.Option(False, "--wait", help="With a launcher: wait for the job to end "
                               "(else return once it is submitted)."),
+    track: Optional[list[str]] = typer.Option(None, "--track", metavar="tensorboard|wandb",
+                                              help=TRACK_HELP),
 ) -> None:
     """Fine-tune MusicGen / AudioGen on a folder of captioned audio; writes RUN/model/."""
     def work() -> None:
@@ -498,10 +541,15 @@ def finetune(
                                       "launcher.partition": ("--partition", partition),
                                       "launcher.time": ("--time", time_)})
         overrides += _slurm_options(slurm_opt)
-        cfg = _resumed_config(FinetuneConfig, resume, overrides)
+        tracking = _tracking_overrides(track)
+        cfg = _resumed_config(FinetuneConfig, resume, overrides + tracking)
+        if tracking and config is None:
+            cfg = _keep_wandb(cfg, _resumed_config(FinetuneConfig, resume, overrides, force=True))
         if config is not None:
             check_kind(config, "finetune")
-            cfg = load_config(FinetuneConfig, config, overrides)
+            cfg = load_config(FinetuneConfig, config, overrides + tracking)
+            if tracking:
+                cfg = _keep_wandb(cfg, load_config(FinetuneConfig, config, overrides))
             cfg = dataclasses.replace(cfg, data=_from_config_folder(cfg.data, config))
         check_out_dir(out)
 
@@ -806,3 +854,71 @@ def models() -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())
+
+
+class _DefaultListGroup(_DefaultRunGroup):
+    """`acr runs [FOLDER]` means `acr runs list [FOLDER]`; `compare` is the other command."""
+
+    DEFAULT, USAGE, BARE = "list", "acr runs [list] [FOLDER]", True
+
+
+runs_app = typer.Typer(
+    cls=_DefaultListGroup, rich_markup_mode=None,
+    help="Find runs and compare them, from their records (meta.json, config.yaml, "
+         "summary.json). `acr runs [FOLDER]` lists the runs below FOLDER (same as `acr runs "
+         "list FOLDER`).")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.command("list")
+def runs_list(
+    folder: Path = typer.Argument(Path("experiments"), help="Folder to search for run "
+                                  "folders."),
+    status: Optional[list[str]] = typer.Option(None, metavar="STATUS", help="Only runs with "
+                                               "this status: "
+                                               "running, completed, failed, interrupted "
+                                               "(repeatable)."),
+    command: Optional[list[str]] = typer.Option(None, metavar="COMMAND", help="Only runs of "
+                                                "this command: "
+                                                "experiment, finetune, generate "
+                                                "(repeatable)."),
+    since: Optional[str] = typer.Option(None, metavar="WHEN", help="Only runs started since a "
+                                        "date "
+                                        "(2026-11-01), a UTC time (2026-11-01T12:00) or an age "
+                                        "(30m, 12h, 7d, 2w)."),
+    name: Optional[str] = typer.Option(None, metavar="GLOB", help="Only runs whose name or "
+                                       "folder matches "
+                                       "this glob, e.g. 'emotion-*'."),
+    json_: bool = typer.Option(False, "--json", help="Print the rows as JSON (for scripts)."),
+) -> None:
+    """One row per run: name, command, status, start, duration, model(s), samples or epochs,
+    device, and for analysed experiments the baseline setting's key metric means."""
+    def work() -> None:
+        from acr.commands.runs import list_runs, rows_as_json, show_runs
+
+        rows = list_runs(folder, status=status, command=command, since=since, name=name)
+        if json_:
+            typer.echo(rows_as_json(rows))
+        else:
+            show_runs(rows)
+
+    _guarded(work)
+
+
+@runs_app.command("compare")
+def runs_compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Two or more run folders."),
+    json_: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """The runs' configs diffed key by key, and their shared metrics side by side per
+    setting."""
+    def work() -> None:
+        from acr.commands.runs import compare_runs, comparison_as_json, show_comparison
+
+        comparison = compare_runs(run_dirs)
+        if json_:
+            typer.echo(comparison_as_json(comparison))
+        else:
+            show_comparison(comparison)
+
+    _guarded(work)

@@ -176,3 +176,72 @@ def build_tiny_clip(folder: Path, seed: int = 0) -> Path:
     torch.random.set_rng_state(rng)
     CLIPProcessor(image_processor=processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+# ---- tracker read-back: TensorBoard's and W&B's own readers --------------------------------------
+
+def tensorboard_events(folder: Path):
+    """TensorBoard's own EventAccumulator over a run's tensorboard/ folder, everything loaded."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    acc = ea.EventAccumulator(str(folder), size_guidance={
+        ea.SCALARS: 0, ea.AUDIO: 0, ea.IMAGES: 0, ea.TENSORS: 0})
+    acc.Reload()
+    return acc
+
+
+def wandb_records(run_dir: Path) -> list:
+    """Every record of the run's offline W&B transaction logs (RUN/wandb/*/run-*.wandb), in
+    order, as wandb's own protobuf `Record`s. The file is a LevelDB-style log (wandb's
+    datastore: a 7-byte header ':W&B', 0xBEE1, version 0; 32 KiB blocks of records, each a
+    crc32, a length, a FULL/FIRST/MIDDLE/LAST type and data); wandb 0.31 moved its reader into
+    wandb-core (Go), so this walks the blocks and leaves the decoding to wandb's protobufs."""
+    import struct
+    import zlib
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    records = []
+    for path in sorted(Path(run_dir).glob("wandb/*/run-*.wandb")):
+        if path.parent.is_symlink():  # wandb/latest-run links to the newest run's folder
+            continue
+        data = path.read_bytes()
+        ident, magic, version = struct.unpack("<4sHB", data[:7])
+        assert (ident, magic, version) == (b":W&B", 0xBEE1, 0), path
+        pos, pending = 7, b""
+        while pos + 7 <= len(data):
+            if 32768 - pos % 32768 < 7:  # a block's tail too short for a header: padding
+                pos += 32768 - pos % 32768
+                continue
+            checksum, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            chunk = data[pos + 7:pos + 7 + length]
+            if kind == 0 and length == 0:  # zero fill at the end of a block
+                pos += 32768 - pos % 32768
+                continue
+            assert zlib.crc32(chunk, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF == checksum, path
+            pos += 7 + length
+            pending = chunk if kind in (1, 2) else pending + chunk
+            if kind in (1, 4):
+                record = pb.Record()
+                record.ParseFromString(pending)
+                records.append(record)
+    return records
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The history rows (one per logged step, in order) of a run's offline W&B logs."""
+    import json
+
+    rows = []
+    for record in wandb_records(run_dir):
+        if record.WhichOneof("record_type") != "history":
+            continue
+        row: dict = {}
+        for item in record.history.item:  # media come as nested keys: [tag, field]
+            path = [item.key] if item.key else list(item.nested_key)
+            node = row
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = json.loads(item.value_json)
+        rows.append(row)
+    return rows

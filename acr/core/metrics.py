@@ -45,3 +45,13 @@ def key_metric_table(summary: dict) -> list[str]:
                        f"[{format_value(ci[0])}, {format_value(ci[1])}]")
         rows.append(row)
     return markdown_table(["setting", *[LABELS[m] for m in KEY_METRICS]], rows)
+
+
+def baseline_means(summary: dict) -> tuple[str | None, dict]:
+    """(the baseline setting, its key metric means) of an analysis (summary.json as acr analyze
+    writes it); (None, {}) when it names no analysed baseline."""
+    groups = summary.get("groups") or {}
+    base = (summary.get("analysed") or {}).get("baseline")
+    if base not in groups:
+        return None, {}
+    return base, {m: (groups[base].get(m) or {}).get("mean") for m in KEY_METRICS}

@@ -192,6 +192,22 @@ def lock_run(folder: Path, wait: float = 0.0) -> RunLock:
     return RunLock(folder, handle)
 
 
+def is_locked(folder: Path) -> bool:
+    """Whether a live process holds the run folder's lock (a run that says `running` while no
+    one holds its lock was killed). Takes no lock: a shared probe, released at once."""
+    try:
+        handle = open(Path(folder) / ".lock", "r", encoding="utf-8")
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
+
+
 def remove_stale_temporaries(folder: Path) -> int:
     """Delete the hidden `.name-XXXX.tmp` files a killed process left behind; return how many."""
     stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]

@@ -44,13 +44,16 @@ class Clip:
         return g.get("image") or g.get("prompt") or self.rel
 
 
-def discover(root: Path, skip: Path | None = None) -> list[Clip]:
-    """Audio files under `root` (not under `skip` or hidden), with groups from their sidecars."""
+def discover(root: Path, skip: Path | None = None, skip_tops: tuple[str, ...] = ()
+             ) -> list[Clip]:
+    """Audio files under `root` (not under `skip`, a top-level folder named in `skip_tops`, or
+    hidden), with groups from their sidecars."""
     clips = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         if path.suffix.lower() not in AUDIO_SUFFIXES or not path.is_file() or \
                 any(part.startswith(".") for part in rel.parts) or \
+                (len(rel.parts) > 1 and rel.parts[0] in skip_tops) or \
                 (skip is not None and path.is_relative_to(skip)):
             continue
         groups = {column: None for column in GROUP_COLUMNS}

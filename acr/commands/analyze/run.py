@@ -34,6 +34,7 @@ from acr.core.errors import UsageError
 from acr.core.models import DEFAULT_CLAP
 from acr.core.runs import LISTENING, write_atomic, write_json
 from acr.core.safe_load import read_json
+from acr.core.tracking import TRACKER_FOLDERS
 
 OUTPUTS = "outputs.json"  # in the cache folder: the inputs' fingerprint and what was written
 
@@ -57,8 +58,9 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     check_folder(path, "")
     out_dir = Path(out) if out is not None else path / "analysis"
     order = read_order(path)  # an experiment run's config order and baseline
-    clips = in_config_order([c for c in discover(path, skip=out_dir)  # not the listening
-                             if c.rel.split("/")[0] != LISTENING], order)  # tests' copies
+    clips = in_config_order(discover(path, skip=out_dir,  # not the listening tests' or the
+                                     skip_tops=(LISTENING, *TRACKER_FOLDERS)),  # trackers'
+                            order)  # copies
     if not clips:
         raise UsageError(f"{path}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found; "
                          "give a run folder or a folder of audio files")

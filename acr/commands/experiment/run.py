@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 
 from acr.commands.experiment.batches import HybridBatches, PlainBatches
 from acr.commands.experiment.manifest import FINDINGS, write_findings, write_manifest
+from acr.commands.experiment.tracked import track_analysis, track_batches, track_clips
 from acr.commands.experiment.plan import Batch, Sample, expand, is_done, plan_batches
 from acr.commands.experiment.shares import refuse_active_shares
 from acr.core import console
@@ -25,6 +26,7 @@ from acr.core.distributed import (Dist, gather_from_all, init_dist, leave_dist, 
 from acr.core.image_prompts import copy_images
 from acr.core.models import device_name, resolve_device
 from acr.core.runs import Run, begin_shared_run, open_run, resume_config
+from acr.core.tracking import Trackers, open_trackers
 
 SPEED_HEADER = "x real time"  # seconds of audio per second of wall time (higher is faster)
 
@@ -47,13 +49,18 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
     used = used_config(cfg, runner.resolved_params(), device, dist_info)
     run, batch_size, lock = begin_shared_run(
         dist_info, "experiment", cfg.name, dump_yaml(to_dict(used)), cfg.seed, device,
-        device_name(device), out, argv, resumed, lambda: chosen_batch_size(cfg, runner))
+        device_name(device), out, argv, resumed, lambda: chosen_batch_size(cfg, runner),
+        run_name=cfg.name, models=list(cfg.weights), planned_samples=len(samples))  # acr runs
 
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with run.marked_on_error(dist_info.main, before=lambda: write_manifest(
                 run.dir, cfg, samples, complete=False)):
-            _run(run, cfg, samples, runner, batch_size, device, dist_info)
+            trackers = open_trackers(run, cfg.tracking, to_dict(used), dist_info.main)
+            try:
+                _run(run, cfg, samples, runner, batch_size, device, dist_info, trackers)
+            finally:
+                trackers.close()
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         if lock is not None:  # held to the very end: the manifest and the final status
@@ -62,7 +69,8 @@ def run_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
 
 
 def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
-         batch_size: int | dict[str, int], device: str, dist_info: Dist) -> None:
+         batch_size: int | dict[str, int], device: str, dist_info: Dist,
+         trackers: Trackers) -> None:
     """Everything after the run folder exists: the loop, the manifest, the analysis, the end."""
     if dist_info.main and not (run.dir / FINDINGS).exists():
         write_findings(run.dir, [dict(to_dict(f), source="config") for f in cfg.findings])
@@ -90,8 +98,10 @@ def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
     with _world_progress(run, samples, mine, dist_info) as update:
         finished = sum(len(b.samples) for b in mine) - sum(len(b.samples) for b in todo)
         update(finished)
+        track_batches(trackers, run.dir, mine)  # a resumed run: what its last process wrote
         for batch in todo:
             written = runner.run(run, batch, _batch_events(run, batch, dist_info))
+            track_batches(trackers, run.dir, [batch])
             new_samples, new_audio = new_samples + len(written), new_audio + sum(written)
             finished += len(batch.samples)
             update(finished)
@@ -108,7 +118,9 @@ def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
     leave_dist(dist_info)  # the other ranks are done; rank 0 analyses and finishes alone
     if not dist_info.main:
         return
-    analyse_and_finish(run, cfg, wall, manifest["totals"]["audio_seconds"])
+    end_step = len(batches) + 1  # after every batch's step
+    track_clips(trackers, end_step, run.dir, samples, cfg.tracking.audio_clips)
+    analyse_and_finish(run, cfg, wall, manifest["totals"]["audio_seconds"], trackers, end_step)
 
 
 def summary_table(totals: dict, new_samples: int, new_audio: float, wall: float) -> None:
@@ -120,17 +132,20 @@ def summary_table(totals: dict, new_samples: int, new_audio: float, wall: float)
                     f"{new_audio:.1f}", f"{wall:.1f}", speed]])
 
 
-def analyse_and_finish(run: Run, cfg: ExperimentConfig, wall: float, audio_seconds: float
-                       ) -> None:
-    """Once every sample is on disk and in the manifest: the analysis (analyze: true), then
-    the final status."""
+def analyse_and_finish(run: Run, cfg: ExperimentConfig, wall: float, audio_seconds: float,
+                       trackers: Trackers | None = None, end_step: int = 0) -> None:
+    """Once every sample is on disk and in the manifest: the analysis (analyze: true, also
+    sent to the trackers at `end_step`), then the final status."""
     if cfg.analyze:
         from acr.commands.analyze import run_analysis
 
         console.info("analysing the run (analyze: true)")
         analysis = run_analysis(run.dir)
         run.event("analysis.done", folder=str(analysis))
-    run.finish("completed", wall_seconds=round(wall, 3), audio_seconds=audio_seconds)
+        if trackers is not None:
+            track_analysis(trackers, end_step, analysis)
+    run.finish("completed", wall_seconds=round(wall, 3), audio_seconds=audio_seconds,
+               **({"analysis": analysis_record(analysis)} if cfg.analyze else {}))
 
 
 def used_config(cfg: ExperimentConfig, resolved: dict[str, list], device: str,
@@ -150,6 +165,17 @@ def used_config(cfg: ExperimentConfig, resolved: dict[str, list], device: str,
     return dataclasses.replace(
         cfg, device="cuda" if shared_gpu else device,
         parameter_sets={name: stride(name, p) for name, p in cfg.parameter_sets.items()})
+
+
+def analysis_record(analysis: Path) -> dict:
+    """The baseline's key metric means, for meta.json (`acr runs` lists them from there while
+    summary.json keeps the modification time recorded here)."""
+    from acr.core.metrics import baseline_means
+    from acr.core.safe_load import read_json
+
+    baseline, means = baseline_means(read_json(analysis / "summary.json"))
+    return {"baseline": baseline, "means": means,
+            "summary_mtime_ns": (analysis / "summary.json").stat().st_mtime_ns}
 
 
 def chosen_batch_size(cfg: ExperimentConfig, runner: Any) -> int | dict[str, int]:

@@ -29,6 +29,7 @@ from acr.core.errors import UsageError
 from acr.core.memory import training_batch_size
 from acr.core.models import acr_home, device_name, load_for_training, resolve_device
 from acr.core.runs import begin_shared_run, open_run, resume_config, write_atomic, write_json
+from acr.core.tracking import Clip, open_trackers
 
 
 def schedule(warmup: int, total: int):
@@ -104,7 +105,8 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
         device_name(device), out, argv, resumed,
         lambda: cfg.batch_size if cfg.batch_size != "auto" else
         training_batch_size(loaded, frames_per_segment, n_trainable / max(n_total, 1)),
-        trainable_parameters=n_trainable, total_parameters=n_total)
+        trainable_parameters=n_trainable, total_parameters=n_total,
+        run_name=cfg.name, models=[cfg.model], planned_epochs=cfg.epochs)  # (for acr runs)
     if dist_info.main:
         console.info(f"run folder: {run.dir}")
         console.info(f"{cfg.strategy}: {adapters.count_training(groups, 0):,} of {n_total:,} "
@@ -114,7 +116,8 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
                         if cfg.strategy == "progressive" else "")
                      + f"; batch {batch_size} x {cfg.grad_accum} accumulation on {device}")
 
-    with run.marked_on_error(dist_info.main):
+    trackers = open_trackers(run, cfg.tracking, to_dict(cfg), dist_info.main)
+    with run.marked_on_error(dist_info.main, before=trackers.close):
         if dist_info.main:
             run.event("codes.ready", files=len(files), encoded=encoded,
                       cached=len(files) - encoded)
@@ -157,7 +160,8 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
                     announce_stage(run, groups, stage, cfg.progressive.stages, epoch, n_total)
             started = time.perf_counter()
             train_loss, tokens = train_epoch(model, lm, train_items, optimizer, scheduler, scaler,
-                                             autocast, cfg, batch_size, epoch, device, dist_info)
+                                             autocast, cfg, batch_size, epoch, device, dist_info,
+                                             on_step=step_tracker(trackers))
             valid_loss = evaluate(model, lm, valid_items, batch_size, device, autocast, dist_info)
             elapsed = time.perf_counter() - started
             row = {"epoch": epoch + 1, "train_loss": train_loss, "valid_loss": valid_loss,
@@ -176,9 +180,16 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
                              + (" (best)" if improved else ""))
                 if improved:  # every weight that trains at any stage, as it is now
                     save_trainable(lm, names, run.dir / "checkpoints" / "best.pt")
+                step = scheduler.last_epoch  # optimizer steps so far: the trackers' step
+                trackers.scalars(step, "epoch", {f"epoch/{k}": row[k] for k in HISTORY_COLUMNS})
                 if cfg.sample_every and (epoch + 1) % cfg.sample_every == 0:
-                    write_samples(loaded, prompts, cfg, run.dir / "samples" / f"epoch-{epoch + 1:03d}")
+                    folder = run.dir / "samples" / f"epoch-{epoch + 1:03d}"
+                    write_samples(loaded, prompts, cfg, folder)
                     lm.train()
+                    trackers.clips(step, "samples", [
+                        Clip(f"samples/{index}", path, prompt) for index, (prompt, path)
+                        in enumerate(zip(prompts, sorted(folder.glob("*.wav"), key=sample_order)))
+                    ][:cfg.tracking.audio_clips])
                 save_checkpoint(run.dir / "checkpoints" / "last.pt", lm, names, optimizer,
                                 scheduler, scaler, state)
                 write_atomic(run.dir / "history.csv", history_csv(state["history"]))
@@ -206,6 +217,10 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
                    "trainable_parameters": n_trainable, "merged_adapters": merged,
                    "model": str(run.dir / "model")}
         write_json(run.dir / "summary.json", summary)
+        trackers.text(scheduler.last_epoch, "model",
+                      {"model": str(Path(summary["model"]).resolve()),
+                       "best_epoch": str(best_row["epoch"])})
+        trackers.close()
         run.finish("completed", **{k: summary[k] for k in
                                    ("epochs_run", "best_epoch", "best_valid_loss")})
         console.table("fine-tune", ["epochs", "best epoch", "valid loss (first → best)",
@@ -318,8 +333,24 @@ def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def step_tracker(trackers):
+    """The per-step callback of train_epoch that logs to `trackers` (None when none track,
+    so that the loop does no extra work)."""
+    if not trackers.active:
+        return None
+
+    def on_step(step: int, values: dict) -> None:
+        trackers.scalars(step, "train", {f"train/{k}": v for k, v in values.items()})
+    return on_step
+
+
+def sample_order(path: Path) -> int:
+    """Sample files are <index>-<slug>.wav: their prompt order."""
+    return int(path.name.split("-", 1)[0])
+
+
 def train_epoch(model, lm, items, optimizer, scheduler, scaler, autocast, cfg, batch_size,
-                epoch, device, dist_info) -> tuple[float, int]:
+                epoch, device, dist_info, on_step=None) -> tuple[float, int]:
     model.train()
     order = epoch_order(len(items), cfg.seed, epoch)
     per_step = batch_size * dist_info.world * cfg.grad_accum
@@ -327,6 +358,7 @@ def train_epoch(model, lm, items, optimizer, scheduler, scaler, autocast, cfg, b
     losses, tokens = [], 0
     params = [p for g in optimizer.param_groups for p in g["params"]]
     for step in range(steps):
+        step_started, step_tokens = time.perf_counter(), tokens
         optimizer.zero_grad(set_to_none=True)
         for micro in range(cfg.grad_accum):
             start = (step * cfg.grad_accum + micro) * batch_size * dist_info.world \
@@ -340,15 +372,23 @@ def train_epoch(model, lm, items, optimizer, scheduler, scaler, autocast, cfg, b
             tokens += count
         if scaler:
             scaler.unscale_(optimizer)
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None],
-                                           cfg.grad_clip)
+        grad_norm = None
+        if cfg.grad_clip or on_step is not None:  # the norm before clipping (inf: no clipping)
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                [p for p in params if p.grad is not None], cfg.grad_clip or math.inf)
+        lr = optimizer.param_groups[0]["lr"]
         if scaler:
             scaler.step(optimizer)
             scaler.update()
         else:
             optimizer.step()
         scheduler.step()
+        if on_step is not None:
+            mine = losses[-cfg.grad_accum:]
+            on_step(scheduler.last_epoch, {
+                "loss": sum(mine) / len(mine), "lr": lr, "grad_norm": float(grad_norm),
+                "tokens_per_s": (tokens - step_tokens) * dist_info.world
+                / (time.perf_counter() - step_started)})
     return _mean_over_ranks(losses, dist_info), tokens * dist_info.world
 
 

@@ -315,6 +315,39 @@ class FinetuneLauncher(Launcher):
 
 
 @dataclass
+class WandbOptions:
+    """A Weights & Biases run mirroring the run folder (files in RUN/wandb/)."""
+
+    project: str = opt("acr", "W&B project.", validate=nonempty)
+    entity: Optional[str] = opt(None, "W&B entity (user or team); null = your default.")
+    tags: list[str] = opt([], "Tags of the W&B run.", items={"validate": nonempty})
+    mode: Optional[Literal["online", "offline", "disabled"]] = opt(
+        None, "online | offline | disabled; null = offline unless an API key is configured "
+        "(WANDB_API_KEY or a ~/.netrc entry for api.wandb.ai), so nothing waits on the "
+        "network. Sync an offline run later with `wandb sync RUN/wandb`.")
+
+
+@dataclass
+class TrackingOptions:
+    """Optional mirrors of the run in experiment trackers; the run folder stays complete
+    without them, and a tracker that fails costs a warning, never the run."""
+
+    tensorboard: bool = opt(False, "Write TensorBoard event files to RUN/tensorboard/ "
+                            "(`tensorboard --logdir RUN`).")
+    wandb: Optional[WandbOptions] = opt(None, "Log to Weights & Biases: {project, entity, "
+                                        "tags, mode} ({} for the defaults: project acr, "
+                                        "offline unless an API key is configured).")
+    audio_clips: int = opt(3, "Clips logged as audio per setting (experiment) or sample "
+                           "round (finetune: every sample prompt up to this many).", ge=0,
+                           le=1000)
+
+
+def tracking_field() -> Any:
+    return opt(TrackingOptions(), "Experiment tracking (TensorBoard, Weights & Biases); "
+               "--track tensorboard|wandb turns one on. See the README's Tracking section.")
+
+
+@dataclass
 class Finding:
     """A finding recorded with a run (also added later by `acr experiment note`)."""
 
@@ -328,7 +361,7 @@ class ExperimentConfig:
 
     KIND_MARKER: ClassVar[str] = "prompt_sets"
     # what `--resume` may change: it cannot change the samples' seeds or prompts
-    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("device", "launcher")
+    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("device", "launcher", "tracking")
 
     name: str = opt(MISSING, "Experiment name: runs go to experiments/<name>/<timestamp>-<id>/.",
                     pattern=NAME_PATTERN, pattern_help=NAME_HELP)
@@ -371,6 +404,7 @@ class ExperimentConfig:
     launcher: ExperimentLauncher = opt(ExperimentLauncher(), "Run the grid as a Slurm job "
                                        "array (or local subprocesses): see the README's "
                                        "\"Running on a cluster\".")
+    tracking: TrackingOptions = tracking_field()
 
     @staticmethod
     def prepare(item: Item) -> None:
@@ -497,7 +531,7 @@ class FinetuneConfig:
     KIND_MARKER: ClassVar[str] = "data"
     # what `--resume` may change: the device, and epochs (more: a longer schedule from the
     # last checkpoint)
-    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("device", "epochs", "launcher")
+    RESUME_MAY_CHANGE: ClassVar[tuple[str, ...]] = ("device", "epochs", "launcher", "tracking")
 
     name: str = opt(MISSING, "Run name: runs go to experiments/<name>/<timestamp>-<id>/.",
                     pattern=NAME_PATTERN, pattern_help=NAME_HELP)
@@ -546,6 +580,7 @@ class FinetuneConfig:
     launcher: FinetuneLauncher = opt(FinetuneLauncher(), "Train as one multi-node DDP job on "
                                      "Slurm (or local subprocesses): see the README's "
                                      "\"Running on a cluster\".")
+    tracking: TrackingOptions = tracking_field()
 
 
 # The config kinds `acr validate` knows, and the key that tells each apart when not named.

@@ -1,0 +1,182 @@
+"""`acr runs` and `acr runs compare` on a folder with completed, failed, running and interrupted
+runs. The completed experiment (analysed) and the generate run are real runs on the tiny
+models; the other states are copies of the experiment with their meta.json edited (failed,
+interrupted, and `running` both with its lock held by this test, i.e. really running, and with
+no one holding it, i.e. killed)."""
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from acr.core.runs import lock_run
+
+GRID = """\
+name: cmp
+model: tiny-musicgen
+device: cpu
+seed: 3
+samples_per_prompt: 1
+batch_size: 4
+defaults: {duration: 1.0}
+prompt_sets:
+  calm: [soft piano, quiet strings, low cello]
+parameter_sets:
+  baseline: {}
+  hot: {temperature: 1.5}
+analyze: true
+"""
+
+
+def edit_meta(run, **fields):
+    meta = json.loads((run / "meta.json").read_text())
+    meta.update(fields)
+    (run / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """experiments/ with: cmp/completed (real, analysed), gen/one (a real acr generate), and
+    copies of the experiment edited to failed, interrupted, running (locked) and killed."""
+    from typer.testing import CliRunner
+
+    from acr.cli import app
+
+    root = tmp_path_factory.mktemp("runs") / "experiments"
+    config = root.parent / "cmp.yaml"
+    config.write_text(GRID)
+    done = root / "cmp" / "20261101T100000Z-aaaaaa"
+    result = CliRunner().invoke(app, ["experiment", str(config), "--out", str(done)])
+    assert result.exit_code == 0, result.stderr
+    result = CliRunner().invoke(app, ["generate", "--model", "tiny-musicgen", "-p", "a", "-p",
+                                      "b", "--duration", "0.5", "--name", "gen", "--out",
+                                      str(root / "gen" / "20261120T100000Z-bbbbbb")])
+    assert result.exit_code == 0, result.stderr
+    edit_meta(done, started="2026-11-01T10:00:00Z", ended="2026-11-01T10:02:05Z")
+    states = {"failed": {"status": "failed", "error": "RuntimeError: boom"},
+              "interrupted": {"status": "interrupted"},
+              "running": {"status": "running", "ended": None},
+              "killed": {"status": "running", "ended": None}}
+    for index, (label, fields) in enumerate(states.items()):
+        copy = root / f"cmp-{label}" / f"2026111{index}T100000Z-cccccc"
+        shutil.copytree(done, copy)
+        edit_meta(copy, started=f"2026-11-1{index}T10:00:00Z", **fields)
+    # the "hot" copy of the finished run: another temperature, and its analysis says so
+    hot = root / "cmp-hot" / "20261121T100000Z-dddddd"
+    shutil.copytree(done, hot)
+    cfg = yaml.safe_load((hot / "config.yaml").read_text())
+    cfg["parameter_sets"]["hot"]["temperature"] = 2.0
+    (hot / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    summary = json.loads((hot / "analysis/summary.json").read_text())
+    summary["groups"]["hot"]["loudness_lufs"]["mean"] = -11.5
+    (hot / "analysis/summary.json").write_text(json.dumps(summary))
+    edit_meta(hot, started="2026-11-21T10:00:00Z", ended="2026-11-21T10:01:00Z")
+    lock = lock_run(root / "cmp-running" / "20261112T100000Z-cccccc")
+    yield root
+    lock.close()
+
+
+def listed(acr, *args):
+    result = acr("runs", *args, "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_lists_every_run_with_its_state_and_the_baselines_metrics(acr, runs):
+    rows = {r["path"].split("/experiments/")[1]: r for r in listed(acr, runs)}
+    assert {k: (r["command"], r["status"]) for k, r in rows.items()} == {
+        "cmp/20261101T100000Z-aaaaaa": ("experiment", "completed"),
+        "cmp-failed/20261110T100000Z-cccccc": ("experiment", "failed"),
+        "cmp-interrupted/20261111T100000Z-cccccc": ("experiment", "interrupted"),
+        "cmp-running/20261112T100000Z-cccccc": ("experiment", "running"),
+        "cmp-killed/20261113T100000Z-cccccc": ("experiment", "interrupted"),  # no lock holder
+        "gen/20261120T100000Z-bbbbbb": ("generate", "completed"),
+        "cmp-hot/20261121T100000Z-dddddd": ("experiment", "completed")}
+    done = rows["cmp/20261101T100000Z-aaaaaa"]
+    assert done["name"] == "cmp" and done["models"] == ["tiny-musicgen"]
+    assert done["size"] == "6 samples" and done["device"] == "cpu"
+    assert done["duration_s"] == 125.0
+    summary = json.loads((runs / "cmp/20261101T100000Z-aaaaaa/analysis/summary.json")
+                         .read_text())
+    assert done["baseline"] == "baseline"
+    assert done["metrics"]["loudness_lufs"] == \
+        summary["groups"]["baseline"]["loudness_lufs"]["mean"]
+    assert rows["gen/20261120T100000Z-bbbbbb"]["size"] == "2 samples"
+    assert rows["gen/20261120T100000Z-bbbbbb"]["metrics"] == {}
+    # oldest first
+    assert [r["started"] for r in listed(acr, runs)] == sorted(r["started"] for r in rows.values())
+
+
+def test_filters(acr, runs):
+    def names(*args):
+        return sorted(r["path"].split("/experiments/")[1].split("/")[0]
+                      for r in listed(acr, runs, *args))
+
+    assert names("--status", "interrupted") == ["cmp-interrupted", "cmp-killed"]
+    assert names("--status", "running", "--status", "failed") == ["cmp-failed", "cmp-running"]
+    assert names("--command", "generate") == ["gen"]
+    assert names("--since", "2026-11-20") == ["cmp-hot", "gen"]
+    assert names("--name", "cmp-*") == ["cmp-failed", "cmp-hot", "cmp-interrupted",
+                                        "cmp-killed", "cmp-running"]
+    assert names("--name", "*dddddd") == ["cmp-hot"]
+    assert names("--since", "10000d", "--command", "experiment", "--status", "completed") == \
+        ["cmp", "cmp-hot"]
+
+
+def test_table_and_bad_input(acr, runs, tmp_path):
+    result = acr("runs", runs)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "7 run(s)" and lines[1].split("\t")[:4] == ["run", "name", "command",
+                                                                  "status"]
+    assert sum("\tinterrupted\t" in line for line in lines) == 2
+    assert acr("runs", tmp_path / "nowhere").exit_code == 2
+    result = acr("runs", runs, "--status", "paused")
+    assert result.exit_code == 2 and "--status paused" in result.stderr
+    result = acr("runs", runs, "--since", "last tuesday")
+    assert result.exit_code == 2 and "--since last tuesday" in result.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = acr("runs", empty, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == []
+
+
+def test_compare_diffs_configs_and_puts_shared_metrics_side_by_side(acr, runs):
+    a, b = runs / "cmp/20261101T100000Z-aaaaaa", runs / "cmp-hot/20261121T100000Z-dddddd"
+    result = acr("runs", "compare", a, b, "--json")
+    assert result.exit_code == 0, result.stderr
+    comparison = json.loads(result.stdout)
+    assert comparison["config"] == [{"key": "parameter_sets.hot.temperature",
+                                     "values": [1.5, 2.0]}]
+    shared = {(m["setting"], m["metric"]): m["values"] for m in comparison["metrics"]}
+    summary = json.loads((a / "analysis/summary.json").read_text())
+    hot, base = "hot", "baseline"
+    assert shared[(hot, "loudness_lufs")] == [summary["groups"][hot]["loudness_lufs"]["mean"],
+                                              -11.5]
+    assert shared[(base, "tempo_bpm")][0] == shared[(base, "tempo_bpm")][1]
+    result = acr("runs", "compare", a, b)
+    assert result.exit_code == 0
+    assert "parameter_sets.hot.temperature\t1.5\t2" in result.stderr
+    gen = runs / "gen/20261120T100000Z-bbbbbb"
+    result = acr("runs", "compare", a, gen, "--json")
+    keys = [d["key"] for d in json.loads(result.stdout)["config"]]
+    assert "prompts" in keys and "prompt_sets.calm" in keys
+    assert acr("runs", "compare", a).exit_code == 2
+    result = acr("runs", "compare", a, runs)
+    assert result.exit_code == 2 and "not a run folder" in result.stderr
+
+
+def test_runs_imports_no_torch(runs):
+    code = ("import sys; from typer.testing import CliRunner; from acr.cli import app; "
+            f"r = CliRunner().invoke(app, ['runs', {str(runs)!r}, '--json']); "
+            "assert r.exit_code == 0, r.output; "
+            f"r = CliRunner().invoke(app, ['runs', 'compare', "
+            f"{str(runs / 'cmp/20261101T100000Z-aaaaaa')!r}, "
+            f"{str(runs / 'gen/20261120T100000Z-bbbbbb')!r}]); assert r.exit_code == 0; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'audiocraft', 'torchaudio')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,351 @@
+"""Tracking sinks (TensorBoard, W&B offline) for experiment and finetune, read back with
+TensorBoard's own EventAccumulator and wandb's own protobuf records; kill + resume; failures."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from acr.commands.finetune import data
+from acr.core.tracking import flat_config, wandb_mode
+from helpers import tensorboard_events, wandb_history, wandb_records
+
+
+@pytest.fixture(scope="module")
+def wandb_home(tmp_path_factory):
+    """One folder for wandb's settings for the whole module: wandb loses the history of a
+    second run in a process whose WANDB_CONFIG_DIR changed since the first."""
+    return tmp_path_factory.mktemp("wandb-home")
+
+
+@pytest.fixture(autouse=True)
+def wandb_offline(monkeypatch, wandb_home):
+    """wandb never reaches for the network here: no API key, no netrc, offline, silent."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(wandb_home / "no-netrc"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(wandb_home / "config"))
+
+
+GRID = """\
+name: grid
+model: tiny-musicgen
+device: cpu
+seed: 3
+samples_per_prompt: 2
+batch_size: 2
+defaults: {duration: 1.0}
+prompt_sets:
+  calm: [soft piano, quiet strings, low cello]
+parameter_sets:
+  base: {}
+  hot: {temperature: 1.5, top_k: 50}
+analyze: false
+"""
+
+FINETUNE = """\
+name: ft
+model: tiny-musicgen
+data: demo
+strategy: full
+epochs: 3
+lr: 3.0e-3
+segment_duration: 2.0
+sample_every: 2
+sample_duration: 1.0
+device: cpu
+"""
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ft") / "demo"
+    data.make_demo_data(folder, files_per_class=3, seconds=4.0)
+    return folder
+
+
+def write(folder: Path, text: str, name: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def sidecars(run: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((run / "samples").rglob("*.json"))]
+
+
+def steps_of(rows: list[dict], key: str) -> list[int]:
+    return [row["_step"] for row in rows if key in row]
+
+
+# ---- unit: the W&B mode and the flattened config -------------------------------------------------
+
+def test_wandb_is_offline_without_an_api_key_and_online_with_one(monkeypatch, tmp_path):
+    assert wandb_mode(None) == "offline"
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert wandb_mode(None) == "online"
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.org")
+    assert wandb_mode(None) == "offline"  # the key is for another host
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
+    assert wandb_mode(None) == "online"
+    assert wandb_mode("disabled") == "disabled" and wandb_mode("offline") == "offline"
+
+
+def test_flat_config_keeps_scalars_and_writes_the_rest_as_text():
+    assert flat_config({"a": {"b": 1, "c": None}, "d": [1, {"e": 2}], "f": "x", "g": True}) == \
+        {"a.b": 1, "a.c": "null", "d": '[1, {"e": 2}]', "f": "x", "g": True}
+
+
+def test_track_flag_refuses_an_unknown_tracker(acr, in_tmp):
+    path = write(in_tmp, GRID, "grid.yaml")
+    result = acr("experiment", path, "--track", "mlflow")
+    assert result.exit_code == 2 and "--track mlflow: not a tracker" in result.stderr
+    assert not (in_tmp / "experiments").exists()
+
+
+def test_tracking_config_errors_name_the_key(acr, in_tmp):
+    path = write(in_tmp, GRID + "tracking: {wandb: {mode: sometimes}}\n", "grid.yaml")
+    result = acr("validate", path)
+    assert result.exit_code == 2 and "tracking.wandb.mode" in result.stderr
+
+
+# ---- end to end: both sinks, read back by their own readers ---------------------------------------
+
+@pytest.mark.slow
+def test_experiment_tracks_batches_clips_metrics_and_plots(acr, in_tmp):
+    text = GRID.replace("analyze: false", "analyze: true") + \
+        "tracking: {audio_clips: 2, wandb: {project: acr-test, tags: [t1]}}\n"
+    path = write(in_tmp, text, "grid.yaml")
+    result = acr("experiment", path, "--out", "R", "--track", "tensorboard")
+    assert result.exit_code == 0, result.stderr
+    run = in_tmp / "R"
+    assert "warning" not in result.stderr
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["tracking"]["sinks"] == ["tensorboard", "wandb"]
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["tracking"]["wandb"]["project"] == "acr-test"  # --track kept the config's
+
+    # per batch: seconds and real-time factor as the sidecars record them (6 batches of 2)
+    by_batch: dict[int, list[dict]] = {}
+    for car in sidecars(run):
+        by_batch.setdefault(car["batch_index"] + 1, []).append(car)
+    assert sorted(by_batch) == [1, 2, 3, 4, 5, 6]
+    tb = tensorboard_events(run / "tensorboard")
+    seconds = {e.step: e.value for e in tb.Scalars("generation/seconds")}
+    rtf = {e.step: e.value for e in tb.Scalars("generation/real_time_factor")}
+    assert sorted(seconds) == [1, 2, 3, 4, 5, 6]
+    for step, cars in by_batch.items():
+        assert seconds[step] == pytest.approx(cars[0]["batch_seconds"], rel=1e-6)
+        assert rtf[step] == pytest.approx(cars[0]["batch_seconds"] /
+                                          sum(c["duration"] for c in cars), rel=1e-5)
+    # clips: the first two of each setting, as audio at the model's rate, with their prompts
+    audio = sorted(tb.Tags()["audio"])
+    assert audio == [f"audio/tiny-musicgen/{s}/{i}" for s in ("base", "hot") for i in (0, 1)]
+    clip = tb.Audio("audio/tiny-musicgen/base/0")[0]
+    assert clip.step == 7 and clip.sample_rate == 32000 and clip.length_frames == 32000
+    # the analysis: every setting's metric means as summary.json has them, and its plots
+    summary = json.loads((run / "analysis/summary.json").read_text())
+    mean = summary["groups"]["base"]["loudness_lufs"]["mean"]
+    logged = tb.Scalars("metrics/loudness_lufs/base")[0]
+    assert logged.step == 7 and logged.value == pytest.approx(mean, abs=1e-4)
+    plots = sorted(p.stem for p in (run / "analysis/plots").glob("*.png"))
+    assert len(plots) > 5 and sorted(tb.Tags()["images"]) == [f"plots/{p}" for p in plots]
+    image = tb.Images(f"plots/{plots[0]}")[0]
+    assert image.width > 100 and image.height > 100
+
+    # W&B (offline): the same points, the audio with captions, the config and tags
+    records = wandb_records(run)
+    started = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert [(s.run_id, s.project, list(s.tags)) for s in started] == \
+        [(meta["tracking"]["wandb_id"], "acr-test", ["t1"])]
+    hyper = {i.key: json.loads(i.value_json) for i in started[0].config.update}
+    assert hyper["name"] == "grid" and hyper["parameter_sets"]["hot"]["top_k"] == 50
+    rows = wandb_history(run)
+    assert steps_of(rows, "generation/seconds") == [1, 2, 3, 4, 5, 6]
+    assert {r["_step"]: r["generation/seconds"] for r in rows if "generation/seconds" in r} == \
+        pytest.approx(seconds, rel=1e-6)
+    last = rows[-1]
+    assert last["_step"] == 7 and last["audio/tiny-musicgen/hot/1"]["caption"] == "soft piano"
+    assert last["metrics/loudness_lufs/base"] == pytest.approx(mean)
+    assert last[f"plots/{plots[0]}"]["_type"] == "image-file"
+    assert last["audio/tiny-musicgen/base/0"]["_type"] == "audio-file"
+    # the trackers' copies are not analysed as clips
+    assert summary["analysed"]["clips"] == 12
+
+
+@pytest.mark.slow
+def test_finetune_tracks_steps_epochs_samples_and_the_model(acr, in_tmp, demo):
+    path = write(in_tmp, FINETUNE.replace("data: demo", f"data: {demo}"), "ft.yaml")
+    result = acr("finetune", path, "--out", "F", "--track", "tensorboard", "--track", "wandb")
+    assert result.exit_code == 0, result.stderr
+    run = in_tmp / "F"
+    meta = json.loads((run / "meta.json").read_text())
+    with open(run / "history.csv", newline="") as fh:
+        history = list(csv.DictReader(fh))
+    steps = meta["steps_per_epoch"] * 3
+    tb = tensorboard_events(run / "tensorboard")
+    assert [e.step for e in tb.Scalars("train/loss")] == list(range(1, steps + 1))
+    assert [e.step for e in tb.Scalars("epoch/valid_loss")] == \
+        [meta["steps_per_epoch"] * e for e in (1, 2, 3)]
+    assert [e.value for e in tb.Scalars("epoch/valid_loss")] == \
+        pytest.approx([float(r["valid_loss"]) for r in history], rel=1e-5)
+    assert all(e.value > 0 for e in tb.Scalars("train/grad_norm"))
+    lrs = [e.value for e in tb.Scalars("train/lr")]
+    assert max(lrs) == pytest.approx(3e-3, rel=1e-6)  # the peak of the warm-up
+    samples = sorted(tb.Tags()["audio"])
+    assert samples == ["samples/0", "samples/1", "samples/2"]
+    assert tb.Audio("samples/0")[0].step == meta["steps_per_epoch"] * 2  # epoch 2's round
+    rows = wandb_history(run)
+    assert steps_of(rows, "train/loss") == list(range(1, steps + 1))
+    assert [r["epoch/train_loss"] for r in rows if "epoch/train_loss" in r] == \
+        pytest.approx([float(r["train_loss"]) for r in history], rel=1e-5)
+    captions = {r["samples/0"]["caption"] for r in rows if "samples/0" in r}
+    wav = sorted((run / "samples/epoch-002").glob("0-*.wav"))[0]
+    assert captions == {json.loads(wav.with_suffix(".json").read_text())["prompt"]}
+    summaries = {i.key: json.loads(i.value_json) for r in wandb_records(run)
+                 if r.WhichOneof("record_type") == "summary" for i in r.summary.update}
+    assert summaries["model"] == str(run / "model")
+
+
+# ---- kill + resume: the same tracked run, no gap, no duplicate -----------------------------------
+
+def own_service_env() -> dict:
+    """The environment for an acr subprocess: wandb keeps its service's address in
+    WANDB_SERVICE once a run started in this process, and a child would share that service
+    (and, killed, leave its run open there) instead of starting its own, as a user's would.
+    (Removing it from this process instead breaks wandb's later runs here.)"""
+    return {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+
+
+def kill_when(proc: subprocess.Popen, ready, limit: float = 600) -> None:
+    deadline = time.monotonic() + limit
+    while not ready() and time.monotonic() < deadline:
+        assert proc.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.slow
+def test_experiment_killed_and_resumed_tracks_every_batch_once(acr, in_tmp):
+    text = GRID.replace("samples_per_prompt: 2", "samples_per_prompt: 6") + \
+        "tracking: {tensorboard: true, wandb: {}}\n"
+    path = write(in_tmp, text, "grid.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "acr", "experiment", str(path), "--out",
+                             str(in_tmp / "K")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=own_service_env())
+    kill_when(proc, lambda: len(list((in_tmp / "K").rglob("samples/**/*.wav"))) >= 8)
+    run = in_tmp / "K"
+    before = json.loads((run / "meta.json").read_text())["tracking"]
+    result = acr("experiment", "--resume", run)
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["tracking"]["wandb_id"] == before["wandb_id"]
+    assert len(meta["resumed"]) == 1
+    batches = list(range(1, 19))  # 36 samples in batches of 2
+    tb = tensorboard_events(run / "tensorboard")
+    assert [e.step for e in tb.Scalars("generation/seconds")] == batches
+    # W&B: no gap over both sessions' files, and every point as the journal has it. The killed
+    # process's wandb-core may write its buffer after the resume has looked (or never), so a
+    # point it wrote late can appear twice, with the same values (README: Tracking)
+    rows = wandb_history(run)
+    assert sorted(set(steps_of(rows, "generation/seconds"))) == batches
+    journal = {line["step"]: line["values"] for line in
+               map(json.loads, (run / "tracking.jsonl").read_text().splitlines())
+               if line["group"] == "batch"}
+    assert sorted(journal) == batches
+    for row in rows:
+        if "generation/seconds" in row:
+            assert row["generation/seconds"] == pytest.approx(
+                journal[row["_step"]]["generation/seconds"])
+    started = [r.run.run_id for r in wandb_records(run) if r.WhichOneof("record_type") == "run"]
+    assert started == [before["wandb_id"]] * 2
+
+
+@pytest.mark.slow
+def test_finetune_killed_and_resumed_tracks_every_step_once(acr, in_tmp, demo):
+    text = FINETUNE.replace("data: demo", f"data: {demo}").replace("epochs: 3", "epochs: 4") \
+        .replace("sample_every: 2", "sample_every: 0")
+    path = write(in_tmp, text, "ft.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "acr", "finetune", str(path), "--out",
+                             str(in_tmp / "K"), "--track", "tensorboard", "--track", "wandb"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=own_service_env())
+    events = in_tmp / "K/events.jsonl"
+    kill_when(proc, lambda: events.is_file() and '"epoch": 2' in events.read_text(), 300)
+    run = in_tmp / "K"
+    assert json.loads((run / "meta.json").read_text())["status"] == "running"
+    result = acr("finetune", "--resume", run)  # the run's config: tracking included
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads((run / "meta.json").read_text())
+    steps = list(range(1, meta["steps_per_epoch"] * 4 + 1))
+    tb = tensorboard_events(run / "tensorboard")
+    assert [e.step for e in tb.Scalars("train/loss")] == steps
+    assert [e.step for e in tb.Scalars("epoch/train_loss")] == steps[meta["steps_per_epoch"] - 1::
+                                                                    meta["steps_per_epoch"]]
+    rows = wandb_history(run)
+    assert sorted(set(steps_of(rows, "train/loss"))) == steps  # no gap (see above)
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 2
+
+
+# ---- a tracker that fails costs a warning, never the run ------------------------------------------
+
+@pytest.mark.slow
+def test_failing_trackers_cost_a_warning_and_the_run_completes(acr, in_tmp, monkeypatch):
+    """wandb cannot be imported, and TensorBoard's disk fills up after its first batch."""
+    from acr.core import tracking
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    calls = []
+
+    def disk_full(self, step, values):
+        calls.append(step)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        real(self, step, values)
+    real = tracking.TensorBoardSink.scalars
+    monkeypatch.setattr(tracking.TensorBoardSink, "scalars", disk_full)
+    path = write(in_tmp, GRID, "grid.yaml")
+    result = acr("experiment", path, "--out", "R", "--track", "wandb", "--track", "tensorboard")
+    assert result.exit_code == 0, result.stderr
+    run = in_tmp / "R"
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "completed" and len(list((run / "samples").rglob("*.wav"))) == 12
+    warnings = [l for l in result.stderr.splitlines() if l.startswith("warning: tracking")]
+    assert len(warnings) == 2, result.stderr
+    assert "wandb is unavailable (ModuleNotFoundError" in warnings[0]
+    assert "tensorboard failed (OSError" in warnings[1] and "No space left" in warnings[1]
+    assert calls == [1, 2]  # off after its failure
+    failed = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines()
+              if '"tracking.failed"' in l]
+    assert [e["sink"] for e in failed] == ["wandb", "tensorboard"]
+    tb = tensorboard_events(run / "tensorboard")
+    assert [e.step for e in tb.Scalars("generation/seconds")] == [1]
+
+
+@pytest.mark.slow
+def test_an_unwritable_tensorboard_folder_costs_a_warning(acr, in_tmp, monkeypatch):
+    """A finetune whose RUN/tensorboard cannot be created (a file is in the way)."""
+    from acr.core import tracking
+
+    blocker = in_tmp / "blocker"
+    blocker.write_text("not a folder")
+    monkeypatch.setattr(tracking, "TENSORBOARD_DIR", str(blocker / "tensorboard"))
+    path = write(in_tmp, GRID.replace("samples_per_prompt: 2", "samples_per_prompt: 1")
+                 .replace("  hot: {temperature: 1.5, top_k: 50}\n", ""), "grid.yaml")
+    result = acr("experiment", path, "--out", "R", "--track", "tensorboard")
+    assert result.exit_code == 0, result.stderr
+    assert "warning: tracking: tensorboard is unavailable" in result.stderr
+    assert json.loads((in_tmp / "R/meta.json").read_text())["status"] == "completed"
+    assert len(list((in_tmp / "R/samples").rglob("*.wav"))) == 3
+    assert json.loads((in_tmp / "R/meta.json").read_text())["tracking"]["sinks"] == []
