@@ -441,8 +441,8 @@ def test_model_axis_sizes_checks_and_holds_one_model_at_a_time(acr, in_tmp, monk
         return real(loaded, *args, **kwargs)
 
     monkeypatch.setattr(batches, "generate_batch", watched)
-    for name in ("tiny-musicgen", "tiny-audiogen"):  # a fresh process would hold neither
-        models.release_model(name, "cpu")
+    for source, device in models.loaded_models():  # a fresh process would hold none
+        models.release_model(source, device)
     text = GRID.replace("model: tiny-musicgen", "models: [tiny-musicgen, tiny-audiogen]") \
         .replace("batch_size: 3", "batch_size: auto")
     result = acr("experiment", write(in_tmp, text), "--out", "R")

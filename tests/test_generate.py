@@ -225,7 +225,8 @@ def test_speed_is_reported_as_times_real_time(acr, in_tmp):
     [line] = [l for l in result.stderr.splitlines() if l.startswith("1 clip(s), 0.5 s of audio")]
     seconds = json.loads((in_tmp / "D/meta.json").read_text())["generation_seconds"]
     speed = float(re.search(r"\(([0-9.]+)x real time\)$", line).group(1))
-    assert speed == pytest.approx(0.5 / seconds, abs=0.006)  # audio / wall, 2 decimals
+    # audio / wall, printed with 2 decimals; meta.json rounds the seconds to 3 decimals
+    assert 0.5 / (seconds + 0.0005) - 0.006 <= speed <= 0.5 / (seconds - 0.0005) + 0.006
     assert "real-time factor" not in result.stderr
 
 

@@ -292,19 +292,22 @@ def test_a_folder_that_is_not_a_model_exits_2(acr, in_tmp, content):
 
 
 @pytest.mark.slow
-def test_analyze_refuses_an_unsafe_cache_entry(acr, tmp_path):
+@pytest.mark.parametrize("cache_file", ["features-v*.json", "outputs.json"])
+def test_analyze_refuses_an_unsafe_cache_entry(acr, tmp_path, cache_file):
+    """The per-clip index (read when a clip changed) and the record of the last outputs (read
+    on every re-run): a payload in either is refused, nothing of it runs."""
     folder = tmp_path / "clips"
     for index, root in enumerate((60, 62)):
         write(folder / f"{index}.wav", progression([[root, root + 4, root + 7]], 16000, 1.0),
               16000)
     assert acr("analyze", folder, "--no-model-metrics").exit_code == 0
-    entries = sorted((folder / "analysis/cache").glob("*.json"))
-    assert len(entries) == 2
+    [entry] = sorted((folder / "analysis/cache").glob(cache_file))
     sentinel = tmp_path / "SENTINEL"
-    plant(entries[0], sentinel)
+    plant(entry, sentinel)
+    write(folder / "2.wav", progression([[64, 68, 71]], 16000, 1.0), 16000)  # a new clip
     result = acr("analyze", folder, "--no-model-metrics")
     assert result.exit_code == 2, result.stderr
-    assert f"{entries[0]} {UNSAFE}" in result.stderr
+    assert f"{entry} {UNSAFE}" in result.stderr
     assert not sentinel.exists()
 
 

@@ -159,7 +159,7 @@ def test_experiment_tracks_batches_clips_metrics_and_plots(acr, in_tmp):
     logged = tb.Scalars("metrics/loudness_lufs/base")[0]
     assert logged.step == 7 and logged.value == pytest.approx(mean, abs=1e-4)
     plots = sorted(p.stem for p in (run / "analysis/plots").glob("*.png"))
-    assert len(plots) > 5 and sorted(tb.Tags()["images"]) == [f"plots/{p}" for p in plots]
+    assert len(plots) >= 3 and sorted(tb.Tags()["images"]) == [f"plots/{p}" for p in plots]
     image = tb.Images(f"plots/{plots[0]}")[0]
     assert image.width > 100 and image.height > 100
 
@@ -268,8 +268,12 @@ def test_experiment_killed_and_resumed_tracks_every_batch_once(acr, in_tmp):
         if "generation/seconds" in row:
             assert row["generation/seconds"] == pytest.approx(
                 journal[row["_step"]]["generation/seconds"])
+    # both sessions ran as the same W&B run: wandb names each session's folder after the run
+    # id (the killed session's .wandb file may have lost its run record with its buffer)
+    sessions = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
+    assert len(sessions) == 2 and all(n.endswith(f"-{before['wandb_id']}") for n in sessions)
     started = [r.run.run_id for r in wandb_records(run) if r.WhichOneof("record_type") == "run"]
-    assert started == [before["wandb_id"]] * 2
+    assert started and set(started) == {before["wandb_id"]}
 
 
 @pytest.mark.slow

@@ -241,12 +241,12 @@ class Trackers:
             self._call(step, group, "scalars", finite)
 
     def clips(self, step: int, group: str, clips: list[Clip]) -> None:
-        if clips:
+        if clips and self.sinks:  # (no sinks: no run folder to place the paths in)
             self._call(step, group, "clips", [[c.tag, self._in_run(c.path), c.caption]
                                               for c in clips])
 
     def images(self, step: int, group: str, images: dict[str, Path]) -> None:
-        if images:
+        if images and self.sinks:
             self._call(step, group, "images", {tag: self._in_run(path)
                                                for tag, path in images.items()})
 
