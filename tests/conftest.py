@@ -71,3 +71,14 @@ def tiny_clip(tmp_path_factory):
     from helpers import build_tiny_clip
 
     return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip")
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """acr's fine-tuning demo data (3 captioned files per class, 4 s each), made once and only
+    read by the tests (test_finetune, test_tracking)."""
+    from acr.commands.finetune import make_demo_data
+
+    folder = tmp_path_factory.mktemp("ft") / "demo"
+    make_demo_data(folder, files_per_class=3, seconds=4.0)
+    return folder

@@ -36,13 +36,6 @@ device: cpu
 """
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ft") / "demo"
-    data.make_demo_data(folder, files_per_class=3, seconds=4.0)
-    return folder
-
-
 def history(run):
     with open(run / "history.csv", newline="") as fh:
         return list(csv.DictReader(fh))

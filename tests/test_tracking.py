@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from acr.commands.finetune import data
 from acr.core.tracking import flat_config, wandb_mode
 from helpers import tensorboard_events, wandb_history, wandb_records
 
@@ -62,13 +61,6 @@ sample_every: 2
 sample_duration: 1.0
 device: cpu
 """
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ft") / "demo"
-    data.make_demo_data(folder, files_per_class=3, seconds=4.0)
-    return folder
 
 
 def write(folder: Path, text: str, name: str) -> Path:
