@@ -77,20 +77,27 @@ def load_clap(name: str) -> Clap:
         raise Unavailable(_not_cached(name))
     try:
         from transformers import ClapModel, ClapProcessor
-        from transformers.utils import logging as transformers_logging
     except ImportError as exc:  # pragma: no cover - transformers is pinned
         raise Unavailable(f"transformers has no CLAP support here ({exc})") from exc
+    return Clap(name, *_from_local(ClapModel, ClapProcessor, name, "CLAP", _not_cached(name)))
+
+
+def _from_local(model_class: Any, processor_class: Any, name: str, kind: str,
+                not_cached: str) -> tuple[Any, Any]:
+    """(model in eval mode, processor) from a folder or the local Hugging Face cache only,
+    without progress bars; Unavailable naming a folder's problem, else `not_cached`."""
+    from transformers.utils import logging as transformers_logging
+
     transformers_logging.disable_progress_bar()  # no "Loading weights" bars in acr's output
     try:
-        model = ClapModel.from_pretrained(name, local_files_only=True).eval()
-        processor = ClapProcessor.from_pretrained(name, local_files_only=True)
+        return (model_class.from_pretrained(name, local_files_only=True).eval(),
+                processor_class.from_pretrained(name, local_files_only=True))
     except (OSError, ValueError) as exc:
         if Path(name).is_dir():
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise Unavailable(f"{name}: not a CLAP model folder with its processor ({reason})"
+            raise Unavailable(f"{name}: not a {kind} model folder with its processor ({reason})"
                               ) from exc
-        raise Unavailable(_not_cached(name)) from exc
-    return Clap(name, model, processor)
+        raise Unavailable(not_cached) from exc
 
 
 @dataclass
@@ -141,26 +148,18 @@ def load_clip(name: str) -> Clip:
         from transformers.utils import logging as transformers_logging
     except ImportError as exc:  # pragma: no cover - transformers is pinned
         raise Unavailable(f"transformers has no CLIP support here ({exc})") from exc
-    transformers_logging.disable_progress_bar()
     verbosity = transformers_logging.get_verbosity()
     # (without torchvision, transformers says it falls back to the PIL image processor: the
     # same resize, crop and normalisation, so that note is kept out of acr's output)
     transformers_logging.set_verbosity_error()
     try:
-        model = CLIPModel.from_pretrained(name, local_files_only=True).eval()
-        processor = CLIPProcessor.from_pretrained(name, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        if Path(name).is_dir():
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise Unavailable(f"{name}: not a CLIP model folder with its processor ({reason})"
-                              ) from exc
-        raise Unavailable(f"CLIP weights {name!r} are not in the local Hugging Face cache; on a "
-                          f"connected machine run `hf download {name}` (and copy the cache "
-                          "here), or give a local folder with --clip-model / clip_model:"
-                          ) from exc
+        return Clip(name, *_from_local(
+            CLIPModel, CLIPProcessor, name, "CLIP",
+            f"CLIP weights {name!r} are not in the local Hugging Face cache; on a connected "
+            f"machine run `hf download {name}` (and copy the cache here), or give a local "
+            "folder with --clip-model / clip_model:"))
     finally:
         transformers_logging.set_verbosity(verbosity)
-    return Clip(name, model, processor)
 
 
 def in_local_cache(name: str) -> bool:
