@@ -85,3 +85,45 @@ def test_onset_count_keeps_librosas_wait_between_peaks():
     assert dsp.onset_count(envelope, 32000) == len(
         librosa.onset.onset_detect(onset_envelope=envelope, sr=32000))
     assert dsp.onset_count(np.ones(50), 32000) == 0
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_mel_bands_and_rolloff_bins_equal_librosa(name):
+    """The mel filterbank applied band by band equals librosa's melspectrogram, and the
+    rolloff bin of each frame (from block sums) is librosa's, but for frames where the 85%
+    point falls within float32 rounding of a bin edge."""
+    from acr.commands.analyze.features import ROLLOFF_FRACTION, _reaching
+
+    rate, make = SIGNALS[name]
+    y = make().astype(np.float32)
+    power = dsp.power_spectrogram(y, dsp.hann(2048).astype(np.float32))
+    bands = dsp.filter_bands(dsp.mel_filters(rate, 128))
+    reference = librosa.feature.melspectrogram(S=power.T, sr=rate, n_fft=2048)
+    np.testing.assert_allclose(dsp.apply_bands(power, bands), reference, rtol=1e-4,
+                               atol=1e-6 * reference.max())
+    magnitude = np.sqrt(power)
+    totals, first = _reaching(magnitude, ROLLOFF_FRACTION)
+    np.testing.assert_allclose(totals, magnitude.sum(axis=1), rtol=1e-5)
+    freqs = dsp.fft_frequencies(rate)
+    rolloff = librosa.feature.spectral_rolloff(S=magnitude.T, sr=rate, n_fft=2048,
+                                               roll_percent=ROLLOFF_FRACTION)[0]
+    sounding = totals > 0
+    same = freqs[np.minimum(first, len(freqs) - 1)][sounding] == rolloff[sounding]
+    assert same.mean() >= 0.995
+
+
+@pytest.mark.parametrize("rate", [16000, 32000, 44100])
+def test_spectrogram_cell_from_the_analysis_stft_equals_one_from_the_file(tmp_path, rate):
+    """The grid cell the features make from every fourth frame of their STFT is the image
+    read from the file with a 2048-sample hop."""
+    import soundfile as sf
+
+    from acr.commands.analyze.plots import mel_image
+
+    y = (0.5 * drums(120, 3, rate, seed=5)).astype(np.float32)
+    sf.write(tmp_path / "clip.wav", y, rate, subtype="FLOAT")
+    cell = Extractor().clip(y[None], rate, thumbnail=True).thumbnail
+    expected = mel_image(tmp_path / "clip.wav")
+    assert cell.shape == expected.shape == (dsp.THUMBNAIL_MELS, 1 + len(y) // 2048)
+    np.testing.assert_allclose(cell, expected, atol=1e-3)
+    assert Extractor().clip(y[None], rate).thumbnail is None

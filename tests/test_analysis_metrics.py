@@ -49,6 +49,21 @@ def test_true_peak_of_quarter_rate_sine_at_45_degrees(extract):
     assert extract(signal, EBU).metrics["true_peak_dbtp"] == pytest.approx(-6.0, abs=0.1)
 
 
+@pytest.mark.parametrize("rate", [8000, 32000, 44100, 48000])
+def test_k_filter_equals_scipys_sample_by_sample_filter(rate):
+    """The frequency-domain K-weighting gives scipy.signal.sosfilt's output (the filters run
+    sample by sample from rest), stereo, for a burst that ends just before the clip does."""
+    from scipy.signal import sosfilt
+
+    from acr.core.loudness import k_filtered
+
+    x = np.random.default_rng(rate).standard_normal((2, 2 * rate))
+    x[:, : rate // 2] = 0.0  # silence first: the filters start from rest
+    expected = sosfilt(k_weighting(rate), x, axis=-1)
+    np.testing.assert_allclose(k_filtered(x, rate), expected, rtol=0,
+                               atol=1e-12 * np.abs(expected).max())
+
+
 def test_k_weighting_at_48k_is_the_standards_table():
     """BS.1770-4 Table 1 (pre-filter) and Table 2 (RLB high-pass) coefficients at 48 kHz."""
     shelf, high_pass = k_weighting(48000)

@@ -2,17 +2,21 @@
 
 The K-weighting filters are designed at any rate from the analogue prototype behind the
 standard's 48 kHz table (libebur128's design: at 48 kHz it gives the table's coefficients), and
-run as one second-order-sections filter over all channels at once; the gating is done over all
-blocks at once. True peak uses the 48-tap, 4-phase interpolator of BS.1770's Annex 2 where a
+applied to all channels at once in the frequency domain (the same output as running the
+filters sample by sample, to rounding: see k_filtered); the gating is done over all blocks at
+once. True peak uses the 48-tap, 4-phase interpolator of BS.1770's Annex 2 where a
 window could beat the sample peak. Verified against EBU Tech 3341 / 3342 in the tests.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from scipy.signal import sosfilt
 
 CHANNEL_GAINS = np.array([1.0, 1.0, 1.0, 1.41, 1.41])  # L, R, C, Ls, Rs
 ABSOLUTE_GATE = -70.0
+FILTER_TAIL_SECONDS = 0.25  # the K-weighting's impulse response is below 1e-26 after it
+PEAK_BLOCK = 16  # windows per row of true_peaks' matrix product (at least 11)
 _FILTERS: dict[int, np.ndarray] = {}
 # ITU-R BS.1770-4 Annex 2: the 48-tap interpolating filter for 4x oversampling, as the standard
 # lists it: four phases of 12 taps, phase p giving y[4n + p] = sum_k ANNEX2_PHASES[p][k] x[n - k]
@@ -51,27 +55,64 @@ def k_weighting(rate: int) -> np.ndarray:
     return _FILTERS[rate]
 
 
+@functools.lru_cache(maxsize=8)
+def _k_response(rate: int, size: int) -> np.ndarray:
+    """The K-weighting's frequency response at the bins of a real FFT of `size` samples."""
+    delay = np.exp(-2j * np.pi * np.arange(size // 2 + 1) / size)  # z^-1 on those bins
+    response = np.ones(size // 2 + 1, dtype=np.complex128)
+    for b0, b1, b2, a0, a1, a2 in k_weighting(rate):
+        response *= (b0 + delay * (b1 + delay * b2)) / (a0 + delay * (a1 + delay * a2))
+    return response
+
+
+def k_filtered(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Each channel of [channels, samples] through the K-weighting filters, from rest
+    (float64). Computed as a product of spectra over the signal and FILTER_TAIL_SECONDS of
+    zeros: the circular convolution then equals the filters' causal output to within their
+    impulse response after that tail (< 1e-26), and scipy.signal (whose import takes a second,
+    as it imports scipy.stats) is never imported."""
+    import scipy.fft
+
+    x = np.asarray(audio, dtype=np.float64)
+    samples = x.shape[-1]
+    size = scipy.fft.next_fast_len(samples + int(FILTER_TAIL_SECONDS * rate) + 1, real=True)
+    spectrum = scipy.fft.rfft(x, n=size, axis=-1, workers=1) * _k_response(rate, size)
+    return scipy.fft.irfft(spectrum, n=size, axis=-1, workers=1)[..., :samples]
+
+
 def k_weighted_power(audio: np.ndarray, rate: int) -> np.ndarray:
     """Channel-weighted K-weighted power, sum_c G_c y_c^2: [samples] (float64).
 
     The gating of BS.1770 is linear in these per-sample powers, so channels collapse here."""
-    x = np.asarray(audio, dtype=np.float64)
-    y = sosfilt(k_weighting(rate), x, axis=-1)
-    return np.einsum("c,ct->t", CHANNEL_GAINS[: x.shape[0]], y * y)
+    y = k_filtered(audio, rate)
+    return np.einsum("c,ct->t", CHANNEL_GAINS[: y.shape[0]], y * y)
+
+
+def segment_length(rate: int) -> int:
+    """Samples between the entries of cumulative_power at `rate`: the 0.1 s hop of the gating
+    windows where their lengths (0.4 s and 3 s) are whole hops, else 1."""
+    hop = int(round(0.1 * rate))
+    whole = all(int(round(seconds * rate)) % hop == 0 for seconds in (0.4, 3.0))
+    return hop if hop > 0 and whole else 1
 
 
 def cumulative_power(audio: np.ndarray, rate: int) -> np.ndarray:
-    """Running sum of the K-weighted power, with a leading 0: what every window mean needs."""
-    return np.concatenate([[0.0], np.cumsum(k_weighted_power(audio, rate))])
+    """Running sum of the K-weighted power, with a leading 0, every segment_length(rate)
+    samples: what every window mean needs (the windows start and end on those boundaries)."""
+    power = k_weighted_power(audio, rate)
+    step = segment_length(rate)
+    segments = power[: len(power) // step * step].reshape(-1, step).sum(axis=1)
+    return np.concatenate([[0.0], np.cumsum(segments)])
 
 
-def _window_means(cumulative: np.ndarray, length: int, hop: int) -> np.ndarray:
+def _window_means(cumulative: np.ndarray, rate: int, length: int, hop: int) -> np.ndarray:
     """Means over windows of `length` samples every `hop`, from a cumulative_power array."""
-    n = (len(cumulative) - 1 - length) // hop + 1
+    step = segment_length(rate)
+    n = ((len(cumulative) - 1) * step - length) // hop + 1
     if n < 1:
         return np.empty(0)
-    starts = np.arange(n) * hop
-    return (cumulative[starts + length] - cumulative[starts]) / length
+    starts = np.arange(n) * (hop // step)
+    return (cumulative[starts + length // step] - cumulative[starts]) / length
 
 
 def _lufs(mean_power: np.ndarray | float) -> np.ndarray:
@@ -84,7 +125,8 @@ def _gated_levels(audio: np.ndarray, rate: int, cumulative: np.ndarray | None,
     """Mean squares and loudness of `seconds`-long windows every 0.1 s, and which pass the
     -70 LUFS absolute gate."""
     cumulative = cumulative_power(audio, rate) if cumulative is None else cumulative
-    means = _window_means(cumulative, int(round(seconds * rate)), int(round(0.1 * rate)))
+    means = _window_means(cumulative, rate, int(round(seconds * rate)),
+                          int(round(0.1 * rate)))
     levels = _lufs(means) if means.size else means
     return means, levels, levels > ABSOLUTE_GATE
 
@@ -113,35 +155,49 @@ def loudness_range(audio: np.ndarray, rate: int, cumulative: np.ndarray | None =
     return float(high - low)
 
 
+def _annex2_matrix(block: int, dtype) -> np.ndarray:
+    """The 4x interpolation of `block` consecutive windows as one matrix: row j of a block's
+    samples x[bB : bB + block + 11] times it gives the four phases of the windows starting at
+    bB, ..., bB + block - 1, [block + 11, 4 * block]."""
+    taps = ANNEX2_PHASES.shape[1]
+    weight = ANNEX2_PHASES[:, ::-1].T  # a window holds x[n - 11], ..., x[n]: taps reversed
+    matrix = np.zeros((block + taps - 1, block, 4))
+    for start in range(block):
+        matrix[start:start + taps, start, :] = weight
+    return matrix.reshape(block + taps - 1, 4 * block).astype(dtype)
+
+
 def true_peaks(signals: np.ndarray) -> np.ndarray:
     """True peak (dBTP) of each row of [rows, samples]: the largest |value| of the signal
     oversampled 4x with the BS.1770-4 Annex 2 filter, or of the samples themselves if larger
     (as libebur128 reports it). In floating point the standard's 12.04 dB headroom is moot.
 
     Exact but sparse: an interpolated value is a 12-sample weighted sum, so it cannot exceed
-    L x (the largest |x| in its window), L being the largest per-phase sum of |taps|. Only
-    windows that could beat the sample peak are interpolated, all phases at once (numpy: no
-    torch on the analysis path)."""
-    from scipy.ndimage import maximum_filter1d
-
+    L x (the largest |x| in its window), L being the largest per-phase sum of |taps|. Windows
+    go in blocks of PEAK_BLOCK; only the blocks whose samples could beat the sample peak are
+    interpolated, each block one row of a matrix product (numpy: no torch, no scipy)."""
     signals = np.atleast_2d(np.asarray(signals))
-    taps = ANNEX2_PHASES.shape[1]
-    # a window holds x[n - 11], ..., x[n]: each phase's taps, reversed, as the columns
-    weight = ANNEX2_PHASES[:, ::-1].T.astype(signals.dtype)  # [taps, 4]
+    taps, block = ANNEX2_PHASES.shape[1], PEAK_BLOCK
     bound = float(np.abs(ANNEX2_PHASES).sum(axis=1).max())
+    matrix = _annex2_matrix(block, signals.dtype)
     peaks = []
     for row in signals:
-        padded = np.pad(row, taps - 1)
-        magnitude = np.abs(padded)
-        sample_peak = magnitude.max() if len(row) else 0.0
-        # the largest |x| of the window starting at each position
-        window_max = maximum_filter1d(magnitude, taps, origin=-(taps // 2))
-        window_max = window_max[: len(padded) - taps + 1]
-        starts = np.flatnonzero(window_max * bound > sample_peak)
-        best = float(sample_peak)
-        if len(starts):
-            windows = padded[starts[:, None] + np.arange(taps)]  # [candidates, taps]
-            best = max(best, float(np.abs(windows @ weight).max()))
+        starts = len(row) + taps - 1  # window s holds padded[s : s + taps], row zero-padded
+        blocks = -(-starts // block)
+        padded = np.zeros((blocks + 1) * block, dtype=row.dtype)  # room for the last block
+        padded[taps - 1: taps - 1 + len(row)] = row
+        block_max = np.abs(padded).reshape(blocks + 1, block).max(axis=1)
+        sample_peak = float(block_max.max())
+        # a block's windows read its own samples and the next block's first taps - 1
+        reach = np.maximum(block_max[:-1], block_max[1:])
+        hot = np.flatnonzero(reach * bound > sample_peak)
+        best = sample_peak
+        if len(hot):
+            item = padded.itemsize
+            rows = np.lib.stride_tricks.as_strided(
+                padded, (blocks, block + taps - 1), (block * item, item), writeable=False)
+            values = rows[hot] @ matrix  # [hot blocks, 4 * block]
+            best = max(best, float(values.max()), -float(values.min()))
         peaks.append(best)
     with np.errstate(divide="ignore"):
         return 20 * np.log10(np.asarray(peaks, dtype=np.float64))

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from acr.commands.analyze.clips import Clip
-from acr.commands.analyze.features import METRIC_VERSION, ClipFeatures, Extractor
+from acr.commands.analyze.features import (METRIC_VERSION, ClipFeatures, Extractor,
+                                           before_fork)
 from acr.commands.analyze.workers import in_batches
 from acr.core.audio import Unreadable, read_clip
 from acr.core.runs import write_json
@@ -18,18 +19,19 @@ SAVE_EVERY = 256  # computed clips between index writes (an interrupted run keep
 _EXTRACTOR: Extractor | None = None  # one per process: its filterbanks are built once
 
 
-def analyse_paths(paths: list[Path]) -> list[ClipFeatures | Unreadable]:
-    """Features of each file, in order; a file that cannot be read yields its Unreadable."""
+def analyse_paths(items: list[tuple[Path, bool]]) -> list[ClipFeatures | Unreadable]:
+    """Features of each (file, whether to make its spectrogram grid cell), in order; a file
+    that cannot be read yields its Unreadable."""
     global _EXTRACTOR
     _EXTRACTOR = _EXTRACTOR or Extractor()
     results: list[ClipFeatures | Unreadable] = []
-    for path in paths:
+    for path, thumbnail in items:
         try:
             audio, rate = read_clip(path)
         except Unreadable as exc:
             results.append(exc)
             continue
-        results.append(_EXTRACTOR.clip(audio, rate))
+        results.append(_EXTRACTOR.clip(audio, rate, thumbnail))
     return results
 
 
@@ -45,11 +47,13 @@ def index_path(cache_dir: Path) -> Path:
 
 def cached_features(clips: list[Clip], cache_dir: Path,
                     on_progress: Callable[[int], None] | None = None,
-                    workers: int | None = None, meanwhile: Callable[[], Any] | None = None
+                    workers: int | None = None, meanwhile: Callable[[], Any] | None = None,
+                    thumbnails: frozenset[Path] = frozenset()
                     ) -> tuple[list[ClipFeatures | Unreadable], int]:
     """Features of every clip, computing only those not cached; returns (results, computed):
     computed counts the clips analysed now (not the unreadable files, which are never cached).
-    `meanwhile`: see workers.in_batches."""
+    `meanwhile`: see workers.in_batches. `thumbnails`: the files whose computed features also
+    carry their spectrogram grid cell."""
     index_file = index_path(cache_dir)
     index: dict = {}
     if index_file.is_file():
@@ -63,8 +67,10 @@ def cached_features(clips: list[Clip], cache_dir: Path,
                        if entry is not None and entry.get("stamp") == now else None)
     missing = [i for i, r in enumerate(results) if r is None]
     done, unsaved = len(clips) - len(missing), 0
-    for batch, batch_results in in_batches(analyse_paths, [clips[i].path for i in missing],
-                                           workers, meanwhile):
+    if missing:
+        before_fork()
+    items = [(clips[i].path, clips[i].path in thumbnails) for i in missing]
+    for batch, batch_results in in_batches(analyse_paths, items, workers, meanwhile):
         for j, result in zip(batch, batch_results):
             i = missing[j]
             results[i] = result

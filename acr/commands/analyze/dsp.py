@@ -9,9 +9,12 @@ on a few signals.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 N_FFT, HOP = 2048, 512
+THUMBNAIL_MELS = 64  # mel bands of a spectrogram grid cell
 TEMPO_WINDOW_SECONDS = 8.0  # librosa.feature.tempo's ac_size
 START_BPM, STD_BPM, MAX_TEMPO = 120.0, 1.0, 320.0  # its log-normal tempo prior and ceiling
 
@@ -71,6 +74,27 @@ def mel_filters(rate: int, n_mels: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+def filter_bands(bank: np.ndarray) -> list[tuple[int, int, np.ndarray]]:
+    """A filterbank [filters, bins] as each filter's (first bin, end bin, weights there): mel
+    triangles cover a few bins each, so applying them band by band (apply_bands) costs a
+    fraction of the full matrix product."""
+    bands = []
+    for row in bank:
+        nonzero = np.flatnonzero(row)
+        low, high = (int(nonzero[0]), int(nonzero[-1]) + 1) if len(nonzero) else (0, 0)
+        bands.append((low, high, np.ascontiguousarray(row[low:high])))
+    return bands
+
+
+def apply_bands(power: np.ndarray, bands: list[tuple[int, int, np.ndarray]]) -> np.ndarray:
+    """power [frames, bins] @ bank.T for the bank that filter_bands split: [filters, frames]."""
+    out = np.zeros((len(bands), power.shape[0]), dtype=power.dtype)
+    for index, (low, high, weights) in enumerate(bands):
+        if high > low:
+            out[index] = power[:, low:high] @ weights
+    return out
+
+
 def chroma_filters(rate: int) -> np.ndarray:
     """librosa.filters.chroma(sr=rate, n_fft=2048, tuning=0.0): Gaussian bumps per pitch
     class, weighted around octave 5 (2 octaves wide), C first, [12, bins] float32."""
@@ -88,6 +112,20 @@ def chroma_filters(rate: int) -> np.ndarray:
     weights *= np.tile(np.exp(-0.5 * ((bins / n_chroma - 5.0) / 2) ** 2), (n_chroma, 1))
     weights = np.roll(weights, -3, axis=0)
     return np.ascontiguousarray(weights[:, : 1 + N_FFT // 2], dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _thumbnail_bank(rate: int) -> np.ndarray:
+    return mel_filters(rate, THUMBNAIL_MELS)
+
+
+def mel_thumbnail(power: np.ndarray, rate: int) -> np.ndarray:
+    """A spectrogram grid cell: the mel spectrogram (THUMBNAIL_MELS bands) of [frames, bins]
+    power, in dB below its loudest cell, [mels, frames] (frames every 2048 samples: every
+    fourth frame of the analysis STFT)."""
+    mel = power @ _thumbnail_bank(rate).T
+    db = 10 * np.log10(np.maximum(mel.T, 1e-10))
+    return db - db.max()
 
 
 def power_to_db(power: np.ndarray) -> np.ndarray:
@@ -136,20 +174,25 @@ def onset_count(envelope: np.ndarray, rate: int) -> int:
 def tempo(envelope: np.ndarray, rate: int) -> float:
     """librosa.feature.tempo(onset_envelope=envelope, sr=rate)[0]: the autocorrelation
     tempogram (8 s Hann windows, every frame) averaged over time, under a log-normal prior
-    around 120 BPM, below 320 BPM."""
+    around 120 BPM, below 320 BPM.
+
+    librosa normalises each frame's autocorrelation by its largest magnitude, which is its value
+    at lag 0 (the frame's energy), then averages over frames. The transform is linear, so that
+    mean is one inverse transform of the energy-weighted mean of the frames' power spectra (the
+    same numbers to rounding, one inverse FFT instead of one per frame)."""
     import scipy.fft
 
     length = int(TEMPO_WINDOW_SECONDS * rate) // HOP
     n = len(envelope)
     padded = np.pad(envelope, length // 2, mode="linear_ramp", end_values=[0, 0])
-    frames = np.lib.stride_tricks.sliding_window_view(padded, length)[:n] * hann(length)
     size = scipy.fft.next_fast_len(2 * length - 1, real=True)
-    spectrum = scipy.fft.rfft(frames, n=size, axis=-1, workers=1)
-    autocorrelation = scipy.fft.irfft(spectrum.real ** 2 + spectrum.imag ** 2, n=size,
-                                      axis=-1, workers=1)[:, :length]
-    peak = np.abs(autocorrelation).max(axis=1, keepdims=True)
-    tempogram = autocorrelation / np.where(peak < np.finfo(peak.dtype).tiny, 1.0, peak)
-    mean = tempogram.mean(axis=0)
+    frames = np.zeros((n, size))  # each windowed frame, zero-padded for the transform
+    np.multiply(np.lib.stride_tricks.sliding_window_view(padded, length)[:n], hann(length),
+                out=frames[:, :length])
+    energy = np.einsum("ij,ij->i", frames[:, :length], frames[:, :length])  # lag 0
+    weight = 1.0 / np.where(energy < np.finfo(energy.dtype).tiny, 1.0, energy) / n
+    spectrum = scipy.fft.rfft(frames, axis=-1, workers=1)
+    mean = scipy.fft.irfft(weight @ (spectrum.real ** 2 + spectrum.imag ** 2), n=size)[:length]
     bpms = np.full(length, np.inf)
     bpms[1:] = 60.0 * rate / (HOP * np.arange(1.0, length))
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -16,7 +16,6 @@ from acr.core.audio import finite_audio, read_clip
 from acr.core.metrics import KEY_METRICS, LABELS
 from acr.core.plotting import pyplot, save_figure
 
-SPECTROGRAM_MELS = 64
 PANEL_COLUMNS = 4
 
 
@@ -94,14 +93,11 @@ def heatmaps(grids: dict[str, np.ndarray], rows: list[str], columns: list[str],
 
 
 def mel_image(path: Path) -> np.ndarray:
-    """A clip's mel spectrogram in dB below its loudest cell, [mels, frames] (NaN read as 0;
-    frames every 2048 samples: a grid cell is a thumbnail)."""
+    """A clip's spectrogram grid cell, read from its file (dsp.mel_thumbnail; NaN read as 0)."""
     audio, rate = read_clip(path)
     power = dsp.power_spectrogram(finite_audio(audio)[0].mean(axis=0),
                                   dsp.hann(dsp.N_FFT).astype(np.float32), hop=dsp.N_FFT)
-    mel = power @ dsp.mel_filters(rate, SPECTROGRAM_MELS).T
-    db = 10 * np.log10(np.maximum(mel.T, 1e-10))
-    return db - db.max()
+    return dsp.mel_thumbnail(power, rate)
 
 
 def spectrogram_grid(cells: dict[tuple[str, str], np.ndarray], prompts: list[str],
@@ -110,7 +106,7 @@ def spectrogram_grid(cells: dict[tuple[str, str], np.ndarray], prompts: list[str
     resampled to a common width, a thin gap between them) in one axes."""
     plt = pyplot()
     width, gap = 160, 4  # columns of a cell, and between cells
-    height = SPECTROGRAM_MELS
+    height = dsp.THUMBNAIL_MELS
     canvas = np.full((len(prompts) * (height + gap), len(settings) * (width + gap)), np.nan)
     for r, prompt in enumerate(prompts):
         for c, setting in enumerate(settings):
@@ -149,16 +145,19 @@ def correlation_matrix(names: list[str], matrix: np.ndarray, path: Path) -> Path
     return save_figure(fig, path)
 
 
-def spectrograms(cells: dict[tuple[str, str], Path], prompts: list[str], settings: list[str],
-                 path: Path) -> Path:
-    """The spectrogram grid of these clips ((prompt, setting) -> file)."""
-    return spectrogram_grid({cell: mel_image(clip) for cell, clip in cells.items()}, prompts,
-                            settings, path)
+def spectrograms(cells: dict[tuple[str, str], tuple[Path, np.ndarray | None]],
+                 prompts: list[str], settings: list[str], path: Path) -> Path:
+    """The spectrogram grid of these clips ((prompt, setting) -> (file, its cell image if the
+    features already made it, else None: read from the file))."""
+    return spectrogram_grid({cell: image if image is not None else mel_image(clip)
+                             for cell, (clip, image) in cells.items()}, prompts, settings, path)
 
 
-def plan(folder: Path, clips, tables, values, settings: list[str]) -> list[tuple]:
+def plan(folder: Path, clips, tables, values, settings: list[str],
+         thumbnails: dict[Path, np.ndarray] | None = None) -> list[tuple]:
     """Every informative plot of an analysis as (function, arguments) to draw it into `folder`
-    (each returns the file it wrote): jobs that worker processes can share."""
+    (each returns the file it wrote): jobs that worker processes can share. `thumbnails`:
+    spectrogram grid cells the features made, by clip file."""
     jobs: list[tuple] = []
     varying = [m for m in tables if informative(values[m])]
     if len(settings) > 1 and varying:
@@ -180,7 +179,9 @@ def plan(folder: Path, clips, tables, values, settings: list[str]) -> list[tuple
             jobs.append((heatmaps, (grids, prompt_sets, settings, folder / "heatmaps.png")))
     cells, blocks, columns = spectrogram_clips(clips, settings)
     labels = {c.block: (c.groups.get("prompt") or c.block) for c in clips}
-    jobs.append((spectrograms, ({(labels[b], s): p for (b, s), p in cells.items()},
+    thumbnails = thumbnails or {}
+    jobs.append((spectrograms, ({(labels[b], s): (p, thumbnails.get(p))
+                                 for (b, s), p in cells.items()},
                                 [labels[b] for b in blocks], columns,
                                 folder / "spectrograms.png")))
     if len(varying) >= 2 and len(clips) >= 3:

@@ -153,14 +153,15 @@ def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None
             workers: int | None) -> Outcome:
     """The analysis proper: features, set metrics, statistics, metrics.csv, plots."""
     from acr.commands.analyze import model_based, plots
-    from acr.core import loudness, stats  # noqa: F401 - before the workers fork: they share them
-    from acr.core.plotting import pyplot
 
-    # per clip (matplotlib imported meanwhile, for the plot workers to inherit)
+    # per clip (what comes after is imported meanwhile: the plot workers inherit matplotlib)
     workers = workers or default_workers()
+    grid_clips, _, _ = plots.spectrogram_clips(clips, list(dict.fromkeys(c.setting
+                                                                        for c in clips)))
     with console.progress("analysing", len(clips)) as update:
         results, computed = cached_features(clips, out_dir / "cache", update, workers,
-                                            meanwhile=pyplot)
+                                            meanwhile=import_the_rest,
+                                            thumbnails=frozenset(grid_clips.values()))
     ref_results, _ = cached_features(reference_clips, out_dir / "cache", workers=workers) \
         if reference_clips else ([], 0)
     skipped = [{"path": c.rel, "reason": str(r)} for c, r in zip(clips, results)
@@ -183,6 +184,8 @@ def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None
         clips, readable_reference, settings, base, model_metrics, clap_name)
 
     # per metric statistics (small groups give NaN spreads by design: no numpy warnings)
+    from acr.core import stats
+
     warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"numpy\..*")
     warnings.filterwarnings("ignore", message=".*(Degrees of freedom|Mean of empty slice).*")
     values = {m: [_number(f.metrics.get(m)) for f in features] for m in CORE_METRICS}
@@ -191,7 +194,8 @@ def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None
         values["clap_score"] = [float(v) for v in clap_scores]
     tables = {m: prompt_table(clips, values[m], settings) for m in values}
     # the plots are drawn in worker processes while the statistics are computed here
-    with started(plots.plan(out_dir / "plots", clips, tables, values, settings),
+    thumbnails = {c.path: f.thumbnail for c, f in good if f.thumbnail is not None}
+    with started(plots.plan(out_dir / "plots", clips, tables, values, settings, thumbnails),
                  workers) as drawn:
         summary_groups = {s: {m: stats.describe(list(tables[m][s].values()),
                                                 seed=hash_seed(s, m)) for m in values}
@@ -231,6 +235,16 @@ def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None
         plot_files = drawn()
         plot_files += listening.plots if listening is not None else []
     return Outcome(summary, plot_files, listening.report_lines if listening is not None else [])
+
+
+def import_the_rest() -> None:
+    """The modules an analysis needs after the per-clip features (scipy.stats, scipy.linalg,
+    matplotlib: a second or more), imported while the feature workers work."""
+    from acr.commands.analyze import sets  # noqa: F401
+    from acr.core import stats  # noqa: F401
+    from acr.core.plotting import pyplot
+
+    pyplot()
 
 
 def check_folder(path: Path, option: str) -> None:

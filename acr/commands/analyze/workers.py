@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 
@@ -34,28 +33,31 @@ def pool(workers: int):
     return multiprocessing.get_context(method).Pool(workers, initializer=one_thread_each)
 
 
-def in_batches(function: Callable[[list[Path]], list], paths: list[Path],
+def in_batches(function: Callable[[list[Any]], list], items: list[Any],
                workers: int | None = None, meanwhile: Callable[[], Any] | None = None
                ) -> Iterator[tuple[list[int], list]]:
-    """(indices, function(those paths)) for batches of `paths` as they finish, in order:
+    """(indices, function(those items)) for batches of `items` as they finish, in order:
     `workers` processes (default: one per CPU) each take a batch at a time; with one worker,
     this process does the work. `meanwhile`: what this process does while the workers work
-    (e.g. imports that later workers then inherit)."""
-    workers = min(workers or default_workers(), len(paths))
-    if not paths:
+    (e.g. imports that later workers then inherit): called once in any case (first, when
+    there are no workers)."""
+    workers = min(workers or default_workers(), len(items))
+    if workers <= 1 and meanwhile is not None:
+        meanwhile()
+    if not items:
         return
-    size = max(1, min(8, math.ceil(len(paths) / (4 * workers))))  # several batches a worker
-    batches = [list(range(start, min(start + size, len(paths))))
-               for start in range(0, len(paths), size)]
+    size = max(1, min(8, math.ceil(len(items) / (4 * workers))))  # several batches a worker
+    batches = [list(range(start, min(start + size, len(items))))
+               for start in range(0, len(items), size)]
     if workers <= 1:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):  # small matrices: BLAS threads only spin
             for batch in batches:
-                yield batch, function([paths[i] for i in batch])
+                yield batch, function([items[i] for i in batch])
         return
     with pool(workers) as processes:
-        finished = processes.imap(function, [[paths[i] for i in batch] for batch in batches])
+        finished = processes.imap(function, [[items[i] for i in batch] for batch in batches])
         if meanwhile is not None:
             meanwhile()
         for batch, results in zip(batches, finished):
