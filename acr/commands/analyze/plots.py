@@ -136,13 +136,19 @@ def spectrogram_grid(cells: dict[tuple[str, str], np.ndarray], prompts: list[str
 def correlation_matrix(names: list[str], matrix: np.ndarray, path: Path) -> Path:
     """Spearman correlations between metrics over all clips."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(0.45 * len(names) + 3, 0.45 * len(names) + 2.5))
+    side = 0.3 * len(names)  # inches: the matrix
+    margin = 0.06 * max(len(n) for n in names) + 0.3  # inches: the names (7 pt)
+    width, height = margin + side + 1.3, margin + side + 0.5  # + colour bar; + title
+    fig = plt.figure(figsize=(width, height))  # laid out by hand: drawn once, not twice
+    ax = fig.add_axes((margin / width, margin / height, side / width, side / height))
+    bar = fig.add_axes(((margin + side + 0.15) / width, margin / height, 0.15 / width,
+                        side / height))
     image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="coolwarm")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(names)), names, fontsize=7)
-    fig.colorbar(image, ax=ax, label="Spearman rho")
+    fig.colorbar(image, cax=bar, label="Spearman rho")
     ax.set_title("metric correlations (all clips)", fontsize=9)
-    return save_figure(fig, path)
+    return save_figure(fig, path, tight=False)
 
 
 def spectrograms(cells: dict[tuple[str, str], tuple[Path, np.ndarray | None]],
