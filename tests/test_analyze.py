@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from acr.commands.analyze.features import CORE_METRICS
+from acr.commands.analyze.features import CORE_METRICS, METRIC_VERSION
 from helpers import build_tiny_clap
 from synth import drums, progression, sine, write
 
@@ -103,7 +103,7 @@ def test_analyze_an_experiment_run(acr, run):
     assert "key metrics" not in result.stdout and "mean ± 95% CI" in result.stderr
     assert "\n24 clips (24 analysed, 0 cached)\n" in result.stderr
     assert "\n24 clips in 2 settings (baseline, hot); baseline: `baseline`. 24 analysed now, 0 " \
-           "from the cache. Metric version 2; written " in report
+           f"from the cache. Metric version {METRIC_VERSION}; written " in report
     assert "\nSamples are averaged per prompt first (prompts are the blocks of the design); " \
            "means come with 95% bootstrap confidence intervals over prompts.\n" in report
     assert "\nWilcoxon signed-rank test over prompts; the difference is listed when significant " \
@@ -238,7 +238,7 @@ def test_plain_folder_with_a_corrupt_and_a_silent_file(acr, tmp_path):
     assert "\nmean ± 95% CI (over clips)\nsetting\tLUFS\tcentroid Hz\tflatness\tonsets/s\tBPM\t" \
            "repetition\nall\t" in result.stderr
     assert "\n4 clips in one group (`all`). 4 analysed now, 0 from the cache; 1 unreadable file " \
-           "skipped. Metric version 2; written " in report
+           f"skipped. Metric version {METRIC_VERSION}; written " in report
     assert "\nThese clips have no prompts, so each clip counts once; means come with 95% " \
            "bootstrap confidence intervals over clips.\n" in report
     assert "\n## Differences between settings\n\nOne setting (`all`): nothing to compare.\n" \
