@@ -55,7 +55,7 @@ def test_k_filter_equals_scipys_sample_by_sample_filter(rate):
     sample by sample from rest), stereo, for a burst that ends just before the clip does."""
     from scipy.signal import sosfilt
 
-    from acr.core.loudness import k_filtered
+    from acr.core.loudness import k_filtered_by_spectra as k_filtered
 
     x = np.random.default_rng(rate).standard_normal((2, 2 * rate))
     x[:, : rate // 2] = 0.0  # silence first: the filters start from rest

@@ -2,14 +2,15 @@
 
 The K-weighting filters are designed at any rate from the analogue prototype behind the
 standard's 48 kHz table (libebur128's design: at 48 kHz it gives the table's coefficients), and
-applied to all channels at once in the frequency domain (the same output as running the
-filters sample by sample, to rounding: see k_filtered); the gating is done over all blocks at
+run over all channels at once (sample by sample, or as a product of spectra: see
+k_filtered); the gating is done over all blocks at
 once. True peak uses the 48-tap, 4-phase interpolator of BS.1770's Annex 2 where a
 window could beat the sample peak. Verified against EBU Tech 3341 / 3342 in the tests.
 """
 from __future__ import annotations
 
 import functools
+import sys
 
 import numpy as np
 
@@ -67,10 +68,20 @@ def _k_response(rate: int, size: int) -> np.ndarray:
 
 def k_filtered(audio: np.ndarray, rate: int) -> np.ndarray:
     """Each channel of [channels, samples] through the K-weighting filters, from rest
-    (float64). Computed as a product of spectra over the signal and FILTER_TAIL_SECONDS of
-    zeros: the circular convolution then equals the filters' causal output to within their
-    impulse response after that tail (< 1e-26), and scipy.signal (whose import takes a second,
-    as it imports scipy.stats) is never imported."""
+    (float64): sample by sample with scipy.signal.sosfilt when scipy.signal is already
+    imported (2-3x faster a clip), else k_filtered_by_spectra (the same output to 1e-13,
+    without the import: a second on a small machine, as scipy.signal imports scipy.stats)."""
+    if "scipy.signal" in sys.modules:
+        from scipy.signal import sosfilt
+
+        return sosfilt(k_weighting(rate), np.asarray(audio, dtype=np.float64), axis=-1)
+    return k_filtered_by_spectra(audio, rate)
+
+
+def k_filtered_by_spectra(audio: np.ndarray, rate: int) -> np.ndarray:
+    """k_filtered as a product of spectra over the signal and FILTER_TAIL_SECONDS of zeros:
+    the circular convolution equals the filters' causal output to within their impulse
+    response after that tail (< 1e-26)."""
     import scipy.fft
 
     x = np.asarray(audio, dtype=np.float64)

@@ -68,7 +68,7 @@ def cached_features(clips: list[Clip], cache_dir: Path,
     missing = [i for i, r in enumerate(results) if r is None]
     done, unsaved = len(clips) - len(missing), 0
     if missing:
-        before_fork()
+        before_fork(len(missing))
     items = [(clips[i].path, clips[i].path in thumbnails) for i in missing]
     for batch, batch_results in in_batches(analyse_paths, items, workers, meanwhile):
         for j, result in zip(batch, batch_results):

@@ -44,9 +44,17 @@ class ClipFeatures:
     thumbnail: np.ndarray | None = None  # a spectrogram grid cell, when asked (never cached)
 
 
-def before_fork() -> None:
-    """Import what computing features needs beyond numpy, so that forked workers share it."""
+SAMPLE_FILTER_CLIPS = 300  # from this many clips to compute, scipy.signal pays for its import
+
+
+def before_fork(clips: int) -> None:
+    """Import what computing `clips` clips' features needs beyond numpy, so that forked
+    workers share it: scipy.fft, and for many clips scipy.signal (a second to import here,
+    then a few ms less a clip: see loudness.k_filtered)."""
     import scipy.fft  # noqa: F401
+
+    if clips >= SAMPLE_FILTER_CLIPS:
+        import scipy.signal  # noqa: F401
 
 
 def _standardize(rows: np.ndarray) -> np.ndarray:
