@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from acr.commands.analyze import dsp
+from acr.core import loudness
 from acr.core.audio import finite_audio
 
 METRIC_VERSION = 3  # bump when any value below changes: cached results are recomputed
@@ -150,8 +151,6 @@ class Extractor:
     def clip(self, audio: np.ndarray, rate: int, thumbnail: bool = False) -> ClipFeatures:
         """Every metric of one [channels, samples] clip, from one STFT of its mono mix (and,
         with `thumbnail`, its spectrogram grid cell from that STFT)."""
-        from acr.core import loudness  # (scipy.signal: imported where features are computed)
-
         audio, all_finite = finite_audio(np.asarray(audio, dtype=np.float32))
         freqs, mel_bands, chroma_bank = self.banks(rate)
         power = dsp.power_spectrogram(audio.mean(axis=0), self._window)  # [frames, bins]
@@ -191,8 +190,6 @@ class Extractor:
     def finish(self, audio: np.ndarray, rate: int, mel_power: np.ndarray,
                chroma_power: np.ndarray, spectral: dict) -> ClipFeatures:
         """The per-clip rest: loudness, rhythm, key, structure, embedding."""
-        from acr.core import loudness
-
         flags: list[str] = []
         peak = float(np.max(np.abs(audio))) if audio.size else 0.0
         rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0

@@ -5,8 +5,9 @@ summary.json, the plots (plots.py) and report.md (report.py).
 
 A re-run whose inputs are all unchanged (every clip's size and modification time, its sidecar,
 the reference, the options, the listening answers) reuses the last run's results: it only
-rewrites the counts in summary.json and report.md. Heavy modules (scipy.stats, matplotlib, the
-listening tests, transformers) are imported where they are used.
+rewrites the counts in summary.json and report.md. Heavy modules are imported where they are
+used (the listening tests, transformers) or while the feature workers work (scipy.stats,
+matplotlib: import_the_rest).
 
 Analysis reads audio files and their sidecars only; it never loads a generation model.
 """
