@@ -123,7 +123,7 @@ class Recorder:
     `fail_at` makes that call (counting from 1) raise a full disk."""
 
     def __init__(self, gate=None, fail_at=None):
-        self.calls, self.flushes, self.closed = [], 0, False
+        self.calls, self.closed = [], False
         self.gate, self.fail_at = gate, fail_at
 
     def _record(self, kind, step, values):
@@ -142,9 +142,6 @@ class Recorder:
 
     def text(self, step, values):
         self._record("text", step, values)
-
-    def flush(self):
-        self.flushes += 1
 
     def close(self):
         self.closed = True
@@ -245,6 +242,28 @@ def test_tensorboard_resumes_from_what_its_own_files_hold(tmp_path):
     replays = [json.loads(l) for l in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [(e["calls"], e["from_step"]) for e in replays if e["event"] == "tracking.replay"] \
         == [(4, 3)]
+
+
+@pytest.mark.slow
+def test_a_resume_within_the_second_of_the_last_file_writes_after_it(tmp_path):
+    """TensorBoard's readers take event files in name order (the second they were opened, then
+    host and pid): the resumed writer waits for its file to sort after the killed one's."""
+    run, options = new_run(tmp_path), TrackingOptions(tensorboard=True)
+    trackers = open_trackers(run, options, {"seed": 1})
+    for step in (1, 2, 3):
+        trackers.scalars(step, "batch", {"x": float(step)})
+    trackers.close()
+    old = next((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    parts = old.name.split(".")
+    parts[3], parts[5] = str(int(time.time()) + 1), "99999999"  # this second, a later pid
+    old.rename(old.with_name(".".join(parts)))
+    trackers = open_trackers(run, options, {"seed": 1})
+    trackers.scalars(4, "batch", {"x": 4.0})
+    trackers.close()
+    names = sorted(p.name for p in (tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert names[0] == ".".join(parts)
+    tb = tensorboard_events(tmp_path / "tensorboard")
+    assert [(e.step, e.value) for e in tb.Scalars("x")] == [(s, float(s)) for s in (1, 2, 3, 4)]
 
 
 def test_tensorboard_last_step_follows_a_later_writers_purge(tmp_path):

@@ -31,6 +31,7 @@ import os
 import queue
 import secrets
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -108,9 +109,6 @@ class TensorBoardSink:
         self.writer = SummaryWriter(log_dir=str(Path(run_dir).resolve() / TENSORBOARD_DIR),
                                     purge_step=purge_step, flush_secs=30)
 
-    def flush(self) -> None:
-        self.writer.flush()  # each call on disk: a killed process loses nothing it logged
-
     def config(self, config: dict) -> None:
         from torch.utils.tensorboard.summary import hparams
 
@@ -179,6 +177,22 @@ def tensorboard_last_step(folder: Path) -> int:
     return last
 
 
+def after_the_newest_file(folder: Path) -> None:
+    """Wait until the clock is past the second of the newest event file in `folder`.
+    TensorBoard's readers take the files in name order, and a file's name starts with the second
+    its writer opened it: a writer reopened within that second (a kill and a quick resume)
+    could sort before the file it continues."""
+    seconds = []
+    for path in Path(folder).glob("events.out.tfevents.*"):
+        try:
+            seconds.append(int(path.name.split(".")[3]))
+        except (IndexError, ValueError):
+            continue
+    wait = max(seconds) + 1 - time.time() if seconds else 0.0
+    if wait > 0:
+        time.sleep(wait)
+
+
 class WandbSink:
     """A W&B run (offline unless an API key is configured) with its files in RUN/wandb/."""
 
@@ -198,9 +212,6 @@ class WandbSink:
 
     def config(self, config: dict) -> None:
         pass  # given to wandb.init (a resumed run gets it again, unchanged)
-
-    def flush(self) -> None:
-        pass  # wandb-core writes on its own schedule (see wandb_last_step)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self.run.log(dict(values), step=step)
@@ -240,7 +251,8 @@ _CLOSE = object()  # the last entry of a worker's queue
 class SinkWorker:
     """One sink on a thread of its own: the thread starts it, replays what a resumed run's
     journal has and its files lack, then sends it the journal lines `put` queues, in order,
-    flushing it whenever the queue runs dry. A sink that fails, at its start or later, costs one
+    leaving the writing to disk to the sink's own schedule (a resume replays whatever a kill
+    lost: module docstring). A sink that fails, at its start or later, costs one
     warning and a `tracking.failed` event; the lines after are dropped. `close()` waits for every
     line queued before it, then closes the sink."""
 
@@ -287,7 +299,7 @@ class SinkWorker:
             if isinstance(line, threading.Event):
                 line.set()
             elif self.alive:
-                self._send(sink, line, flush=self.queue.empty())
+                self._send(sink, line)
         if self.alive:
             try:
                 sink.close()
@@ -304,11 +316,11 @@ class SinkWorker:
         lines = [line for line in journal if line["step"] >= first]
         for line in lines:
             if self.alive:
-                self._send(sink, line, flush=line is lines[-1])
+                self._send(sink, line)
         if lines and self.alive:
             self.run.event("tracking.replay", sink=self.name, calls=len(lines), from_step=first)
 
-    def _send(self, sink: Any, line: dict, flush: bool) -> None:
+    def _send(self, sink: Any, line: dict) -> None:
         """One journal line to the sink (paths made absolute in the run folder)."""
         values, run_dir = line["values"], self.run.dir
         if line["kind"] == "clips":
@@ -317,8 +329,6 @@ class SinkWorker:
             values = {tag: run_dir / path for tag, path in values.items()}
         try:
             getattr(sink, line["kind"])(line["step"], values)
-            if flush:
-                sink.flush()  # what is on disk when a kill comes, the resume need not replay
         except Exception as exc:
             self._fail(sink, exc)
 
@@ -480,6 +490,7 @@ def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> T
 
         def open_tensorboard() -> tuple[Any, int]:
             last = tensorboard_last_step(run.dir / TENSORBOARD_DIR)
+            after_the_newest_file(run.dir / TENSORBOARD_DIR)
             sink = TensorBoardSink(run.dir, last if last >= 1 else None)
             return sink, 0 if last < 0 else max(last, 1)  # (0: the config, then everything)
         starts.append(SinkStart("tensorboard", open_tensorboard))
