@@ -6,13 +6,18 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from acr.core.tracking import flat_config, wandb_mode
+from acr.core.config.schema import TrackingOptions
+from acr.core.runs import Run
+from acr.core.tracking import (SinkStart, SinkWorker, Trackers, flat_config, open_trackers,
+                               read_journal, tensorboard_audio, tensorboard_last_step,
+                               wandb_mode)
 from helpers import tensorboard_events, wandb_history, wandb_records
 
 
@@ -109,6 +114,187 @@ def test_tracking_config_errors_name_the_key(acr, in_tmp):
     path = write(in_tmp, GRID + "tracking: {wandb: {mode: sometimes}}\n", "grid.yaml")
     result = acr("validate", path)
     assert result.exit_code == 2 and "tracking.wandb.mode" in result.stderr
+
+
+# ---- the sink workers: off the run's path, in order, nothing lost -------------------------------
+
+class Recorder:
+    """A sink that records what it is sent; `gate` (an Event) holds each call until it is set,
+    `fail_at` makes that call (counting from 1) raise a full disk."""
+
+    def __init__(self, gate=None, fail_at=None):
+        self.calls, self.closed = [], False
+        self.gate, self.fail_at = gate, fail_at
+
+    def _record(self, kind, step, values):
+        if self.gate is not None:
+            assert self.gate.wait(30)
+        if self.fail_at is not None and len(self.calls) + 1 == self.fail_at:
+            self.calls.append((kind, step, "raised"))
+            raise OSError(28, "No space left on device")
+        self.calls.append((kind, step, values))
+
+    def config(self, config):
+        self.calls.append(("config", 0, config))
+
+    def scalars(self, step, values):
+        self._record("scalars", step, values)
+
+    def text(self, step, values):
+        self._record("text", step, values)
+
+    def close(self):
+        self.closed = True
+
+
+def new_run(folder: Path) -> Run:
+    (folder / "meta.json").write_text("{}")
+    return Run(folder)
+
+
+def worker(run: Run, name: str, sink=None, error=None) -> SinkWorker:
+    def start():
+        if error is not None:
+            raise error
+        return sink, 0
+    return SinkWorker(SinkStart(name, start), run, {"seed": 1}, [])
+
+
+def test_calls_are_journaled_at_once_and_reach_a_slow_sink_in_order_by_close(tmp_path):
+    run, gate = new_run(tmp_path), threading.Event()
+    sink = Recorder(gate=gate)
+    trackers = Trackers(run, [worker(run, "slow", sink)])
+    for step in range(1, 41):
+        trackers.scalars(step, "train", {"loss": step / 10})
+    trackers.text(40, "model", {"model": "/runs/x/model"})
+    # the run never waited: every call is in the journal, none has reached the held sink
+    assert [line["step"] for line in read_journal(tmp_path)] == list(range(1, 41)) + [40]
+    assert sink.calls == [("config", 0, {"seed": 1})]
+    gate.set()
+    trackers.close()  # waits until the sink had every call, then closes it
+    assert sink.calls == [("config", 0, {"seed": 1})] + \
+        [("scalars", s, {"loss": s / 10}) for s in range(1, 41)] + \
+        [("text", 40, {"model": "/runs/x/model"})]
+    assert sink.closed
+    record = json.loads((tmp_path / "meta.json").read_text())["tracking"]
+    assert record == {"sinks": ["slow"], "step": 40, "groups": ["model", "train"]}
+
+
+def test_drain_waits_until_the_sinks_had_every_call(tmp_path):
+    """What the experiment does before its analysis forks worker processes."""
+    run, gate = new_run(tmp_path), threading.Event()
+    sink = Recorder(gate=gate)
+    trackers = Trackers(run, [worker(run, "slow", sink), worker(run, "absent", error=OSError())])
+    for step in (1, 2, 3):
+        trackers.scalars(step, "batch", {"x": 1.0})
+    threading.Timer(0.2, gate.set).start()
+    trackers.drain()
+    assert [c[1] for c in sink.calls] == [0, 1, 2, 3] and not sink.closed
+    trackers.close()
+    assert sink.closed
+
+
+def test_a_sink_failing_on_its_thread_costs_one_warning_and_its_later_calls(tmp_path, capsys):
+    run = new_run(tmp_path)
+    good, bad = Recorder(), Recorder(fail_at=3)
+    trackers = Trackers(run, [worker(run, "good", good), worker(run, "bad", bad),
+                              worker(run, "absent", error=ImportError("No module named x"))])
+    for step in range(1, 7):
+        trackers.scalars(step, "batch", {"seconds": float(step)})
+    trackers.close()
+    assert [c[1] for c in good.calls] == [0, 1, 2, 3, 4, 5, 6]  # the others took nothing away
+    assert bad.calls == [("config", 0, {"seed": 1}), ("scalars", 1, {"seconds": 1.0}),
+                         ("scalars", 2, "raised")]  # off after its failure, and closed
+    assert bad.closed
+    warnings = sorted(l for l in capsys.readouterr().err.splitlines() if l.startswith("warning"))
+    assert len(warnings) == 2
+    assert warnings[0].startswith("warning: tracking: absent is unavailable (ImportError: No "
+                                  "module named x)")
+    assert warnings[1].startswith("warning: tracking: bad failed (OSError: [Errno 28] No "
+                                  "space left on device)")
+    failed = sorted(json.loads(l)["sink"] for l in (tmp_path / "events.jsonl").read_text()
+                    .splitlines() if '"tracking.failed"' in l)
+    assert failed == ["absent", "bad"]
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["tracking"]["sinks"] == ["good", "bad"]  # the ones that started
+
+
+def test_tensorboard_resumes_from_what_its_own_files_hold(tmp_path):
+    """A killed process had journaled steps its TensorBoard thread had not written: the resume
+    replays them, from the last step in the event files, without gap or duplicate."""
+    run, options = new_run(tmp_path), TrackingOptions(tensorboard=True)
+    trackers = open_trackers(run, options, {"seed": 1})
+    for step in (1, 2, 3):
+        trackers.scalars(step, "batch", {"x": float(step)})
+    trackers.close()
+    with open(tmp_path / "tracking.jsonl", "a") as fh:  # journaled, never sent
+        for step in (4, 5, 6):
+            fh.write(json.dumps({"step": step, "group": "batch", "kind": "scalars",
+                                 "values": {"x": float(step)}}) + "\n")
+    assert tensorboard_last_step(tmp_path / "tensorboard") == 3
+    trackers = open_trackers(run, options, {"seed": 1})
+    trackers.scalars(6, "batch", {"x": 6.0})  # redone by the resumed run: skipped
+    trackers.scalars(7, "batch", {"x": 7.0})
+    trackers.close()
+    tb = tensorboard_events(tmp_path / "tensorboard")
+    assert [(e.step, e.value) for e in tb.Scalars("x")] == [(s, float(s)) for s in range(1, 8)]
+    assert tensorboard_last_step(tmp_path / "tensorboard") == 7
+    replays = [json.loads(l) for l in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(e["calls"], e["from_step"]) for e in replays if e["event"] == "tracking.replay"] \
+        == [(4, 3)]
+
+
+@pytest.mark.slow
+def test_a_resume_within_the_second_of_the_last_file_writes_after_it(tmp_path):
+    """TensorBoard's readers take event files in name order (the second they were opened, then
+    host and pid): the resumed writer waits for its file to sort after the killed one's."""
+    run, options = new_run(tmp_path), TrackingOptions(tensorboard=True)
+    trackers = open_trackers(run, options, {"seed": 1})
+    for step in (1, 2, 3):
+        trackers.scalars(step, "batch", {"x": float(step)})
+    trackers.close()
+    old = next((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    parts = old.name.split(".")
+    parts[3], parts[5] = str(int(time.time()) + 1), "99999999"  # this second, a later pid
+    old.rename(old.with_name(".".join(parts)))
+    trackers = open_trackers(run, options, {"seed": 1})
+    trackers.scalars(4, "batch", {"x": 4.0})
+    trackers.close()
+    names = sorted(p.name for p in (tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert names[0] == ".".join(parts)
+    tb = tensorboard_events(tmp_path / "tensorboard")
+    assert [(e.step, e.value) for e in tb.Scalars("x")] == [(s, float(s)) for s in (1, 2, 3, 4)]
+
+
+def test_tensorboard_last_step_follows_a_later_writers_purge(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    assert tensorboard_last_step(tmp_path) == -1
+    writer = SummaryWriter(str(tmp_path))
+    for step in range(1, 9):
+        writer.add_scalar("x", step, step)
+    writer.close()
+    SummaryWriter(str(tmp_path), purge_step=5).close()  # its readers drop steps 5 to 8
+    assert tensorboard_last_step(tmp_path) == 4
+    assert max(e.step for e in tensorboard_events(tmp_path).Scalars("x")) == 4
+
+
+def test_tensorboard_audio_takes_a_mono_pcm16_file_as_it_is_and_mixes_the_rest(tmp_path):
+    import numpy as np
+    import soundfile
+
+    tone = 0.5 * np.sin(np.linspace(0, 200 * np.pi, 8000))
+    soundfile.write(str(tmp_path / "mono.wav"), tone, 8000, subtype="PCM_16")
+    audio = tensorboard_audio("a", tmp_path / "mono.wav").value[0].audio
+    assert audio.encoded_audio_string == (tmp_path / "mono.wav").read_bytes()
+    assert (audio.sample_rate, audio.num_channels, audio.length_frames) == (8000, 1, 8000)
+    stereo = np.stack([tone, -0.5 * tone], axis=1).astype(np.float32)
+    soundfile.write(str(tmp_path / "stereo.wav"), stereo, 8000, subtype="FLOAT")
+    audio = tensorboard_audio("b", tmp_path / "stereo.wav").value[0].audio
+    assert (audio.sample_rate, audio.num_channels, audio.length_frames) == (8000, 1, 8000)
+    (tmp_path / "mixed.wav").write_bytes(audio.encoded_audio_string)
+    mixed, rate = soundfile.read(str(tmp_path / "mixed.wav"))
+    assert rate == 8000 and np.allclose(mixed, 0.25 * tone, atol=1e-4)
 
 
 # ---- end to end: both sinks, read back by their own readers ---------------------------------------
@@ -317,14 +503,15 @@ def test_failing_trackers_cost_a_warning_and_the_run_completes(acr, in_tmp, monk
     run = in_tmp / "R"
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "completed" and len(list((run / "samples").rglob("*.wav"))) == 12
-    warnings = [l for l in result.stderr.splitlines() if l.startswith("warning: tracking")]
+    # (each sink on its own thread: the two warnings come in either order)
+    warnings = sorted(l for l in result.stderr.splitlines() if l.startswith("warning: tracking"))
     assert len(warnings) == 2, result.stderr
-    assert "wandb is unavailable (ModuleNotFoundError" in warnings[0]
-    assert "tensorboard failed (OSError" in warnings[1] and "No space left" in warnings[1]
+    assert "tensorboard failed (OSError" in warnings[0] and "No space left" in warnings[0]
+    assert "wandb is unavailable (ModuleNotFoundError" in warnings[1]
     assert calls == [1, 2]  # off after its failure
     failed = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines()
               if '"tracking.failed"' in l]
-    assert [e["sink"] for e in failed] == ["wandb", "tensorboard"]
+    assert sorted(e["sink"] for e in failed) == ["tensorboard", "wandb"]
     tb = tensorboard_events(run / "tensorboard")
     assert [e.step for e in tb.Scalars("generation/seconds")] == [1]
 

@@ -5,16 +5,21 @@ fans every call out to the sinks the config asks for (`tracking:`), and a sink t
 installed, bad credentials, disk full) costs one warning and is switched off: it never fails
 the run.
 
+Off the run's path: each sink lives on a thread of its own (`SinkWorker`), which starts it
+(importing its library, W&B's service) while the run goes on, then sends it the run's calls in
+order from a queue. A call costs the run one journal line and a queue entry; `close()` waits
+until every sink has had every call, then closes them all at once.
+
 Resume without gaps or duplicates: every call is first appended to RUN/tracking.jsonl (its
-step, group, kind and values; clips and images by their paths in the run), then sent. A
+step, group, kind and values; clips and images by their paths in the run), then queued. A
 resumed run reopens the same W&B run (the id in meta.json, resume="allow") and the same
 TensorBoard folder, and replays the journal into each sink from where that sink's own files
-end: TensorBoard's writer is flushed after every call and reopened with `purge_step` at the
-journal's last step (its readers drop whatever a killed process wrote from there on), and W&B
-gets every step after the last history row in its transaction logs (RUN/wandb/*/run-*.wandb:
-wandb-core buffers, and a killed process loses what it had not written). A tracker added on
-resume (`--resume RUN --track wandb`) gets the whole journal. Calls of the new process at a
-step (and group) the journal already has are skipped: the run redoes that work, identically.
+end (a killed process loses what its sinks had not yet written): TensorBoard from the last
+step its event files show (reopened with `purge_step` there: its readers drop whatever a
+killed process wrote from that step on), W&B from the step after the last history row in its
+transaction logs (RUN/wandb/*/run-*.wandb). A tracker added on resume (`--resume RUN --track
+wandb`) gets the whole journal. Calls of the new process at a step (and group) the journal
+already has are skipped: the run redoes that work, identically.
 """
 from __future__ import annotations
 
@@ -23,9 +28,12 @@ import json
 import math
 import netrc
 import os
+import queue
 import secrets
+import threading
+import time
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from acr.core import console
 from acr.core.runs import Run
@@ -101,9 +109,6 @@ class TensorBoardSink:
         self.writer = SummaryWriter(log_dir=str(Path(run_dir).resolve() / TENSORBOARD_DIR),
                                     purge_step=purge_step, flush_secs=30)
 
-    def flush(self) -> None:
-        self.writer.flush()  # each call on disk: a killed process loses nothing it logged
-
     def config(self, config: dict) -> None:
         from torch.utils.tensorboard.summary import hparams
 
@@ -116,12 +121,8 @@ class TensorBoardSink:
             self.writer.add_scalar(key, value, step)
 
     def clips(self, step: int, clips: list[Clip]) -> None:
-        from acr.core.audio import read_clip
-
         for clip in clips:
-            audio, rate = read_clip(clip.path)  # (channels, samples)
-            mono = audio.mean(axis=0) if audio.ndim == 2 else audio
-            self.writer.add_audio(clip.tag, mono[None, :], step, sample_rate=rate)
+            self.writer.file_writer.add_summary(tensorboard_audio(clip.tag, clip.path), step)
             self.writer.add_text(f"{clip.tag}/caption", clip.caption, step)
 
     def images(self, step: int, images: dict[str, Path]) -> None:
@@ -137,6 +138,59 @@ class TensorBoardSink:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def tensorboard_audio(tag: str, path: Path) -> Any:
+    """TensorBoard's audio summary of a WAV file: the file's own bytes when it is mono 16-bit
+    PCM (what `add_audio` would encode from it anyway), else the clip mixed to mono and encoded
+    by torch's `summary.audio`."""
+    import soundfile
+    from torch.utils.tensorboard.summary import Summary, audio as audio_summary
+
+    info = soundfile.info(str(path))
+    if info.format == "WAV" and info.subtype == "PCM_16" and info.channels == 1:
+        return Summary(value=[Summary.Value(tag=tag, audio=Summary.Audio(
+            sample_rate=info.samplerate, num_channels=1, length_frames=info.frames,
+            encoded_audio_string=Path(path).read_bytes(), content_type="audio/wav"))])
+    from acr.core.audio import read_clip
+
+    audio, rate = read_clip(path)  # (channels, samples)
+    mono = audio.mean(axis=0) if audio.ndim == 2 else audio
+    return audio_summary(tag, mono[None, :], sample_rate=rate)
+
+
+def tensorboard_last_step(folder: Path) -> int:
+    """The last step TensorBoard's readers see in the event files of `folder` (read in their
+    order, as the readers do): -1 without any summary, 0 with only the config's. A writer
+    reopened with `purge_step` starts its file with a SessionLog.START at that step, which
+    hides what earlier files hold from that step on."""
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import SessionLog
+
+    last = -1
+    for path in sorted(Path(folder).glob("events.out.tfevents.*")):
+        for event in LegacyEventFileLoader(str(path)).Load():  # (a cut-off record ends it)
+            if event.HasField("session_log") and event.session_log.status == SessionLog.START:
+                last = min(last, event.step - 1)
+            elif event.HasField("summary"):
+                last = max(last, event.step)
+    return last
+
+
+def after_the_newest_file(folder: Path) -> None:
+    """Wait until the clock is past the second of the newest event file in `folder`.
+    TensorBoard's readers take the files in name order, and a file's name starts with the second
+    its writer opened it: a writer reopened within that second (a kill and a quick resume)
+    could sort before the file it continues."""
+    seconds = []
+    for path in Path(folder).glob("events.out.tfevents.*"):
+        try:
+            seconds.append(int(path.name.split(".")[3]))
+        except (IndexError, ValueError):
+            continue
+    wait = max(seconds) + 1 - time.time() if seconds else 0.0
+    if wait > 0:
+        time.sleep(wait)
 
 
 class WandbSink:
@@ -159,21 +213,13 @@ class WandbSink:
     def config(self, config: dict) -> None:
         pass  # given to wandb.init (a resumed run gets it again, unchanged)
 
-    def flush(self) -> None:
-        pass  # wandb-core writes on its own schedule (see wandb_last_step)
-
     def scalars(self, step: int, values: dict[str, float]) -> None:
         self.run.log(dict(values), step=step)
 
     def clips(self, step: int, clips: list[Clip]) -> None:
-        from acr.core.audio import read_clip
-
-        logged = {}
-        for clip in clips:
-            audio, rate = read_clip(clip.path)
-            logged[clip.tag] = self.wandb.Audio(audio.T if audio.ndim == 2 else audio,
-                                                sample_rate=rate, caption=clip.caption)
-        self.run.log(logged, step=step)
+        # the run's WAV files as they are (wandb copies them): nothing decoded, nothing encoded
+        self.run.log({clip.tag: self.wandb.Audio(str(clip.path), caption=clip.caption)
+                      for clip in clips}, step=step)
 
     def images(self, step: int, images: dict[str, Path]) -> None:
         self.run.log({tag: self.wandb.Image(str(path)) for tag, path in images.items()},
@@ -187,52 +233,147 @@ class WandbSink:
 
 
 # ----------------------------------------------------------------------------------------------
-# The fan-out
+# The fan-out: one thread per sink
 
 
-class Trackers:
-    """The sinks of one run (none when tracking is off, or on a rank other than 0).
+@dataclasses.dataclass
+class SinkStart:
+    """How a worker starts its sink: `open()` makes it (on the worker's thread) and says from
+    which step the journal is replayed into it (0: all of it, and the config first)."""
 
-    Every call names its step and a group (what kind of record it is). A call at a step before
-    the journal's last, or at that step in a group the journal has there, is skipped (a resumed
-    run repeating work the run already tracked). A sink that raises is warned about once and
-    closed."""
+    name: str
+    open: Callable[[], tuple[Any, int]]
 
-    def __init__(self, run: Optional[Run], sinks: list[Any], done_step: int = -1,
-                 done_groups: Iterable[str] = ()):
-        self.run, self.sinks = run, sinks
-        self.step, self.groups = done_step, set(done_groups)
-        self.journal = open(run.dir / JOURNAL, "a", encoding="utf-8") \
-            if run is not None and sinks else None
 
-    @property
-    def active(self) -> bool:
-        return bool(self.sinks)
+_CLOSE = object()  # the last entry of a worker's queue
 
-    def _call(self, step: int, group: str, kind: str, values: Any) -> None:
-        if not self.sinks or step < self.step or (step == self.step and group in self.groups):
-            return
-        line = {"step": step, "group": group, "kind": kind, "values": values}
-        if self.journal is not None:
-            self.journal.write(json.dumps(line, ensure_ascii=False) + "\n")
-            self.journal.flush()
-        self.send(self.sinks, line)
-        self.groups = self.groups | {group} if step == self.step else {group}
-        self.step = step
 
-    def send(self, sinks: list[Any], line: dict) -> None:
-        """One journal line to `sinks` (paths made absolute in the run folder)."""
-        values, run_dir = line["values"], self.run.dir if self.run is not None else Path()
+class SinkWorker:
+    """One sink on a thread of its own: the thread starts it, replays what a resumed run's
+    journal has and its files lack, then sends it the journal lines `put` queues, in order,
+    leaving the writing to disk to the sink's own schedule (a resume replays whatever a kill
+    lost: module docstring). A sink that fails, at its start or later, costs one
+    warning and a `tracking.failed` event; the lines after are dropped. `close()` waits for every
+    line queued before it, then closes the sink."""
+
+    def __init__(self, start: SinkStart, run: Run, config: dict, journal: list[dict]):
+        self.name, self.run = start.name, run
+        self.alive, self.started = True, False
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._work, args=(start, config, journal),
+                                       name=f"acr-tracking-{start.name}", daemon=True)
+        self.thread.start()
+
+    def put(self, line: dict) -> None:
+        if self.alive:
+            self.queue.put(line)
+
+    def mark(self) -> threading.Event:
+        """An event the thread sets once it has started the sink and handled every line
+        queued before it."""
+        reached = threading.Event()
+        self.queue.put(reached)
+        return reached
+
+    def close(self) -> None:
+        """Ask the thread to send what is queued and close the sink (returns at once)."""
+        self.queue.put(_CLOSE)
+
+    def join(self) -> None:
+        self.thread.join()
+
+    def _work(self, start: SinkStart, config: dict, journal: list[dict]) -> None:
+        try:
+            sink, first = start.open()
+        except Exception as exc:
+            self.alive = False
+            warn_unavailable(self.run, self.name, exc)
+            sink = None
+        else:
+            self.started = True
+            self._replay(sink, first, config, journal)
+        while True:
+            line = self.queue.get()
+            if line is _CLOSE:
+                break
+            if isinstance(line, threading.Event):
+                line.set()
+            elif self.alive:
+                self._send(sink, line)
+        if self.alive:
+            try:
+                sink.close()
+            except Exception as exc:
+                self._fail(sink, exc)
+
+    def _replay(self, sink: Any, first: int, config: dict, journal: list[dict]) -> None:
+        if first == 0:
+            try:
+                sink.config(config)
+            except Exception as exc:
+                self._fail(sink, exc)
+                return
+        lines = [line for line in journal if line["step"] >= first]
+        for line in lines:
+            if self.alive:
+                self._send(sink, line)
+        if lines and self.alive:
+            self.run.event("tracking.replay", sink=self.name, calls=len(lines), from_step=first)
+
+    def _send(self, sink: Any, line: dict) -> None:
+        """One journal line to the sink (paths made absolute in the run folder)."""
+        values, run_dir = line["values"], self.run.dir
         if line["kind"] == "clips":
             values = [Clip(tag, run_dir / path, caption) for tag, path, caption in values]
         elif line["kind"] == "images":
             values = {tag: run_dir / path for tag, path in values.items()}
-        for sink in list(sinks):
-            try:
-                getattr(sink, line["kind"])(line["step"], values)
-                sink.flush()
-            except Exception as exc:
-                self.drop(sink, exc)
+        try:
+            getattr(sink, line["kind"])(line["step"], values)
+        except Exception as exc:
+            self._fail(sink, exc)
+
+    def _fail(self, sink: Any, exc: BaseException) -> None:
+        """Warn once about the sink, record it in events.jsonl and close it."""
+        self.alive = False
+        console.warn(f"tracking: {self.name} failed ({type(exc).__name__}: {exc}); it is off "
+                     "for the rest of this run (the run folder is complete without it)")
+        self.run.event("tracking.failed", sink=self.name, error=f"{type(exc).__name__}: {exc}")
+        try:
+            sink.close()
+        except Exception:
+            pass
+
+
+class Trackers:
+    """The sink workers of one run (none when tracking is off, or on a rank other than 0).
+
+    Every call names its step and a group (what kind of record it is). A call at a step before
+    the journal's last, or at that step in a group the journal has there, is skipped (a resumed
+    run repeating work the run already tracked). Otherwise it is appended to the journal, then
+    queued for every sink still on; the run never waits for a sink until `close()`."""
+
+    def __init__(self, run: Optional[Run], workers: list[SinkWorker], done_step: int = -1,
+                 done_groups: Iterable[str] = ()):
+        self.run, self.workers = run, workers
+        self.step, self.groups = done_step, set(done_groups)
+        self.journal = open(run.dir / JOURNAL, "a", encoding="utf-8") \
+            if run is not None and workers else None
+
+    @property
+    def active(self) -> bool:
+        return any(worker.alive for worker in self.workers)
+
+    def _call(self, step: int, group: str, kind: str, values: Any) -> None:
+        if not self.active or step < self.step or (step == self.step and group in self.groups):
+            return
+        line = {"step": step, "group": group, "kind": kind, "values": values}
+        if self.journal is not None:  # on disk before any sink sees it (see the docstring)
+            self.journal.write(json.dumps(line, ensure_ascii=False) + "\n")
+            self.journal.flush()
+        for worker in self.workers:
+            worker.put(line)
+        self.groups = self.groups | {group} if step == self.step else {group}
+        self.step = step
 
     def scalars(self, step: int, group: str, values: dict[str, float]) -> None:
         finite = {k: float(v) for k, v in values.items()
@@ -241,12 +382,12 @@ class Trackers:
             self._call(step, group, "scalars", finite)
 
     def clips(self, step: int, group: str, clips: list[Clip]) -> None:
-        if clips and self.sinks:  # (no sinks: no run folder to place the paths in)
+        if clips and self.active:  # (no sinks: no run folder to place the paths in)
             self._call(step, group, "clips", [[c.tag, self._in_run(c.path), c.caption]
                                               for c in clips])
 
     def images(self, step: int, group: str, images: dict[str, Path]) -> None:
-        if images and self.sinks:
+        if images and self.active:
             self._call(step, group, "images", {tag: self._in_run(path)
                                                for tag, path in images.items()})
 
@@ -261,32 +402,27 @@ class Trackers:
         except ValueError:
             return str(path)
 
+    def drain(self) -> None:
+        """Wait until every sink has started and had every call so far. Before the process
+        forks (the analysis's worker pool): a fork copies only the calling thread, and a sink's
+        thread caught mid-work (importing wandb, holding a lock) would leave the child stuck."""
+        for reached in [worker.mark() for worker in self.workers]:
+            reached.wait()
+
     def close(self) -> None:
-        for sink in list(self.sinks):
-            try:
-                sink.close()
-            except Exception as exc:
-                self.drop(sink, exc)
-        self.sinks = []
+        """Every queued call sent, every sink closed (all at once), the record in meta.json."""
+        for worker in self.workers:
+            worker.close()
+        for worker in self.workers:
+            worker.join()
+        started = [worker.name for worker in self.workers if worker.started]
+        self.workers = []
         if self.journal is not None:
             self.journal.close()
             self.journal = None
-            record = {**self.run.meta().get("tracking", {}), "step": self.step,
-                      "groups": sorted(self.groups)}
+            record = {**self.run.meta().get("tracking", {}), "sinks": started,
+                      "step": self.step, "groups": sorted(self.groups)}
             self.run.update_meta(tracking=record)
-
-    def drop(self, sink: Any, exc: BaseException) -> None:
-        """Warn once about a sink that failed, record it in events.jsonl and close it."""
-        console.warn(f"tracking: {sink.name} failed ({type(exc).__name__}: {exc}); it is off "
-                     "for the rest of this run (the run folder is complete without it)")
-        if self.run is not None:
-            self.run.event("tracking.failed", sink=sink.name,
-                           error=f"{type(exc).__name__}: {exc}")
-        self.sinks = [s for s in self.sinks if s is not sink]
-        try:
-            sink.close()
-        except Exception:
-            pass
 
 
 def read_journal(run_dir: Path) -> list[dict]:
@@ -339,56 +475,42 @@ def wandb_last_step(run_dir: Path, run_id: str) -> int:
 
 def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> Trackers:
     """The run's trackers as `tracking` (the config's TrackingOptions) asks for; none on ranks
-    other than 0 (`main`). A new run records a W&B run id in meta.json; a resumed one reuses it
-    and replays the journal into each sink from where its files end (module docstring)."""
+    other than 0 (`main`). A new run records a W&B run id in meta.json; a resumed one reuses it.
+    Each sink starts on its own thread and gets the journal from where its files end (module
+    docstring); this returns at once."""
     if not main or tracking is None or not (tracking.tensorboard or tracking.wandb):
         return Trackers(None, [])
     record = dict(run.meta().get("tracking") or {})
     journal = read_journal(run.dir)
     done_step = journal[-1]["step"] if journal else -1
     done_groups = {line["group"] for line in journal if line["step"] == done_step}
-    replay: list[tuple[Any, int]] = []  # (sink, first step to replay into it)
-    if tracking.tensorboard:
-        fresh = not (run.dir / TENSORBOARD_DIR).is_dir()
-        try:
-            sink = TensorBoardSink(run.dir, None if fresh or not journal else done_step)
-            replay.append((sink, 0 if fresh else done_step))
-        except Exception as exc:
-            _warn_unavailable(run, "tensorboard", exc)
-    if tracking.wandb is not None and tracking.wandb.mode != "disabled":
-        fresh = "wandb_id" not in record
-        record.setdefault("wandb_id", secrets.token_hex(4))
-        try:
-            first = 0 if fresh else wandb_last_step(run.dir, record["wandb_id"]) + 1
-            sink = WandbSink(run.dir, tracking.wandb, record["wandb_id"],
-                             f"{run.dir.parent.name}/{run.dir.name}", config)
-            replay.append((sink, first))
-        except Exception as exc:
-            _warn_unavailable(run, "wandb", exc)
-    sinks = [sink for sink, _ in replay]
-    record.update({"sinks": [s.name for s in sinks], "step": done_step,
-                   "groups": sorted(done_groups)})
+    starts: list[SinkStart] = []
     if tracking.tensorboard:
         record["tensorboard"] = TENSORBOARD_DIR
+
+        def open_tensorboard() -> tuple[Any, int]:
+            last = tensorboard_last_step(run.dir / TENSORBOARD_DIR)
+            after_the_newest_file(run.dir / TENSORBOARD_DIR)
+            sink = TensorBoardSink(run.dir, last if last >= 1 else None)
+            return sink, 0 if last < 0 else max(last, 1)  # (0: the config, then everything)
+        starts.append(SinkStart("tensorboard", open_tensorboard))
+    if tracking.wandb is not None and tracking.wandb.mode != "disabled":
+        fresh = "wandb_id" not in record
+        run_id = record.setdefault("wandb_id", secrets.token_hex(4))
+
+        def open_wandb() -> tuple[Any, int]:
+            first = 0 if fresh else wandb_last_step(run.dir, run_id) + 1
+            return WandbSink(run.dir, tracking.wandb, run_id,
+                             f"{run.dir.parent.name}/{run.dir.name}", config), first
+        starts.append(SinkStart("wandb", open_wandb))
+    record.update({"step": done_step, "groups": sorted(done_groups)})
     run.update_meta(tracking=record)
-    trackers = Trackers(run, sinks, done_step, done_groups)
-    for sink, first in replay:
-        if first == 0:
-            try:
-                sink.config(config)
-            except Exception as exc:
-                trackers.drop(sink, exc)
-                continue
-        lines = [line for line in journal if line["step"] >= first]
-        for line in lines:
-            if sink in trackers.sinks:
-                trackers.send([sink], line)
-        if lines and sink in trackers.sinks:
-            run.event("tracking.replay", sink=sink.name, calls=len(lines), from_step=first)
-    return trackers
+    return Trackers(run, [SinkWorker(start, run, config, journal) for start in starts],
+                    done_step, done_groups)
 
 
-def _warn_unavailable(run: Run, name: str, exc: BaseException) -> None:
+def warn_unavailable(run: Run, name: str, exc: BaseException) -> None:
+    """The warning and event of a sink that could not start."""
     console.warn(f"tracking: {name} is unavailable ({type(exc).__name__}: {exc}); the run goes "
                  "on without it")
     run.event("tracking.failed", sink=name, error=f"{type(exc).__name__}: {exc}")

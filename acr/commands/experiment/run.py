@@ -140,6 +140,8 @@ def analyse_and_finish(run: Run, cfg: ExperimentConfig, wall: float, audio_secon
         from acr.commands.analyze import run_analysis
 
         console.info("analysing the run (analyze: true)")
+        if trackers is not None:
+            trackers.drain()  # no tracker thread mid-work when the analysis forks its workers
         analysis = run_analysis(run.dir)
         run.event("analysis.done", folder=str(analysis))
         if trackers is not None:
