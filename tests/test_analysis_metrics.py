@@ -52,7 +52,8 @@ def test_true_peak_of_quarter_rate_sine_at_45_degrees(extract):
 @pytest.mark.parametrize("rate", [8000, 32000, 44100, 48000])
 def test_k_filter_equals_scipys_sample_by_sample_filter(rate):
     """The frequency-domain K-weighting gives scipy.signal.sosfilt's output (the filters run
-    sample by sample from rest), stereo, for a burst that ends just before the clip does."""
+    sample by sample from rest), stereo: half a second of silence, then noise to the end (the
+    filters' tail must not wrap around into the silence)."""
     from scipy.signal import sosfilt
 
     from acr.core.loudness import k_filtered_by_spectra as k_filtered
@@ -62,6 +63,17 @@ def test_k_filter_equals_scipys_sample_by_sample_filter(rate):
     expected = sosfilt(k_weighting(rate), x, axis=-1)
     np.testing.assert_allclose(k_filtered(x, rate), expected, rtol=0,
                                atol=1e-12 * np.abs(expected).max())
+
+
+def test_loudness_of_audio_holding_nan_is_nan():
+    """Whichever way the filters run (scipy.signal is imported here), NaN or infinity in the
+    audio makes loudness and loudness range undefined, not a value from the finite part."""
+    signal = stereo(sine(1000, 4, EBU, -23))
+    signal[0, EBU] = np.nan
+    assert np.isnan(integrated_loudness(signal, EBU))
+    assert np.isnan(loudness_range(signal, EBU))
+    signal[0, EBU] = np.inf
+    assert np.isnan(integrated_loudness(signal, EBU))
 
 
 def test_k_weighting_at_48k_is_the_standards_table():

@@ -70,12 +70,16 @@ def k_filtered(audio: np.ndarray, rate: int) -> np.ndarray:
     """Each channel of [channels, samples] through the K-weighting filters, from rest
     (float64): sample by sample with scipy.signal.sosfilt when scipy.signal is already
     imported (2-3x faster a clip), else k_filtered_by_spectra (the same output to 1e-13,
-    without the import: a second on a small machine, as scipy.signal imports scipy.stats)."""
+    without the import: a second on a small machine, as scipy.signal imports scipy.stats).
+    Audio holding NaN or infinity gives NaN throughout, either way."""
+    x = np.asarray(audio, dtype=np.float64)
+    if not np.isfinite(x).all():
+        return np.full(x.shape, np.nan)
     if "scipy.signal" in sys.modules:
         from scipy.signal import sosfilt
 
-        return sosfilt(k_weighting(rate), np.asarray(audio, dtype=np.float64), axis=-1)
-    return k_filtered_by_spectra(audio, rate)
+        return sosfilt(k_weighting(rate), x, axis=-1)
+    return k_filtered_by_spectra(x, rate)
 
 
 def k_filtered_by_spectra(audio: np.ndarray, rate: int) -> np.ndarray:
@@ -145,9 +149,10 @@ def _gated_levels(audio: np.ndarray, rate: int, cumulative: np.ndarray | None,
 def integrated_loudness(audio: np.ndarray, rate: int, cumulative: np.ndarray | None = None
                         ) -> float:
     """Gated integrated loudness (LUFS) of [channels, samples] audio: 400 ms blocks (75%
-    overlap), gated at -70 LUFS and 10 LU below their mean; -inf when every block is gated."""
+    overlap), gated at -70 LUFS and 10 LU below their mean; -inf when every block is gated;
+    NaN when the audio holds NaN or infinity."""
     powers, levels, kept = _gated_levels(audio, rate, cumulative, 0.4)
-    if levels.size == 0:
+    if levels.size == 0 or np.isnan(powers).any():
         return float("nan")
     if not kept.any():
         return float("-inf")
@@ -157,9 +162,10 @@ def integrated_loudness(audio: np.ndarray, rate: int, cumulative: np.ndarray | N
 
 def loudness_range(audio: np.ndarray, rate: int, cumulative: np.ndarray | None = None) -> float:
     """EBU Tech 3342 loudness range (LU): short-term (3 s, 10 Hz) loudness, gated at -70 LUFS
-    absolute and 20 LU below their power mean, spread between the 10th and 95th percentiles."""
-    _, levels, kept = _gated_levels(audio, rate, cumulative, 3.0)
-    if not kept.any():
+    absolute and 20 LU below their power mean, spread between the 10th and 95th percentiles
+    (NaN when nothing passes, or the audio holds NaN or infinity)."""
+    powers, levels, kept = _gated_levels(audio, rate, cumulative, 3.0)
+    if not kept.any() or np.isnan(powers).any():
         return float("nan")
     kept &= levels > 10 * np.log10(np.mean(10 ** (levels[kept] / 10))) - 20.0
     low, high = np.percentile(levels[kept], [10, 95])

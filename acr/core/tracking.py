@@ -177,6 +177,9 @@ def tensorboard_last_step(folder: Path) -> int:
     return last
 
 
+NEWEST_FILE_WAIT_LIMIT = 2.0  # seconds: after_the_newest_file waits no longer
+
+
 def after_the_newest_file(folder: Path) -> None:
     """Wait until the clock is past the second of the newest event file in `folder`.
     TensorBoard's readers take the files in name order, and a file's name starts with the second
@@ -190,7 +193,7 @@ def after_the_newest_file(folder: Path) -> None:
             continue
     wait = max(seconds) + 1 - time.time() if seconds else 0.0
     if wait > 0:
-        time.sleep(wait)
+        time.sleep(min(wait, NEWEST_FILE_WAIT_LIMIT))  # (a file from a clock that runs ahead)
 
 
 class WandbSink:
@@ -283,6 +286,22 @@ class SinkWorker:
         self.thread.join()
 
     def _work(self, start: SinkStart, config: dict, journal: list[dict]) -> None:
+        """The thread: serve the sink; if even its failure handling fails (an event that cannot
+        be written on a full disk, a BaseException from a library), the sink is off and the
+        queue is still served, so that drain() and close() never wait forever."""
+        self._closing = False
+        try:
+            self._serve(start, config, journal)
+        except BaseException:
+            self.alive = False
+            while not self._closing:
+                line = self.queue.get()
+                if line is _CLOSE:
+                    break
+                if isinstance(line, threading.Event):
+                    line.set()
+
+    def _serve(self, start: SinkStart, config: dict, journal: list[dict]) -> None:
         try:
             sink, first = start.open()
         except Exception as exc:
@@ -295,6 +314,7 @@ class SinkWorker:
         while True:
             line = self.queue.get()
             if line is _CLOSE:
+                self._closing = True
                 break
             if isinstance(line, threading.Event):
                 line.set()
@@ -337,7 +357,11 @@ class SinkWorker:
         self.alive = False
         console.warn(f"tracking: {self.name} failed ({type(exc).__name__}: {exc}); it is off "
                      "for the rest of this run (the run folder is complete without it)")
-        self.run.event("tracking.failed", sink=self.name, error=f"{type(exc).__name__}: {exc}")
+        try:
+            self.run.event("tracking.failed", sink=self.name,
+                           error=f"{type(exc).__name__}: {exc}")
+        except OSError:
+            pass  # (a full disk: the warning has said it)
         try:
             sink.close()
         except Exception:
@@ -513,4 +537,7 @@ def warn_unavailable(run: Run, name: str, exc: BaseException) -> None:
     """The warning and event of a sink that could not start."""
     console.warn(f"tracking: {name} is unavailable ({type(exc).__name__}: {exc}); the run goes "
                  "on without it")
-    run.event("tracking.failed", sink=name, error=f"{type(exc).__name__}: {exc}")
+    try:
+        run.event("tracking.failed", sink=name, error=f"{type(exc).__name__}: {exc}")
+    except OSError:
+        pass  # (a full disk: the warning has said it)

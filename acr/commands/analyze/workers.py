@@ -32,11 +32,9 @@ def keep_freed_memory() -> None:
     if not sys.platform.startswith("linux"):
         return
     import ctypes
-    import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: glibc's, if any
     except (OSError, AttributeError):  # musl and others: no mallopt
         return
     m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
