@@ -4,6 +4,7 @@ the same findings, plots are drawn only where they show something, and the comma
 imports neither torch, librosa, matplotlib nor transformers where it does not use them."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -155,10 +156,26 @@ def test_the_analysis_imports_only_what_it_uses(tmp_path):
     assert "hf download laion/clap-htsat-unfused" in summary["model_based"]["reason"]
 
 
+def test_workers_end_on_sigterm_whatever_their_parent_does_with_it():
+    """Pools end their workers with SIGTERM: a parent's handler (acr experiment's raises
+    KeyboardInterrupt) must not decide whether a worker ends."""
+    from acr.commands.analyze import workers
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with workers.pool(1) as processes:
+            assert processes.apply(signal.getsignal, (signal.SIGTERM,)) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def test_workers_below_one_exit_2_and_write_nothing(acr, tmp_path):
     folder = small_run(tmp_path / "run", settings=("only",), prompts=1)
     result = acr("analyze", folder, "--workers", "0")
     assert result.exit_code == 2
-    assert "Invalid value for '--workers': Input should be greater than or equal to 1" \
+    assert "Invalid value for '--workers': 0 is not in the range x>=1" \
         in result.stderr
     assert not (folder / "analysis").exists()

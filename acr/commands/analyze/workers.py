@@ -43,10 +43,16 @@ def keep_freed_memory() -> None:
 
 
 def one_thread_each() -> None:
-    """A worker's start: one BLAS / FFT thread (the workers share the CPUs), and freed
-    memory kept for the next clip."""
+    """A worker's start: one BLAS / FFT thread (the workers share the CPUs), freed memory
+    kept for the next clip, and SIGTERM's default action back: a pool ends its workers with
+    SIGTERM, and a forked worker inherits its parent's handlers (`acr experiment`'s raises
+    KeyboardInterrupt, which Python swallows where it lands in a finaliser: once, in the
+    suite, a worker then waited for work forever, and the pool joining it hung)."""
+    import signal
+
     from threadpoolctl import threadpool_limits
 
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threadpool_limits(1)
     keep_freed_memory()
 
