@@ -134,14 +134,15 @@ def test_one_setting_draws_no_box_plot(tmp_path):
 
 @pytest.mark.slow
 def test_the_analysis_imports_only_what_it_uses(tmp_path):
-    """No torch, librosa, transformers or scipy.signal (a second to import) on the command's
-    path (CLAP's absence is known from the Hugging Face cache); matplotlib only
+    """No torch, librosa, transformers, scipy.signal or scipy.stats (each a second or a third
+    of one to import) on the command's path (CLAP's absence is known from the Hugging Face
+    cache); matplotlib only
     when plots are drawn, not on an unchanged re-run."""
     folder = small_run(tmp_path / "run", settings=("only",), prompts=2)
     script = ("import sys, pathlib; from acr.commands.analyze import run_analysis; "
               f"run_analysis(pathlib.Path({str(folder)!r}), quiet=True, workers=1); "
               "print(sorted(m for m in ('torch', 'librosa', 'transformers', 'matplotlib', "
-              "'scipy.signal') if m in sys.modules))")
+              "'scipy.signal', 'scipy.stats') if m in sys.modules))")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf")}  # an empty cache: no CLAP
 
     def imported():

@@ -24,3 +24,22 @@ def save_figure(fig: Any, path: Path, dpi: int = 110, tight: bool = True) -> Pat
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     pyplot().close(fig)
     return path
+
+
+def warm_up() -> None:
+    """Draw a small throwaway figure (text, lines, an image, a colour bar) so that what
+    matplotlib loads on its first drawing (the font, glyph and colour-map caches: a tenth of a
+    second or more) is loaded here: worker processes forked afterwards start with it."""
+    import io
+
+    plt = pyplot()
+    fig = plt.figure(figsize=(2, 2))
+    ax = fig.add_subplot()
+    image = ax.imshow([[0.0, 1.0]], cmap="viridis")
+    ax.plot([0, 1], [0, 1])
+    ax.set_title("warm-up", fontsize=8)
+    ax.set_xticks([0, 1], ["a", "b"], rotation=30, ha="right")
+    ax.text(0, 0, "1.5", fontsize=6)
+    fig.colorbar(image, label="x")
+    fig.savefig(io.BytesIO(), format="png", dpi=20)
+    plt.close(fig)

@@ -7,13 +7,19 @@ and rank-biserial effect sizes); prompt sets, which hold different prompts, are 
 Every pair is (a, b); differences and rank-biserial effects are positive when b is higher.
 Listening tests add Bradley-Terry strengths (pairwise preferences), Krippendorff's alpha (agreement)
 and Spearman correlations with confidence intervals (human scores against metrics).
+
+The rank tests come from acr.core.rank_tests (scipy.stats' own results, without importing
+scipy.stats: an analysis runs hundreds of them); scipy.stats is imported only where the
+listening tests need it.
 """
 from __future__ import annotations
 
+import dataclasses
 from itertools import combinations
 
 import numpy as np
-from scipy import stats
+
+from acr.core import rank_tests
 
 ALPHA = 0.05
 BOOTSTRAP = 2000
@@ -60,34 +66,16 @@ def rank_biserial(differences: np.ndarray) -> float:
     d = differences[differences != 0]
     if len(d) == 0:
         return 0.0
-    ranks = stats.rankdata(np.abs(d))
+    ranks = rank_tests.rankdata(np.abs(d))
     return float((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())
 
 
 def wilcoxon(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(statistic, p) of scipy.stats.wilcoxon(x, y), its defaults: two-sided, zeros dropped.
-
-    Where scipy runs an exact permutation test (ties or zeros, at most 13 pairs) it computes the
-    signed-rank sum of each of the 2^n sign patterns in a Python loop (0.5 s a test); the same
-    test runs here with the statistic vectorised over the patterns: the same null distribution,
-    the same p-value, in milliseconds."""
-    d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
-    nonzero = d[d != 0]
-    tied = len(np.unique(np.abs(nonzero))) < len(nonzero)
-    if len(d) > 13 or not (tied or len(nonzero) < len(d)):
-        result = stats.wilcoxon(x, y)
-        return float(result.statistic), float(result.pvalue)
-    ranks = np.zeros(len(d))
-    ranks[d != 0] = stats.rankdata(np.abs(nonzero))  # average ranks; sign flips keep them
-
-    def positive_rank_sum(flipped: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.sum((flipped > 0) * ranks, axis=axis)
-
-    p_value = stats.permutation_test((d,), positive_rank_sum, permutation_type="samples",
-                                     vectorized=True, n_resamples=9999,
-                                     alternative="two-sided", axis=-1).pvalue
-    r_plus, r_minus = ranks[d > 0].sum(), ranks[d < 0].sum()
-    return float(min(r_plus, r_minus)), float(p_value)
+    """(statistic, p) of scipy.stats.wilcoxon(x, y), its defaults: two-sided, zeros dropped
+    (where there are ties or zeros, at most 13 pairs, scipy runs an exact permutation test in
+    a Python loop; rank_tests enumerates the sign patterns at once: the same p-value)."""
+    result = rank_tests.wilcoxon(x, y)
+    return result.statistic, result.pvalue
 
 
 def paired_tests(table: dict[str, dict[str, float]], unit: str = "prompts") -> dict:
@@ -111,7 +99,7 @@ def paired_tests(table: dict[str, dict[str, float]], unit: str = "prompts") -> d
                               f"same value for each of the {len(prompts)} {unit}, nothing to "
                               "rank"}
         else:
-            statistic, p_value = stats.friedmanchisquare(*matrix.T)
+            statistic, p_value = dataclasses.astuple(rank_tests.friedman(*matrix.T))
             w = statistic / (len(prompts) * (len(settings) - 1))
             out["omnibus"] = {"test": "friedman", "statistic": float(statistic),
                               "p": float(p_value), "kendall_w": float(w), "n": len(prompts)}
@@ -149,7 +137,7 @@ def unpaired_tests(groups: dict[str, list[float]]) -> dict:
     if np.ptp(everything) == 0:
         out["note"] = "all values equal: nothing to compare"
         return out
-    statistic, p_value = stats.kruskal(*clean.values())
+    statistic, p_value = dataclasses.astuple(rank_tests.kruskal(*clean.values()))
     n = len(everything)
     out["omnibus"] = {"test": "kruskal", "statistic": float(statistic), "p": float(p_value),
                       "epsilon_squared": float(statistic * (n + 1) / (n * n - 1))}
@@ -157,7 +145,7 @@ def unpaired_tests(groups: dict[str, list[float]]) -> dict:
         out["note"] = "a group has fewer than 3 prompts: treat the test as descriptive"
     raw = []
     for a, b in combinations(clean, 2):
-        result = stats.mannwhitneyu(clean[a], clean[b], alternative="two-sided")
+        result = rank_tests.mann_whitney(clean[a], clean[b])
         # U counts pairs where a beats b: the effect is positive when b tends to be higher
         effect = 1 - 2 * result.statistic / (len(clean[a]) * len(clean[b]))
         out["pairs"].append({"a": a, "b": b, "statistic": float(result.statistic),
@@ -243,6 +231,8 @@ def spearman(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> dict:
     if n < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"n": n, "rho": None, "p": None, "ci95": [None, None],
                 "note": "too few clips (needs 4) or no variation"}
+    from scipy import stats
+
     result = stats.spearmanr(x, y)
     rho = float(result.statistic)
     z = np.arctanh(np.clip(rho, -0.999999, 0.999999))

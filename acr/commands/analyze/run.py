@@ -6,7 +6,7 @@ summary.json, the plots (plots.py) and report.md (report.py).
 A re-run whose inputs are all unchanged (every clip's size and modification time, its sidecar,
 the reference, the options, the listening answers) reuses the last run's results: it only
 rewrites the counts in summary.json and report.md. Heavy modules are imported where they are
-used (the listening tests, transformers) or while the feature workers work (scipy.stats,
+used (the listening tests, transformers) or while the feature workers work (scipy.linalg,
 matplotlib: import_the_rest).
 
 Analysis reads audio files and their sidecars only; it never loads a generation model.
@@ -153,7 +153,7 @@ def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None
             reference_clips: list[Clip], order, model_metrics: bool, clap_name: str,
             workers: int | None) -> Outcome:
     """The analysis proper: features, set metrics, statistics, metrics.csv, plots."""
-    from acr.commands.analyze import model_based, plots
+    from acr.commands.analyze import plots
 
     # per clip (what comes after is imported meanwhile: the plot workers inherit matplotlib)
     workers = workers or default_workers()
@@ -181,6 +181,8 @@ def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None
     novelty, set_metrics = set_level(clips, features, ref_results, settings, base)
     readable_reference = [c for c, r in zip(reference_clips, ref_results)
                           if isinstance(r, ClipFeatures)]
+    from acr.commands.analyze import model_based  # (after the features: it imports scipy)
+
     model_info, clap_scores = model_based.model_metrics(
         clips, readable_reference, settings, base, model_metrics, clap_name)
 
@@ -239,13 +241,14 @@ def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None
 
 
 def import_the_rest() -> None:
-    """The modules an analysis needs after the per-clip features (scipy.stats, scipy.linalg,
-    matplotlib: a second or more), imported while the feature workers work."""
+    """The modules an analysis needs after the per-clip features (scipy.linalg, scipy.special,
+    matplotlib: half a second), imported while the feature workers work, and matplotlib's
+    first-drawing caches loaded (plotting.warm_up), which the plot workers then inherit."""
     from acr.commands.analyze import sets  # noqa: F401
     from acr.core import stats  # noqa: F401
-    from acr.core.plotting import pyplot
+    from acr.core.plotting import warm_up
 
-    pyplot()
+    warm_up()
 
 
 def check_folder(path: Path, option: str) -> None:
