@@ -191,8 +191,9 @@ def tempo(envelope: np.ndarray, rate: int) -> float:
                 out=frames[:, :length])
     energy = np.einsum("ij,ij->i", frames[:, :length], frames[:, :length])  # lag 0
     weight = 1.0 / np.where(energy < np.finfo(energy.dtype).tiny, 1.0, energy) / n
-    spectrum = scipy.fft.rfft(frames, axis=-1, workers=1)
-    mean = scipy.fft.irfft(weight @ (spectrum.real ** 2 + spectrum.imag ** 2), n=size)[:length]
+    spectrum = scipy.fft.rfft(frames.astype(np.float32), axis=-1, workers=1)
+    power = spectrum.real ** 2 + spectrum.imag ** 2
+    mean = scipy.fft.irfft(weight @ power.astype(np.float64), n=size)[:length]
     bpms = np.full(length, np.inf)
     bpms[1:] = 60.0 * rate / (HOP * np.arange(1.0, length))
     with np.errstate(divide="ignore", invalid="ignore"):
