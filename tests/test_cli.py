@@ -1,4 +1,7 @@
 """CLI behaviour: fast import, version, validate, and the exit-2-nothing-written error paths."""
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,35 @@ def test_cli_import_does_not_import_torch_or_audiocraft():
                       "if m in sys.modules))")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("code,status,stderr", [("None", 0, ""), ("3", 3, ""),
+                                                ("'bad config'", 1, "bad config\n")])
+@pytest.mark.parametrize("thread", [False, True])
+def test_the_quick_exit_keeps_status_output_and_exit_handlers(code, status, stderr, thread):
+    """acr's process exit skips Python's teardown (not the exit handlers, not unflushed output);
+    with another thread running it exits the normal way, with the same result."""
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    script = ("import atexit, sys, threading, time\n"
+              "from acr.__main__ import leave\n"
+              "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+              f"if {thread}: threading.Thread(target=time.sleep, args=(0.3,)).start()\n"
+              "print('output', end='')  # unflushed: stdout is a pipe\n"
+              f"leave({code})\n"
+              "print('not reached')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=environment)
+    assert proc.returncode == status
+    assert proc.stdout == "output"
+    assert proc.stderr == stderr + "handler ran\n"
+
+
+def test_a_command_exits_with_its_status_and_output():
+    proc = run_acr("analyze", "/no/such/folder")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "/no/such/folder: no such folder" in proc.stderr
+    proc = run_acr("--version")
+    assert (proc.returncode, proc.stdout) == (0, f"acr {__version__}\n")
 
 
 def test_version_and_help(acr):
