@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from acr.commands.analyze.clips import Clip
-from acr.commands.analyze.features import (METRIC_VERSION, ClipFeatures, Extractor,
-                                           before_fork)
+from acr.commands.analyze.features import METRIC_VERSION, ClipFeatures, Extractor, prepare
 from acr.commands.analyze.workers import in_batches
 from acr.core.audio import Unreadable, read_clip
 from acr.core.runs import write_json
@@ -67,10 +66,8 @@ def cached_features(clips: list[Clip], cache_dir: Path,
                        if entry is not None and entry.get("stamp") == now else None)
     missing = [i for i, r in enumerate(results) if r is None]
     done, unsaved = len(clips) - len(missing), 0
-    if missing:
-        before_fork(len(missing))
     items = [(clips[i].path, clips[i].path in thumbnails) for i in missing]
-    for batch, batch_results in in_batches(analyse_paths, items, workers, meanwhile):
+    for batch, batch_results in in_batches(analyse_paths, items, workers, meanwhile, prepare):
         for j, result in zip(batch, batch_results):
             i = missing[j]
             results[i] = result

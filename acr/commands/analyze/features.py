@@ -45,13 +45,14 @@ class ClipFeatures:
     thumbnail: np.ndarray | None = None  # a spectrogram grid cell, when asked (never cached)
 
 
-SAMPLE_FILTER_CLIPS = 300  # from this many clips to compute, scipy.signal pays for its import
+SAMPLE_FILTER_CLIPS = 200  # from this many clips for one process, scipy.signal pays
 
 
-def before_fork(clips: int) -> None:
-    """Import what computing `clips` clips' features needs beyond numpy, so that forked
-    workers share it: scipy.fft, and for many clips scipy.signal (a second to import here,
-    then a few ms less a clip: see loudness.k_filtered)."""
+def prepare(clips: int) -> None:
+    """Import what computing `clips` clips' features in this process needs beyond numpy:
+    scipy.fft, and for many clips scipy.signal (half a second to import, then 2-3 ms less a
+    clip: see loudness.k_filtered). Each feature worker does this at its start, in parallel,
+    while the parent process goes on with its own imports."""
     import scipy.fft  # noqa: F401
 
     if clips >= SAMPLE_FILTER_CLIPS:

@@ -4,6 +4,7 @@ can (they start at once, with everything the parent imported), each with one BLA
 Every function given to them must be a module-level function, its arguments picklable."""
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import os
@@ -42,12 +43,14 @@ def keep_freed_memory() -> None:
     mallopt(m_trim_threshold, KEEP_FREED_BYTES)
 
 
-def one_thread_each() -> None:
+def one_thread_each(prepare: Callable[[], Any] | None = None) -> None:
     """A worker's start: one BLAS / FFT thread (the workers share the CPUs), freed memory
     kept for the next clip, and SIGTERM's default action back: a pool ends its workers with
     SIGTERM, and a forked worker inherits its parent's handlers (`acr experiment`'s raises
     KeyboardInterrupt, which Python swallows where it lands in a finaliser: once, in the
-    suite, a worker then waited for work forever, and the pool joining it hung)."""
+    suite, a worker then waited for work forever, and the pool joining it hung). Then
+    `prepare`, if given (e.g. the imports the work needs: each worker imports them at its
+    start, while the parent process goes on)."""
     import signal
 
     from threadpoolctl import threadpool_limits
@@ -55,25 +58,33 @@ def one_thread_each() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threadpool_limits(1)
     keep_freed_memory()
+    if prepare is not None:
+        prepare()
 
 
-def pool(workers: int):
-    """A process pool of `workers` (fork on Linux, spawn elsewhere)."""
+def pool(workers: int, prepare: Callable[[], Any] | None = None):
+    """A process pool of `workers` (fork on Linux, spawn elsewhere), each starting with
+    one_thread_each(prepare)."""
     method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return multiprocessing.get_context(method).Pool(workers, initializer=one_thread_each)
+    return multiprocessing.get_context(method).Pool(workers, initializer=one_thread_each,
+                                                    initargs=(prepare,))
 
 
 def in_batches(function: Callable[[list[Any]], list], items: list[Any],
-               workers: int | None = None, meanwhile: Callable[[], Any] | None = None
+               workers: int | None = None, meanwhile: Callable[[], Any] | None = None,
+               prepare: Callable[[int], Any] | None = None
                ) -> Iterator[tuple[list[int], list]]:
     """(indices, function(those items)) for batches of `items` as they finish, in order:
     `workers` processes (default: one per CPU) each take a batch at a time; with one worker,
     this process does the work. `meanwhile`: what this process does while the workers work
     (e.g. imports that later workers then inherit): called once in any case (first, when
-    there are no workers)."""
+    there are no workers). `prepare(items per worker)`: what each worker (or this process,
+    working alone) does first, e.g. the imports `function` needs for that many items."""
     workers = min(workers or default_workers(), len(items))
     if workers <= 1 and meanwhile is not None:
         meanwhile()
+    if workers <= 1 and prepare is not None and items:
+        prepare(len(items))
     if not items:
         return
     size = max(1, min(8, math.ceil(len(items) / (4 * workers))))  # several batches a worker
@@ -86,7 +97,8 @@ def in_batches(function: Callable[[list[Any]], list], items: list[Any],
             for batch in batches:
                 yield batch, function([items[i] for i in batch])
         return
-    with pool(workers) as processes:
+    each = functools.partial(prepare, math.ceil(len(items) / workers)) if prepare else None
+    with pool(workers, each) as processes:
         finished = processes.imap(function, [[items[i] for i in batch] for batch in batches])
         if meanwhile is not None:
             meanwhile()
