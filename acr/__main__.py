@@ -39,8 +39,10 @@ def leave(code: object) -> NoReturn:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (acr ... | head): nothing to flush to
+        except ValueError:  # closed: nothing to flush
             pass
+        except OSError:  # as Python's own exit: status 120 when the output could not be written
+            status = 120
     os._exit(status)
 
 

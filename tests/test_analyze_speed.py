@@ -177,6 +177,5 @@ def test_workers_below_one_exit_2_and_write_nothing(acr, tmp_path):
     folder = small_run(tmp_path / "run", settings=("only",), prompts=1)
     result = acr("analyze", folder, "--workers", "0")
     assert result.exit_code == 2
-    assert "Invalid value for '--workers': 0 is not in the range x>=1" \
-        in result.stderr
+    assert "Invalid value for '--workers'" in result.stderr and "1" in result.stderr
     assert not (folder / "analysis").exists()

@@ -32,12 +32,16 @@ def test_cli_import_does_not_import_torch_or_audiocraft():
                                                 ("'bad config'", 1, "bad config\n")])
 @pytest.mark.parametrize("thread", [False, True])
 def test_the_quick_exit_keeps_status_output_and_exit_handlers(code, status, stderr, thread):
-    """acr's process exit skips Python's teardown (not the exit handlers, not unflushed output);
-    with another thread running it exits the normal way, with the same result."""
+    """acr's process exit skips Python's teardown (not the exit handlers, not unflushed output):
+    an object's finaliser that the teardown would run does not run; with another thread
+    running it exits the normal way, with the same result and the finaliser run."""
     environment = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     script = ("import atexit, sys, threading, time\n"
               "from acr.__main__ import leave\n"
               "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+              "class Noisy:\n"
+              "    def __del__(self): sys.stderr.write('teardown\\n')\n"
+              "kept = Noisy()\n"
               f"if {thread}: threading.Thread(target=time.sleep, args=(0.3,)).start()\n"
               "print('output', end='')  # unflushed: stdout is a pipe\n"
               f"leave({code})\n"
@@ -46,7 +50,7 @@ def test_the_quick_exit_keeps_status_output_and_exit_handlers(code, status, stde
                           env=environment)
     assert proc.returncode == status
     assert proc.stdout == "output"
-    assert proc.stderr == stderr + "handler ran\n"
+    assert proc.stderr == stderr + "handler ran\n" + ("teardown\n" if thread else "")
 
 
 def test_a_command_exits_with_its_status_and_output():

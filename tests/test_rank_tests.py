@@ -48,7 +48,8 @@ def test_friedman_equals_scipy(k, n, tied):
         assert ours.pvalue == pytest.approx(theirs.pvalue, rel=1e-9)
 
 
-@pytest.mark.parametrize("sizes", [(1, 2), (3, 5), (8, 8), (5, 20), (9, 12), (30, 40, 25)])
+@pytest.mark.parametrize("sizes", [(1, 2), (3, 5), (8, 8), (5, 20), (9, 12), (150, 6), (300, 8),
+                                   (30, 40, 25)])
 @pytest.mark.parametrize("tied", [False, True])
 def test_kruskal_and_mann_whitney_equal_scipy(sizes, tied):
     for seed in range(3):
@@ -61,6 +62,12 @@ def test_kruskal_and_mann_whitney_equal_scipy(sizes, tied):
         theirs = stats.mannwhitneyu(groups[0], groups[1], alternative="two-sided")
         assert ours.statistic == pytest.approx(theirs.statistic, rel=1e-12)
         assert ours.pvalue == pytest.approx(theirs.pvalue, rel=1e-9)
+
+
+def test_friedman_of_blocks_that_tie_everything_is_undefined_as_in_scipy():
+    columns = [np.ones(6), np.ones(6), np.ones(6)]
+    ours, theirs = rank_tests.friedman(*columns), stats.friedmanchisquare(*columns)
+    assert np.isnan(theirs.statistic) and np.isnan(ours.statistic) and np.isnan(ours.pvalue)
 
 
 def test_spearman_matrix_equals_scipy_pair_by_pair_with_missing_values():

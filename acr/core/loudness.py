@@ -18,6 +18,7 @@ CHANNEL_GAINS = np.array([1.0, 1.0, 1.0, 1.41, 1.41])  # L, R, C, Ls, Rs
 ABSOLUTE_GATE = -70.0
 FILTER_TAIL_SECONDS = 0.25  # the K-weighting's impulse response is below 1e-26 after it
 PEAK_BLOCK = 16  # windows per row of true_peaks' matrix product (at least 11)
+FAST_FFT_MULTIPLE = 4096  # k_filtered_by_spectra's transform lengths are multiples of this
 _FILTERS: dict[int, np.ndarray] = {}
 # ITU-R BS.1770-4 Annex 2: the 48-tap interpolating filter for 4x oversampling, as the standard
 # lists it: four phases of 12 taps, phase p giving y[4n + p] = sum_k ANNEX2_PHASES[p][k] x[n - k]
@@ -70,7 +71,8 @@ def k_filtered(audio: np.ndarray, rate: int) -> np.ndarray:
     """Each channel of [channels, samples] through the K-weighting filters, from rest
     (float64): sample by sample with scipy.signal.sosfilt when scipy.signal is already
     imported (2-3x faster a clip), else k_filtered_by_spectra (the same output to 1e-13,
-    without the import: a second on a small machine, as scipy.signal imports scipy.stats).
+    without the import: half a second on a small machine, as scipy.signal imports
+    scipy.stats).
     Audio holding NaN or infinity gives NaN throughout, either way."""
     x = np.asarray(audio, dtype=np.float64)
     if not np.isfinite(x).all():
@@ -95,24 +97,14 @@ def k_filtered_by_spectra(audio: np.ndarray, rate: int) -> np.ndarray:
     return scipy.fft.irfft(spectrum, n=size, axis=-1, workers=1)[..., :samples]
 
 
-FAST_FFT_MULTIPLE = 4096
-
-
 def fast_length(samples: int) -> int:
     """A transform length of at least `samples` that pocketfft computes fast: a 5-smooth
     multiple of FAST_FFT_MULTIPLE (the smallest 5-smooth length, next_fast_len, can take
     half as long again when its power of two is small: 328050 vs 331776 for 10 s at 32 kHz)."""
     import scipy.fft
 
-    return scipy.fft.next_fast_len(-(-samples // FAST_FFT_MULTIPLE)) * FAST_FFT_MULTIPLE
-
-
-def k_weighted_power(audio: np.ndarray, rate: int) -> np.ndarray:
-    """Channel-weighted K-weighted power, sum_c G_c y_c^2: [samples] (float64).
-
-    The gating of BS.1770 is linear in these per-sample powers, so channels collapse here."""
-    y = k_filtered(audio, rate)
-    return np.einsum("c,ct->t", CHANNEL_GAINS[: y.shape[0]], y * y)
+    blocks = scipy.fft.next_fast_len(-(-samples // FAST_FFT_MULTIPLE), real=True)
+    return blocks * FAST_FFT_MULTIPLE
 
 
 def segment_length(rate: int) -> int:
@@ -127,14 +119,15 @@ def cumulative_power(audio: np.ndarray, rate: int) -> np.ndarray:
     """Running sum of the K-weighted power, with a leading 0, every segment_length(rate)
     samples: what every window mean needs (the windows start and end on those boundaries)."""
     step = segment_length(rate)
-    if step == 1:
-        return np.concatenate([[0.0], np.cumsum(k_weighted_power(audio, rate))])
     y = k_filtered(audio, rate)
+    if y.shape[0] > len(CHANNEL_GAINS):
+        raise ValueError(f"{y.shape[0]} channels: BS.1770 weighs at most "
+                         f"{len(CHANNEL_GAINS)} (L, R, C, Ls, Rs)")
     whole = y.shape[-1] // step * step
     segments = np.zeros(whole // step)
-    for gain, channel in zip(CHANNEL_GAINS, y):  # each segment's sum of squares: dot products
-        rows = channel[:whole].reshape(-1, step)
-        segments += gain * np.einsum("ij,ij->i", rows, rows)
+    for gain, channel in zip(CHANNEL_GAINS, y):  # the gating is linear in each channel's
+        rows = channel[:whole].reshape(-1, step)  # weighted power: segment sums of squares,
+        segments += gain * np.einsum("ij,ij->i", rows, rows)  # as dot products
     return np.concatenate([[0.0], np.cumsum(segments)])
 
 

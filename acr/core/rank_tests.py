@@ -7,12 +7,13 @@ another millisecond or two of argument handling; an analysis runs a few hundred 
 small analysis these overheads were a fifth of the whole command. Listening-test statistics,
 which run rarely, still use scipy.stats (acr.core.stats).
 
-Each function names the scipy.stats function (and its default arguments) it reproduces.
+Each function names the scipy.stats function (and its default arguments) it reproduces, for
+the inputs acr gives it: finite values, no empty group, at least one pair or value (what
+acr.core.stats checks before it calls them); scipy answers NaN or an error outside that.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from math import comb
+from typing import NamedTuple
 
 import numpy as np
 from scipy.special import chdtrc, ndtr
@@ -23,8 +24,7 @@ MWU_EXACT_MAX = 8  # mannwhitneyu's "auto": exact unless both samples are larger
 PERMUTATION_EPS = np.finfo(np.float64).eps * 100  # permutation_test's tolerance
 
 
-@dataclass
-class TestResult:
+class TestResult(NamedTuple):
     statistic: float
     pvalue: float
 
@@ -64,13 +64,13 @@ def wilcoxon(x: np.ndarray, y: np.ndarray) -> TestResult:
     or zeros; with them, every sign pattern up to 13 pairs; else the normal approximation with
     the tie correction). Statistic: the smaller of the two signed-rank sums."""
     d = np.asarray(x, dtype=float) - np.asarray(y, dtype=float)
+    if len(d) == 0:
+        return TestResult(float("nan"), float("nan"))
     nonzero = d[d != 0]
     ranks, ties = ranks_and_ties(np.abs(nonzero))
     r_plus, r_minus = float(ranks[nonzero > 0].sum()), float(ranks[nonzero < 0].sum())
     statistic = min(r_plus, r_minus)
     count = len(nonzero)
-    if len(d) == 0:
-        return TestResult(float("nan"), float("nan"))
     has_ties = bool(np.any(ties > 1))
     zeros = len(d) - count
     if len(d) <= WILCOXON_EXACT_MAX and not (has_ties or zeros):
@@ -80,7 +80,9 @@ def wilcoxon(x: np.ndarray, y: np.ndarray) -> TestResult:
         at_least = counts[int(np.floor(r_plus)):].sum() / total
         return TestResult(statistic, float(np.clip(2 * min(at_most, at_least), 0, 1)))
     if len(d) <= PERMUTATION_MAX:
-        return TestResult(statistic, _sign_flip_pvalue(d))
+        all_ranks = np.zeros(len(d))
+        all_ranks[d != 0] = ranks
+        return TestResult(statistic, _sign_flip_pvalue(d, all_ranks))
     mean = count * (count + 1) * 0.25
     spread = np.sqrt((count * (count + 1) * (2 * count + 1) - np.sum(ties ** 3 - ties) / 2)
                      / 24)
@@ -89,12 +91,10 @@ def wilcoxon(x: np.ndarray, y: np.ndarray) -> TestResult:
     return TestResult(statistic, float(2 * ndtr(-abs(z))))
 
 
-def _sign_flip_pvalue(d: np.ndarray) -> float:
+def _sign_flip_pvalue(d: np.ndarray, ranks: np.ndarray) -> float:
     """scipy.stats.permutation_test's two-sided p-value of the positive signed-rank sum
-    over all 2^n sign patterns of d (an exact test: no +1 adjustment)."""
-    nonzero = d != 0
-    ranks = np.zeros(len(d))
-    ranks[nonzero] = rankdata(np.abs(d[nonzero]))  # sign flips keep the ranks
+    over all 2^n sign patterns of d (an exact test: no +1 adjustment); `ranks`: those of |d|,
+    0 where d is 0 (sign flips keep them)."""
     patterns = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
     null = ((patterns * d) > 0) @ ranks
     observed = float(ranks[d > 0].sum())
@@ -115,9 +115,10 @@ def friedman(*samples: np.ndarray) -> TestResult:
         ranked[row], sizes = ranks_and_ties(values)
         ties += float(np.sum(sizes * (sizes * sizes - 1)))
     correction = 1 - ties / (k * (k * k - 1) * n)
+    if correction == 0:  # every block ties all its values: nothing to rank
+        return TestResult(float("nan"), float("nan"))
     ssbn = float(np.sum(ranked.sum(axis=0) ** 2))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        statistic = (12.0 / (k * n * (k + 1)) * ssbn - 3 * n * (k + 1)) / correction
+    statistic = (12.0 / (k * n * (k + 1)) * ssbn - 3 * n * (k + 1)) / correction
     return TestResult(float(statistic), float(chdtrc(k - 1, statistic)))
 
 
@@ -137,8 +138,10 @@ def kruskal(*samples: np.ndarray) -> TestResult:
 
 def _u_counts(n1: int, n2: int) -> np.ndarray:
     """How many of the C(n1 + n2, n1) rankings give each U = 0 ... n1 n2 (the coefficients of
-    the Gaussian binomial [n1 + n2, n1]_q), by dividing prod (1 - q^(n2 + i)) by
-    prod (1 - q^i)."""
+    the Gaussian binomial [n1 + n2, n1]_q, the same for n1 and n2 swapped), by dividing
+    prod (1 - q^(n2 + i)) by prod (1 - q^i) with n1 the smaller size (the exact test runs
+    when one size is at most 8: at most 8 factors, integers exact in float64)."""
+    n1, n2 = min(n1, n2), max(n1, n2)
     size = n1 * n2 + 1
     poly = np.zeros(size + max(n1 + n2, 1))
     poly[0] = 1
@@ -148,9 +151,7 @@ def _u_counts(n1: int, n2: int) -> np.ndarray:
     for i in range(1, n1 + 1):  # divided by (1 - q^i): a running sum with stride i
         for start in range(i):
             poly[start::i] = np.cumsum(poly[start::i])
-    counts = np.round(poly[:size])
-    assert counts.sum() == comb(n1 + n2, n1)
-    return counts
+    return np.round(poly[:size])
 
 
 def mann_whitney(x: np.ndarray, y: np.ndarray) -> TestResult:
@@ -184,8 +185,11 @@ def spearman_matrix(columns: np.ndarray) -> np.ndarray:
         ranked = np.column_stack([rankdata(c) for c in columns.T])
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.atleast_2d(np.corrcoef(ranked, rowvar=False))
-    matrix = np.eye(count)
+    matrix = np.full((count, count), np.nan)
     for i in range(count):
+        column = columns[finite[:, i], i]
+        if len(column) >= 2 and np.ptp(column) > 0:  # (as corrcoef's diagonal above)
+            matrix[i, i] = 1.0
         for j in range(i + 1, count):
             both = finite[:, i] & finite[:, j]
             a, b = rankdata(columns[both, i]), rankdata(columns[both, j])

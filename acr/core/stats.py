@@ -14,7 +14,6 @@ listening tests need it.
 """
 from __future__ import annotations
 
-import dataclasses
 from itertools import combinations
 
 import numpy as np
@@ -70,14 +69,6 @@ def rank_biserial(differences: np.ndarray) -> float:
     return float((ranks[d > 0].sum() - ranks[d < 0].sum()) / ranks.sum())
 
 
-def wilcoxon(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(statistic, p) of scipy.stats.wilcoxon(x, y), its defaults: two-sided, zeros dropped
-    (where there are ties or zeros, at most 13 pairs, scipy runs an exact permutation test in
-    a Python loop; rank_tests enumerates the sign patterns at once: the same p-value)."""
-    result = rank_tests.wilcoxon(x, y)
-    return result.statistic, result.pvalue
-
-
 def paired_tests(table: dict[str, dict[str, float]], unit: str = "prompts") -> dict:
     """Compare settings on complete blocks. table: setting -> {prompt: value}; `unit` names
     the blocks in the notes (prompts, or clips where there are none)."""
@@ -99,7 +90,7 @@ def paired_tests(table: dict[str, dict[str, float]], unit: str = "prompts") -> d
                               f"same value for each of the {len(prompts)} {unit}, nothing to "
                               "rank"}
         else:
-            statistic, p_value = dataclasses.astuple(rank_tests.friedman(*matrix.T))
+            statistic, p_value = rank_tests.friedman(*matrix.T)
             w = statistic / (len(prompts) * (len(settings) - 1))
             out["omnibus"] = {"test": "friedman", "statistic": float(statistic),
                               "p": float(p_value), "kendall_w": float(w), "n": len(prompts)}
@@ -115,7 +106,7 @@ def paired_tests(table: dict[str, dict[str, float]], unit: str = "prompts") -> d
                             f"have the same value for each of the {len(prompts)} {unit}")
             raw.append(float("nan"))
         else:
-            statistic, p_value = wilcoxon(matrix[:, a], matrix[:, b])
+            statistic, p_value = rank_tests.wilcoxon(matrix[:, a], matrix[:, b])
             pair["statistic"], pair["p"] = statistic, p_value
             raw.append(p_value)
         out["pairs"].append(pair)
@@ -137,7 +128,7 @@ def unpaired_tests(groups: dict[str, list[float]]) -> dict:
     if np.ptp(everything) == 0:
         out["note"] = "all values equal: nothing to compare"
         return out
-    statistic, p_value = dataclasses.astuple(rank_tests.kruskal(*clean.values()))
+    statistic, p_value = rank_tests.kruskal(*clean.values())
     n = len(everything)
     out["omnibus"] = {"test": "kruskal", "statistic": float(statistic), "p": float(p_value),
                       "epsilon_squared": float(statistic * (n + 1) / (n * n - 1))}

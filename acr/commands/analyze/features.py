@@ -17,7 +17,7 @@ from acr.commands.analyze import dsp
 from acr.core import loudness
 from acr.core.audio import finite_audio
 
-METRIC_VERSION = 3  # bump when any value below changes: cached results are recomputed
+METRIC_VERSION = 4  # bump when any value below changes: cached results are recomputed
 N_FFT, HOP = dsp.N_FFT, dsp.HOP
 N_MELS, N_MFCC = 128, 20
 SILENCE_DBFS = -60.0

@@ -152,7 +152,9 @@ def reuse(out_dir: Path, fingerprint: str) -> Outcome | None:
 def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None,
             reference_clips: list[Clip], order, model_metrics: bool, clap_name: str,
             workers: int | None) -> Outcome:
-    """The analysis proper: features, set metrics, statistics, metrics.csv, plots."""
+    """The analysis proper: features, set metrics, statistics, metrics.csv, plots. (What
+    only the steps after the features use, model_based and through it scipy.linalg, is
+    imported after them: import_the_rest has it imported meanwhile.)"""
     from acr.commands.analyze import plots
 
     # per clip (what comes after is imported meanwhile: the plot workers inherit matplotlib)
@@ -181,7 +183,7 @@ def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None
     novelty, set_metrics = set_level(clips, features, ref_results, settings, base)
     readable_reference = [c for c, r in zip(reference_clips, ref_results)
                           if isinstance(r, ClipFeatures)]
-    from acr.commands.analyze import model_based  # (after the features: it imports scipy)
+    from acr.commands.analyze import model_based
 
     model_info, clap_scores = model_based.model_metrics(
         clips, readable_reference, settings, base, model_metrics, clap_name)

@@ -8,6 +8,7 @@ import functools
 import math
 import multiprocessing
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -51,8 +52,6 @@ def one_thread_each(prepare: Callable[[], Any] | None = None) -> None:
     suite, a worker then waited for work forever, and the pool joining it hung). Then
     `prepare`, if given (e.g. the imports the work needs: each worker imports them at its
     start, while the parent process goes on)."""
-    import signal
-
     from threadpoolctl import threadpool_limits
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
