@@ -245,3 +245,47 @@ def wandb_history(run_dir: Path) -> list[dict]:
             node[path[-1]] = json.loads(item.value_json)
         rows.append(row)
     return rows
+
+
+class FileRecorder:
+    """A tracking sink that appends each call to a JSON-lines file (for sinks in a child
+    process, whose calls the test cannot see otherwise); `fail_on`: the call kind that raises."""
+
+    def __init__(self, path: Path, fail_on: str | None = None):
+        self.path, self.fail_on = Path(path), fail_on
+
+    def _record(self, *entry) -> None:
+        import json
+
+        if entry[0] == self.fail_on:
+            raise ValueError(f"{entry[0]} refused")
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
+    def config(self, config):
+        self._record("config", config)
+
+    def scalars(self, step, values):
+        self._record("scalars", step, values)
+
+    def clips(self, step, clips):
+        self._record("clips", step, [str(c.path) for c in clips])
+
+    def images(self, step, images):
+        self._record("images", step, {k: str(v) for k, v in images.items()})
+
+    def text(self, step, values):
+        self._record("text", step, values)
+
+    def close(self):
+        self._record("close")
+
+
+def open_file_recorder(path, fail_on=None, first=0, fail_to_open=False):
+    """A child sink's opener: a FileRecorder and the step to replay from."""
+    import os
+
+    Path(str(path) + ".pid").write_text(str(os.getpid()))
+    if fail_to_open:
+        raise ModuleNotFoundError("No module named 'tracker'")
+    return FileRecorder(path, fail_on), first

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from acr.core.child_sink import ChildSink, ChildSinkError, end_idle_children
 from acr.core.config.schema import TrackingOptions
 from acr.core.runs import Run
-from acr.core.tracking import (SinkStart, SinkWorker, Trackers, flat_config, open_trackers,
+from acr.core.tracking import (Clip, SinkStart, SinkWorker, Trackers, flat_config, open_trackers,
                                read_journal, tensorboard_audio, tensorboard_last_step,
                                wandb_mode)
-from helpers import tensorboard_events, wandb_history, wandb_records
+from helpers import open_file_recorder, tensorboard_events, wandb_history, wandb_records
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +159,85 @@ def worker(run: Run, name: str, sink=None, error=None) -> SinkWorker:
             raise error
         return sink, 0
     return SinkWorker(SinkStart(name, start), run, {"seed": 1}, [])
+
+
+def test_a_child_sink_gets_every_call_in_its_process_in_order_by_close(tmp_path):
+    record = tmp_path / "calls.jsonl"
+    sink = ChildSink("recorder", open_file_recorder, record, None, 7)
+    assert sink.first == 7
+    assert int(Path(str(record) + ".pid").read_text()) == sink.process.pid != os.getpid()
+    sink.config({"seed": 1})
+    for step in range(1, 51):
+        sink.scalars(step, {"loss": 1.0 / step})
+    sink.clips(51, [Clip("a/0", tmp_path / "x.wav", "calm")])
+    sink.close()
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert calls[0] == ["config", {"seed": 1}] and calls[-1] == ["close"]
+    assert [c[1] for c in calls if c[0] == "scalars"] == list(range(1, 51))
+    assert calls[-2] == ["clips", 51, [str(tmp_path / "x.wav")]]
+    # the child waits for the next sink of its name: the next run's
+    assert sink.process.is_alive()
+    again = ChildSink("recorder", open_file_recorder, tmp_path / "again.jsonl")
+    assert again.process.pid == sink.process.pid
+    again.scalars(1, {"loss": 0.5})
+    again.close()
+    assert (tmp_path / "again.jsonl").read_text().splitlines()[-1] == '["close"]'
+    # ... unless this process's environment changed since it started (a new child takes it)
+    os.environ["ACR_TEST_CHANGED"] = "1"
+    try:
+        fresh = ChildSink("recorder", open_file_recorder, tmp_path / "fresh.jsonl")
+    finally:
+        del os.environ["ACR_TEST_CHANGED"]
+    assert fresh.process.pid != sink.process.pid and not sink.process.is_alive()
+    fresh.close()
+    end_idle_children()
+    assert not fresh.process.is_alive()
+
+
+def test_a_child_sink_reports_its_failures_with_the_childs_error(tmp_path):
+    with pytest.raises(ChildSinkError, match="ModuleNotFoundError: No module named 'tracker'"):
+        ChildSink("absent", open_file_recorder, tmp_path / "a.jsonl", None, 0, True)
+    sink = ChildSink("refusing", open_file_recorder, tmp_path / "b.jsonl", "scalars")
+    sink.scalars(1, {"loss": 1.0})  # fails in the child: said at the next call
+    with pytest.raises(ChildSinkError, match="ValueError: scalars refused"):
+        for step in range(2, 200):
+            sink.scalars(step, {"loss": 1.0})
+            time.sleep(0.01)
+    sink.close()
+    assert not sink.process.is_alive()
+    # through a SinkWorker: one warning naming the child's error, the run goes on
+    run = new_run(tmp_path)
+    start = SinkStart("refusing", lambda: ((s := ChildSink("refusing", open_file_recorder,
+                                                            tmp_path / "c.jsonl", "text")),
+                                           s.first))
+    trackers = Trackers(run, [SinkWorker(start, run, {"seed": 1}, [])])
+    trackers.text(1, "note", {"a": "b"})
+    trackers.scalars(2, "batch", {"loss": 1.0})
+    trackers.close()
+    failed = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(e["sink"], e["error"]) for e in failed] == [("refusing", "ValueError: text refused")]
+
+
+def test_a_child_sink_ends_with_the_process_that_made_it(tmp_path):
+    """A kill of the run leaves no tracker process behind (nor one that writes on)."""
+    record = tmp_path / "calls.jsonl"
+    code = ("import os, signal, sys; sys.path.insert(0, sys.argv[2])\n"
+            "from helpers import open_file_recorder\n"
+            "from acr.core.child_sink import ChildSink\n"
+            "sink = ChildSink('recorder', open_file_recorder, sys.argv[1])\n"
+            "sink.scalars(1, {'loss': 1.0})\n"
+            "os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(record), str(Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    child = int(Path(str(record) + ".pid").read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{child}").exists() and \
+            "zombie" not in Path(f"/proc/{child}/status").read_text().lower():
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists() or \
+        "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+    assert "close" not in record.read_text()
 
 
 def test_calls_are_journaled_at_once_and_reach_a_slow_sink_in_order_by_close(tmp_path):
@@ -476,8 +556,9 @@ def test_experiment_killed_and_resumed_tracks_every_batch_once(acr, in_tmp):
                 journal[row["_step"]]["generation/seconds"])
     # both sessions ran as the same W&B run: wandb names each session's folder after the run
     # id (the killed session's .wandb file may have lost its run record with its buffer)
+    # (offline-run-TIME-ID, and -1 after it when both sessions started within one second)
     sessions = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
-    assert len(sessions) == 2 and all(n.endswith(f"-{before['wandb_id']}") for n in sessions)
+    assert len(sessions) == 2 and all(n.split("-")[3] == before["wandb_id"] for n in sessions)
     started = [r.run.run_id for r in wandb_records(run) if r.WhichOneof("record_type") == "run"]
     assert started and set(started) == {before["wandb_id"]}
 
@@ -515,7 +596,12 @@ def test_failing_trackers_cost_a_warning_and_the_run_completes(acr, in_tmp, monk
     """wandb cannot be imported, and TensorBoard's disk fills up after its first batch."""
     from acr.core import tracking
 
-    monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
+    # W&B runs in a child process, which takes this process's sys.path: a `wandb` first on it
+    # that cannot be imported
+    fake = in_tmp / "fake-packages/wandb"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ModuleNotFoundError(\"No module named 'wandb'\")\n")
+    monkeypatch.syspath_prepend(str(fake.parent))
     calls = []
 
     def disk_full(self, step, values):

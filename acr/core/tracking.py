@@ -5,10 +5,13 @@ fans every call out to the sinks the config asks for (`tracking:`), and a sink t
 installed, bad credentials, disk full) costs one warning and is switched off: it never fails
 the run.
 
-Off the run's path: each sink lives on a thread of its own (`SinkWorker`), which starts it
+Off the run's path: each sink is fed by a thread of its own (`SinkWorker`), which starts it
 (importing its library, W&B's service) while the run goes on, then sends it the run's calls in
 order from a queue. A call costs the run one journal line and a queue entry; `close()` waits
-until every sink has had every call, then closes them all at once.
+until every sink has had every call, then closes them all at once. W&B itself works in a child
+process (child_sink.py): on a thread its Python work took the run's interpreter, slowing a
+Python-bound tiny model by up to 1.8x while it worked. TensorBoard's writer stays in the run's
+process (torch is there already; its calls are light).
 
 Resume without gaps or duplicates: every call is first appended to RUN/tracking.jsonl (its
 step, group, kind and values; clips and images by their paths in the run), then queued. A
@@ -36,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from acr.core import console
+from acr.core.child_sink import ChildSink, describe
 from acr.core.runs import Run
 
 JOURNAL = "tracking.jsonl"
@@ -235,6 +239,15 @@ class WandbSink:
         self.run.finish()
 
 
+def open_wandb_sink(run_dir: Path, options: Any, run_id: str, label: str, config: dict,
+                    fresh: bool) -> tuple[WandbSink, int]:
+    """The run's W&B sink and the step its journal is replayed from: all of it for a new W&B
+    run, else the step after the last one in its transaction logs (run in the sink's child
+    process: wandb's import and start cost that process's time, not the run's)."""
+    first = 0 if fresh else wandb_last_step(run_dir, run_id) + 1
+    return WandbSink(run_dir, options, run_id, label, config), first
+
+
 # ----------------------------------------------------------------------------------------------
 # The fan-out: one thread per sink
 
@@ -355,11 +368,10 @@ class SinkWorker:
     def _fail(self, sink: Any, exc: BaseException) -> None:
         """Warn once about the sink, record it in events.jsonl and close it."""
         self.alive = False
-        console.warn(f"tracking: {self.name} failed ({type(exc).__name__}: {exc}); it is off "
+        console.warn(f"tracking: {self.name} failed ({describe(exc)}); it is off "
                      "for the rest of this run (the run folder is complete without it)")
         try:
-            self.run.event("tracking.failed", sink=self.name,
-                           error=f"{type(exc).__name__}: {exc}")
+            self.run.event("tracking.failed", sink=self.name, error=describe(exc))
         except OSError:
             pass  # (a full disk: the warning has said it)
         try:
@@ -522,10 +534,10 @@ def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> T
         fresh = "wandb_id" not in record
         run_id = record.setdefault("wandb_id", secrets.token_hex(4))
 
-        def open_wandb() -> tuple[Any, int]:
-            first = 0 if fresh else wandb_last_step(run.dir, run_id) + 1
-            return WandbSink(run.dir, tracking.wandb, run_id,
-                             f"{run.dir.parent.name}/{run.dir.name}", config), first
+        def open_wandb() -> tuple[Any, int]:  # in a child process: see child_sink.py
+            sink = ChildSink("wandb", open_wandb_sink, run.dir, tracking.wandb, run_id,
+                             f"{run.dir.parent.name}/{run.dir.name}", config, fresh)
+            return sink, sink.first
         starts.append(SinkStart("wandb", open_wandb))
     record.update({"step": done_step, "groups": sorted(done_groups)})
     run.update_meta(tracking=record)
@@ -535,9 +547,9 @@ def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> T
 
 def warn_unavailable(run: Run, name: str, exc: BaseException) -> None:
     """The warning and event of a sink that could not start."""
-    console.warn(f"tracking: {name} is unavailable ({type(exc).__name__}: {exc}); the run goes "
+    console.warn(f"tracking: {name} is unavailable ({describe(exc)}); the run goes "
                  "on without it")
     try:
-        run.event("tracking.failed", sink=name, error=f"{type(exc).__name__}: {exc}")
+        run.event("tracking.failed", sink=name, error=describe(exc))
     except OSError:
         pass  # (a full disk: the warning has said it)
