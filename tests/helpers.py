@@ -281,11 +281,14 @@ class FileRecorder:
         self._record("close")
 
 
-def open_file_recorder(path, fail_on=None, first=0, fail_to_open=False):
-    """A child sink's opener: a FileRecorder and the step to replay from."""
+def open_file_recorder(path, fail_on=None, first=0, fail_to_open=None):
+    """A child sink's opener: a FileRecorder and the step to replay from (`fail_to_open`: the
+    error to raise instead; True: as if its library were not installed)."""
     import os
 
     Path(str(path) + ".pid").write_text(str(os.getpid()))
-    if fail_to_open:
+    if fail_to_open is True:
         raise ModuleNotFoundError("No module named 'tracker'")
+    if fail_to_open:
+        raise fail_to_open
     return FileRecorder(path, fail_on), first

@@ -165,7 +165,9 @@ def test_a_child_sink_gets_every_call_in_its_process_in_order_by_close(tmp_path)
     record = tmp_path / "calls.jsonl"
     sink = ChildSink("recorder", open_file_recorder, record, None, 7)
     assert sink.first == 7
-    assert int(Path(str(record) + ".pid").read_text()) == sink.process.pid != os.getpid()
+    assert int(Path(str(record) + ".pid").read_text()) == sink.child.process.pid != os.getpid()
+    for number in (signal.SIGINT, signal.SIGTERM):  # a Ctrl-C or a job's end is the run's
+        os.kill(sink.child.process.pid, number)  # to handle: the child goes on
     sink.config({"seed": 1})
     for step in range(1, 51):
         sink.scalars(step, {"loss": 1.0 / step})
@@ -176,9 +178,9 @@ def test_a_child_sink_gets_every_call_in_its_process_in_order_by_close(tmp_path)
     assert [c[1] for c in calls if c[0] == "scalars"] == list(range(1, 51))
     assert calls[-2] == ["clips", 51, [str(tmp_path / "x.wav")]]
     # the child waits for the next sink of its name: the next run's
-    assert sink.process.is_alive()
+    assert sink.child.process.poll() is None
     again = ChildSink("recorder", open_file_recorder, tmp_path / "again.jsonl")
-    assert again.process.pid == sink.process.pid
+    assert again.child.process.pid == sink.child.process.pid
     again.scalars(1, {"loss": 0.5})
     again.close()
     assert (tmp_path / "again.jsonl").read_text().splitlines()[-1] == '["close"]'
@@ -188,23 +190,27 @@ def test_a_child_sink_gets_every_call_in_its_process_in_order_by_close(tmp_path)
         fresh = ChildSink("recorder", open_file_recorder, tmp_path / "fresh.jsonl")
     finally:
         del os.environ["ACR_TEST_CHANGED"]
-    assert fresh.process.pid != sink.process.pid and not sink.process.is_alive()
+    assert fresh.child.process.pid != sink.child.process.pid
+    assert sink.child.process.poll() is not None  # (the old one was ended)
     fresh.close()
     end_idle_children()
-    assert not fresh.process.is_alive()
+    assert fresh.child.process.poll() is not None
 
 
 def test_a_child_sink_reports_its_failures_with_the_childs_error(tmp_path):
     with pytest.raises(ChildSinkError, match="ModuleNotFoundError: No module named 'tracker'"):
         ChildSink("absent", open_file_recorder, tmp_path / "a.jsonl", None, 0, True)
+    with pytest.raises(ChildSinkError, match="PermissionError: no entry"):
+        ChildSink("absent", open_file_recorder, tmp_path / "a.jsonl", None, 0,
+                  PermissionError("no entry"))  # (an OSError too: said, not swallowed)
     sink = ChildSink("refusing", open_file_recorder, tmp_path / "b.jsonl", "scalars")
     sink.scalars(1, {"loss": 1.0})  # fails in the child: said at the next call
+    assert sink.child.connection.poll(60)
     with pytest.raises(ChildSinkError, match="ValueError: scalars refused"):
-        for step in range(2, 200):
-            sink.scalars(step, {"loss": 1.0})
-            time.sleep(0.01)
+        sink.scalars(2, {"loss": 1.0})
     sink.close()
-    assert not sink.process.is_alive()
+    assert sink.child.process.poll() is not None  # a failed sink's child is ended
+    assert (tmp_path / "b.jsonl").read_text().splitlines()[-1] == '["close"]'  # closed anyway
     # through a SinkWorker: one warning naming the child's error, the run goes on
     run = new_run(tmp_path)
     start = SinkStart("refusing", lambda: ((s := ChildSink("refusing", open_file_recorder,
@@ -219,24 +225,29 @@ def test_a_child_sink_reports_its_failures_with_the_childs_error(tmp_path):
 
 
 def test_a_child_sink_ends_with_the_process_that_made_it(tmp_path):
-    """A kill of the run leaves no tracker process behind (nor one that writes on)."""
+    """A kill of the run leaves no tracker process behind (nor one that writes on), even while
+    a process the run forked (an analysis worker) still holds the run's end of the socket."""
     record = tmp_path / "calls.jsonl"
     code = ("import os, signal, sys; sys.path.insert(0, sys.argv[2])\n"
             "from helpers import open_file_recorder\n"
             "from acr.core.child_sink import ChildSink\n"
             "sink = ChildSink('recorder', open_file_recorder, sys.argv[1])\n"
             "sink.scalars(1, {'loss': 1.0})\n"
+            "if os.fork() == 0:\n"
+            "    os.closerange(0, 3); import time; time.sleep(30); os._exit(0)\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(record), str(Path(__file__).parent)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    proc = subprocess.Popen([sys.executable, "-c", code, str(record),
+                             str(Path(__file__).parent)], stderr=subprocess.PIPE, text=True)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, proc.stderr.read()
+    killed = time.monotonic()
     child = int(Path(str(record) + ".pid").read_text())
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and Path(f"/proc/{child}").exists() and \
-            "zombie" not in Path(f"/proc/{child}/status").read_text().lower():
+
+    def alive() -> bool:
+        status = Path(f"/proc/{child}/status")
+        return status.exists() and "zombie" not in status.read_text().lower()
+    while alive() and time.monotonic() < killed + 20:
         time.sleep(0.05)
-    assert not Path(f"/proc/{child}").exists() or \
-        "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+    assert not alive() and time.monotonic() - killed < 10  # (the fork sleeps 30 s)
     assert "close" not in record.read_text()
 
 

@@ -3,25 +3,34 @@ run, not on the run's interpreter.
 
 Why: a sink on a thread shares the run's Python (one interpreter lock). Measured here on a
 Python-bound loop of a tiny model: W&B starting and logging on a thread made the loop 1.8x as
-long; the same W&B work in a child process left it unchanged. The child is spawned (a new
-interpreter: nothing of the run's state is copied, no lock another thread held at a fork).
+long; the same W&B work in a child process left it unchanged.
 
-Calls go to the child over a pipe, in order, and are not answered (the SinkWorker thread that
-sends them never waits for the child's work); the child answers opening (the step to replay
-from), closing, and a call that failed (reported at the next call or at closing, as a
-ChildSinkError carrying the child's own error). When the run's process dies (a kill), the pipe
-ends and the child ends at once, writing nothing more, as a sink on a thread would.
+The child is a new interpreter (`python -m acr.core.child_sink FD`: nothing of the run's state
+is copied, no script of the caller's is run again), in a session of its own (a Ctrl-C at the
+terminal is the run's to handle; SIGINT and SIGTERM sent to the child itself are ignored), at a
+lower scheduling priority than the run (CHILD_NICENESS; W&B's service inherits it). Calls go to
+it over a socket, in order, and are not answered (the SinkWorker thread that sends them never
+waits for the child's work); the child answers opening (the step to replay the journal from),
+closing, and a call that failed (reported at the next call or at closing, as a ChildSinkError
+carrying the child's own error). When the run's process dies, the child ends within
+PARENT_CHECK_SECONDS, writing nothing more, as a sink on a thread would have.
 """
 from __future__ import annotations
 
 import atexit
-import multiprocessing
 import os
+import signal
+import socket
+import subprocess
 import sys
-from typing import Any, Callable
-
+import threading
+import time
+from multiprocessing.connection import Connection
+from typing import Any, Callable, NamedTuple
 
 CHILD_NICENESS = 10  # added to the child's niceness: a lower scheduling priority than the run
+PARENT_CHECK_SECONDS = 0.1  # how often the child looks whether the run's process is alive
+END_WAIT_SECONDS = 10  # how long ending a child waits before it is killed
 
 
 class ChildSinkError(Exception):
@@ -33,55 +42,91 @@ def describe(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, ChildSinkError) else f"{type(exc).__name__}: {exc}"
 
 
+class Child(NamedTuple):
+    """A running child: its socket, its process, and what it started with (_surroundings)."""
+    connection: Connection
+    process: subprocess.Popen
+    surroundings: tuple
+
+
+def _surroundings() -> tuple:
+    """What a child takes from this process when it starts: the environment, sys.path and the
+    working folder (a child is reused only while they are unchanged)."""
+    return tuple(sorted(os.environ.items())), tuple(sys.path), os.getcwd()
+
+
+def _start() -> Child:
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen([sys.executable, "-m", "acr.core.child_sink",
+                                str(theirs.fileno())], pass_fds=[theirs.fileno()],
+                               start_new_session=True)
+    theirs.close()
+    return Child(Connection(ours.detach()), process, _surroundings())
+
+
+def _end(child: Child) -> None:
+    """End a child: its socket closed (it ends at once), killed if it does not."""
+    child.connection.close()
+    try:
+        child.process.wait(timeout=END_WAIT_SECONDS)
+    except subprocess.TimeoutExpired:
+        child.process.kill()
+        child.process.wait()
+
+
+_IDLE: dict[str, Child] = {}  # a sink's name -> its child, between two sinks of that name
+_IDLE_LOCK = threading.Lock()
+
+
 class ChildSink:
     """The run's side of a sink that `opener(*arguments)` makes in a child process (a
     module-level function returning (sink, the step to replay the journal from)). The
     constructor returns once the child has opened the sink (or raises its failure).
 
-    A child whose sink closed cleanly waits for the next one of the same name, taken only
+    `first`: that step; `failed`: whether the sink failed (its child is then ended at close).
+    A child whose sink closed cleanly waits for the next sink of the same name, taken only
     while this process's environment, sys.path and folder are what the child started with: a
     process that runs several tracked runs (a notebook, a script calling run_experiment)
     starts the tracker's child, its imports and its service once, not per run."""
 
     def __init__(self, name: str, opener: Callable[..., tuple[Any, int]], *arguments: Any):
-        idle = _IDLE.pop(name, None)
-        self.started_in = _surroundings()
-        if idle is not None and idle[1].is_alive() and idle[2] == self.started_in:
-            self.connection, self.process, _ = idle
-        else:
-            if idle is not None:
-                _end(*idle[:2])
-            context = multiprocessing.get_context("spawn")
-            self.connection, child_end = context.Pipe()
-            self.process = context.Process(target=serve, args=(child_end,),
-                                           name=f"acr-tracking-{name}", daemon=True)
-            self.process.start()
-            child_end.close()
+        with _IDLE_LOCK:
+            idle = _IDLE.pop(name, None)
+        if idle is not None and (idle.process.poll() is not None
+                                 or idle.surroundings != _surroundings()):
+            _end(idle)
+            idle = None
         self.name, self.failed = name, False
+        self.child = idle or _start()
         try:
-            self.connection.send(("open", opener, arguments))
+            self.child.connection.send(("path", list(sys.path)))
+            self.child.connection.send(("open", opener, arguments))
             self.first = self._answer()
         except BaseException:
             self.failed = True
-            self._end()
+            _end(self.child)
             raise
 
     def _answer(self) -> Any:
         try:
-            kind, value = self.connection.recv()
+            kind, value = self.child.connection.recv()
         except (EOFError, OSError):
             self.failed = True
-            raise ChildSinkError(f"ChildProcessError: its process ended (exit code "
-                                 f"{self.process.exitcode})") from None
+            try:
+                code = self.child.process.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise ChildSinkError(f"ChildProcessError: its process ended (exit code {code})"
+                                 ) from None
         if kind == "failed":
             self.failed = True
             raise ChildSinkError(value)
         return value
 
     def _send(self, *message: Any) -> None:
-        if self.connection.poll():  # the child only speaks unasked to say a call failed
+        if self.child.connection.poll():  # the child speaks unasked only to say a call failed
             self._answer()
-        self.connection.send(message)
+        self.child.connection.send(message)
 
     def config(self, config: dict) -> None:
         self._send("config", config)
@@ -99,65 +144,62 @@ class ChildSink:
         self._send("text", step, values)
 
     def close(self) -> None:
-        """Every call sent handled and the sink closed in the child; the child then waits for
-        the next sink of its name (a failed one ends)."""
+        """Every call sent handled and the sink closed in the child (after a failure too, as
+        far as it can be); a child that closed cleanly waits for the next sink of its name,
+        any other is ended."""
         try:
-            if not self.failed:
-                self._send("close")
-                self._answer()
-        finally:
-            if self.failed:
-                self._end()
+            self.child.connection.send(("close",))
+            if self.failed:  # (the failure was said; the child answers "closed" anyway)
+                self.child.connection.poll(END_WAIT_SECONDS)
             else:
-                _IDLE[self.name] = (self.connection, self.process, self.started_in)
-
-    def _end(self) -> None:
-        _end(self.connection, self.process)
-
-
-def _end(connection: Any, process: Any) -> None:
-    """A child ended: its pipe closed (it ends at once, as after a kill of the run)."""
-    connection.close()
-    process.join(timeout=10)
-    if process.is_alive():
-        process.terminate()
-        process.join()
-
-
-def _surroundings() -> tuple:
-    """What a child takes from this process when it starts: the environment, sys.path and
-    the working folder (a child is reused only while they are unchanged)."""
-    return tuple(sorted(os.environ.items())), tuple(sys.path), os.getcwd()
-
-
-_IDLE: dict[str, tuple[Any, Any, tuple]] = {}  # name -> (pipe, process, _surroundings())
+                self._answer()
+        except BaseException:
+            self.failed = True
+            raise
+        finally:
+            with _IDLE_LOCK:
+                if self.failed or self.name in _IDLE:
+                    _end(self.child)
+                else:
+                    _IDLE[self.name] = self.child
 
 
 def end_idle_children() -> None:
     """End the children waiting for a next sink (at this process's exit)."""
-    for connection, process, _ in _IDLE.values():
-        _end(connection, process)
-    _IDLE.clear()
+    with _IDLE_LOCK:
+        children = list(_IDLE.values())
+        _IDLE.clear()
+    for child in children:
+        _end(child)
 
 
 atexit.register(end_idle_children)
 
 
-def serve(connection: Any) -> None:
-    """The child: for each ("open", opener, arguments): open the sink, answer the step to
-    replay from, then send it every call until "close" (answered once closed); after a
-    failure, the later calls are dropped and the child ends at "close". When the pipe ends
-    (the run's process closed it, or died), the child ends at once, writing nothing more.
-    It runs at a lower priority than the run (and so do the processes it starts, W&B's
-    service): where the CPUs are all busy, the run goes first."""
-    if hasattr(os, "nice"):
-        os.nice(CHILD_NICENESS)
+# ---- the child ---------------------------------------------------------------------------------
+
+def _end_with_parent(parent: int) -> None:
+    """A thread of the child: end it at once when the run's process is gone (the child is
+    then another process's)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(0)
+
+
+def serve(connection: Connection) -> None:
+    """The child: for each sink asked for ("path", then "open"): open it, answer the step to
+    replay from, send it every call until "close" (answered once closed); after a failure,
+    the later calls are dropped, the sink is closed as far as it can be, and the child ends.
+    When the socket ends (the run's process closed it, or died), the child ends at once."""
     while True:
         try:
+            _, path = connection.recv()
+            sys.path[:] = path  # (where the opener's module is found)
             _, opener, arguments = connection.recv()
-            sink, first = opener(*arguments)
         except (EOFError, OSError):
             os._exit(0)
+        try:
+            sink, first = opener(*arguments)
         except Exception as exc:
             connection.send(("failed", describe(exc)))
             return
@@ -166,7 +208,7 @@ def serve(connection: Any) -> None:
             return
 
 
-def _serve_one(connection: Any, sink: Any) -> bool:
+def _serve_one(connection: Connection, sink: Any) -> bool:
     """One sink's calls until "close"; True when it closed cleanly (the child may serve
     another)."""
     failed = False
@@ -184,13 +226,26 @@ def _serve_one(connection: Any, sink: Any) -> bool:
         except Exception as exc:
             failed = True
             connection.send(("failed", describe(exc)))
-    if failed:
-        connection.send(("closed", None))
-        return False
     try:
         sink.close()
     except Exception as exc:
-        connection.send(("failed", describe(exc)))
+        if not failed:
+            connection.send(("failed", describe(exc)))
         return False
     connection.send(("closed", None))
-    return True
+    return not failed
+
+
+def main() -> None:
+    """`python -m acr.core.child_sink FD`: serve the socket FD that the run's process passed."""
+    parent = os.getppid()
+    for number in (signal.SIGINT, signal.SIGTERM):  # (a handler, not SIG_IGN: the processes
+        signal.signal(number, lambda *_: None)  # it starts get the default action back)
+    if hasattr(os, "nice"):
+        os.nice(CHILD_NICENESS)
+    threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
+    serve(Connection(int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

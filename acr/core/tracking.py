@@ -477,7 +477,7 @@ def read_journal(run_dir: Path) -> list[dict]:
 
 
 def wandb_last_step(run_dir: Path, run_id: str) -> int:
-    """The last history step in the run's W&B transaction logs (RUN/wandb/*-ID/run-ID.wandb,
+    """The last history step in the run's W&B transaction logs (RUN/wandb/*/run-ID.wandb,
     wandb's LevelDB-style log of protobuf records: a 7-byte header, 32 KiB blocks of records
     of a crc32, a length, a type and data); -1 when there is none."""
     import struct
@@ -485,7 +485,8 @@ def wandb_last_step(run_dir: Path, run_id: str) -> int:
     from wandb.proto import wandb_internal_pb2 as pb
 
     last = -1
-    for path in Path(run_dir, WANDB_DIR).glob(f"*-{run_id}/run-{run_id}.wandb"):
+    # (*-ID/, and *-ID-1/ ... when two sessions of the run started within one second)
+    for path in Path(run_dir, WANDB_DIR).glob(f"*/run-{run_id}.wandb"):
         if path.parent.is_symlink():
             continue
         data, pos, pending = path.read_bytes(), 7, b""
