@@ -23,6 +23,22 @@ def default_workers() -> int:
 
 
 KEEP_FREED_BYTES = 256 * 2**20  # what a worker's malloc keeps for reuse rather than unmaps
+MALLOC_DEFAULT_BYTES = 128 * 2**10  # glibc's initial mmap and trim thresholds
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+
+def _glibc():
+    """The process's glibc (for mallopt, malloc_trim), or None: not Linux, or another libc."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)  # the process's own symbols: glibc's, if any
+        libc.mallopt, libc.malloc_trim
+    except (OSError, AttributeError):  # musl and others: no mallopt
+        return None
+    return libc
 
 
 def keep_freed_memory() -> None:
@@ -31,17 +47,26 @@ def keep_freed_memory() -> None:
     may hand large blocks back and fault them in again for the next clip, which can cost as
     much system time as the features take (measured: 10-20 ms a clip once a long-lived
     allocation sits above them). Elsewhere, or without glibc, nothing changes."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_MMAP_THRESHOLD, KEEP_FREED_BYTES // 8)  # below 32 MB: from the heap
+        libc.mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
 
+
+@contextmanager
+def freed_memory_kept() -> Iterator[None]:
+    """keep_freed_memory in this process for the block (the features computed here, with one
+    worker: measured, 6.9 s instead of 10 s for 400 clips), then malloc's default thresholds
+    back and what it kept handed back to the system."""
+    keep_freed_memory()
     try:
-        mallopt = ctypes.CDLL(None).mallopt  # the process's own symbols: glibc's, if any
-    except (OSError, AttributeError):  # musl and others: no mallopt
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    mallopt(m_mmap_threshold, KEEP_FREED_BYTES // 8)  # blocks below 32 MB come from the heap
-    mallopt(m_trim_threshold, KEEP_FREED_BYTES)
+        yield
+    finally:
+        libc = _glibc()
+        if libc is not None:
+            libc.mallopt(M_MMAP_THRESHOLD, MALLOC_DEFAULT_BYTES)
+            libc.mallopt(M_TRIM_THRESHOLD, MALLOC_DEFAULT_BYTES)
+            libc.malloc_trim(0)
 
 
 def one_thread_each(prepare: Callable[[], Any] | None = None) -> None:
@@ -92,8 +117,8 @@ def in_batches(function: Callable[[list[Any]], list], items: list[Any],
     if workers <= 1:
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(1):  # small matrices: BLAS threads only spin
-            for batch in batches:
+        with threadpool_limits(1), freed_memory_kept():  # (small matrices: BLAS threads
+            for batch in batches:  # only spin)
                 yield batch, function([items[i] for i in batch])
         return
     each = functools.partial(prepare, math.ceil(len(items) / workers)) if prepare else None
