@@ -202,6 +202,8 @@ def test_finetune_lowers_valid_loss_and_exports_a_loadable_model(acr, in_tmp, de
     assert len(list((run / "samples/epoch-003").glob("*.wav"))) == 3
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "completed" and meta["batch_size"] == 4
+    # the loop's wall time: the epochs (their own seconds) and the samples between them
+    assert sum(float(r["seconds"]) for r in rows) < meta["wall_seconds"] < 120
     assert plain_audiocraft_generates(run / "model") == "(1, 1, 32000) 32000"
     assert acr("generate", "--model", run / "model", "-p", "x", "--duration", "0.5",
                "--out", "G").exit_code == 0

@@ -16,9 +16,9 @@ import yaml
 from acr.core.child_sink import ChildSink, ChildSinkError, end_idle_children
 from acr.core.config.schema import TrackingOptions
 from acr.core.runs import Run
-from acr.core.tracking import (Clip, SinkStart, SinkWorker, Trackers, flat_config, open_trackers,
-                               read_journal, tensorboard_audio, tensorboard_last_step,
-                               wandb_mode)
+from acr.core.tracking import (Clip, SinkStart, SinkWorker, TensorBoardSink, Trackers,
+                               flat_config, masked_crc32c, open_trackers, read_journal,
+                               tensorboard_audio, tensorboard_last_step, wandb_mode)
 from helpers import open_file_recorder, tensorboard_events, wandb_history, wandb_records
 
 
@@ -414,6 +414,24 @@ def test_tensorboard_audio_takes_a_mono_pcm16_file_as_it_is_and_mixes_the_rest(t
     (tmp_path / "mixed.wav").write_bytes(audio.encoded_audio_string)
     mixed, rate = soundfile.read(str(tmp_path / "mixed.wav"))
     assert rate == 8000 and np.allclose(mixed, 0.25 * tone, atol=1e-4)
+
+
+def test_tensorboard_records_carry_tensorboards_own_checksums_computed_in_c(tmp_path):
+    """The event writer's checksum is google-crc32c's, giving the values of TensorBoard's own
+    pure-Python one (its readers check every record with theirs: see the end-to-end tests)."""
+    import google_crc32c
+    import numpy as np
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
+    from tensorboard.summary.writer import record_writer
+
+    rng = np.random.default_rng(0)
+    for size in (0, 1, 7, 8, 100, 4096, 65537):
+        data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        assert masked_crc32c(data) == reference(data)
+    assert google_crc32c.implementation == "c"
+    sink = TensorBoardSink(tmp_path, None)
+    sink.close()
+    assert record_writer.masked_crc32c is masked_crc32c
 
 
 # ---- end to end: both sinks, read back by their own readers ---------------------------------------

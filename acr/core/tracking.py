@@ -110,6 +110,7 @@ class TensorBoardSink:
     def __init__(self, run_dir: Path, purge_step: Optional[int]):
         from torch.utils.tensorboard import SummaryWriter
 
+        fast_event_checksums()
         self.writer = SummaryWriter(log_dir=str(Path(run_dir).resolve() / TENSORBOARD_DIR),
                                     purge_step=purge_step, flush_secs=30)
 
@@ -142,6 +143,28 @@ class TensorBoardSink:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The masked CRC-32C that TensorBoard's event records carry, by google-crc32c's C code."""
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def fast_event_checksums() -> None:
+    """Make TensorBoard's event writer checksum its records with masked_crc32c. Without
+    TensorFlow it uses a pure-Python CRC-32C: 6 ms of the interpreter for a 1 s clip's 64 KB,
+    on the writer's thread, which slowed a fine-tune's loop by about 7% (its sample rounds).
+    Without google-crc32c, or in a TensorBoard that checksums elsewhere, nothing changes."""
+    try:
+        import google_crc32c  # noqa: F401
+        from tensorboard.summary.writer import record_writer
+    except ImportError:
+        return
+    if hasattr(record_writer, "masked_crc32c"):
+        record_writer.masked_crc32c = masked_crc32c
 
 
 def tensorboard_audio(tag: str, path: Path) -> Any:

@@ -148,6 +148,7 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
 
         # ---- the loop
         model, stage = None, None
+        loop_started = time.perf_counter()  # meta.json's wall_seconds: this process's loop
         while state["epoch"] < cfg.epochs and not stopped(state, cfg):
             epoch = state["epoch"]
             now = stage_of(state, cfg)
@@ -198,6 +199,7 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
         if dist_info.world > 1 and not same_on_all_ranks(dist_info, weights_digest(lm, names)):
             raise RuntimeError("the ranks' weights differ after training (their gradients "
                                "were not all reduced)")
+        wall = time.perf_counter() - loop_started
 
     # ---- cleanup: best weights, merged, as a release folder; plot; summary
     if dist_info.main:
@@ -221,8 +223,8 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
                       {"model": str(Path(summary["model"]).resolve()),
                        "best_epoch": str(best_row["epoch"])})
         trackers.close()
-        run.finish("completed", **{k: summary[k] for k in
-                                   ("epochs_run", "best_epoch", "best_valid_loss")})
+        run.finish("completed", wall_seconds=round(wall, 3),
+                   **{k: summary[k] for k in ("epochs_run", "best_epoch", "best_valid_loss")})
         console.table("fine-tune", ["epochs", "best epoch", "valid loss (first → best)",
                                     "train loss (last)"],
                       [[str(len(history)), str(best_row["epoch"]),
