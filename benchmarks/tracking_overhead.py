@@ -29,7 +29,7 @@ two runs see the same drift, which the median over pairs then sets aside. Prints
 load average, each figure with what it measures, and exits 1 when the loop's overhead at the
 largest scale, either way, is above `--max-overhead` percent.
 
-    python benchmarks/tracking_overhead.py [--repeats 7] [--scale 1 --scale 4] [--max-overhead 3]
+    python benchmarks/tracking_overhead.py [--repeats 8] [--scale 1 --scale 4] [--max-overhead 3]
 """
 from __future__ import annotations
 
@@ -121,7 +121,8 @@ def pairs(repeats: int, timed: Callable[[bool], Timing]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="pairs of runs per figure")
+    parser.add_argument("--repeats", type=int, default=8,
+                        help="pairs of runs per figure (even: each side goes first as often)")
     parser.add_argument("--scale", type=int, action="append",
                         help="run length: experiment samples per prompt and fine-tune epochs "
                              "are 4 x scale (repeatable; default 1)")
@@ -129,6 +130,8 @@ def main() -> None:
                         help="process, in-process or both (comma-separated)")
     parser.add_argument("--max-overhead", type=float, default=3.0, help="percent")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats: at least 1")
     scales, ways = sorted(set(args.scale or [1])), args.ways.split(",")
     os.environ["WANDB_MODE"] = "offline"
     os.environ["WANDB_SILENT"] = "true"

@@ -182,9 +182,14 @@ def test_workers_below_one_exit_2_and_write_nothing(acr, tmp_path):
 
 
 FAULTS = """
-import resource
+import os, resource
 import numpy as np
 from acr.commands.analyze import workers
+
+def resident():  # bytes
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+kept = []
 
 def faults(items):  # minor page faults while making and freeing 30 MB of arrays, per item
     out = []
@@ -193,10 +198,12 @@ def faults(items):  # minor page faults while making and freeing 30 MB of arrays
         arrays = [np.ones(6 * 2**20 // 8) for _ in range(5)]
         del arrays
         out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    kept.append(resident())  # after freeing them, still in the batches
     return out
 
+start = resident()
 print([f for _, batch in workers.in_batches(faults, list(range(6)), workers=1) for f in batch])
-print(faults(range(3)))
+print(kept[-1] - start, resident() - start)
 """
 
 
@@ -205,11 +212,13 @@ print(faults(range(3)))
 def test_features_in_this_process_reuse_freed_memory_then_hand_it_back():
     """With one worker the features run in this process: freed arrays are kept for the next
     clip, not handed back and faulted in again (that cost 3 s of system time in 400 clips);
-    afterwards malloc hands large freed blocks back again. Counted in a fresh process, where
-    malloc's state is its own."""
+    at the end what malloc kept is handed back. Counted in a fresh process, where malloc's
+    state is its own (numpy's huge pages off: with them a fault maps 2 MB)."""
     out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True,
-                         check=True).stdout.splitlines()
-    during, after = json.loads(out[0]), json.loads(out[1])
-    page = os.sysconf("SC_PAGE_SIZE")
-    assert max(during[1:]) < 2**20 // page  # after the first item: under 1 MB faulted in
-    assert min(after) > 4 * 2**20 // page  # defaults back: large blocks unmapped when freed
+                         check=True, env={**os.environ, "NUMPY_MADVISE_HUGEPAGE": "0"}
+                         ).stdout.splitlines()
+    during = json.loads(out[0])
+    kept, after = map(int, out[1].split())
+    assert max(during[1:]) < 2**20 // os.sysconf("SC_PAGE_SIZE")  # after the first: < 1 MB
+    assert kept > 20 * 2**20  # the freed 30 MB held for reuse during the features
+    assert after < 10 * 2**20  # and handed back after them

@@ -428,7 +428,8 @@ def test_tensorboard_records_carry_tensorboards_own_checksums_computed_in_c(tmp_
     for size in (0, 1, 7, 8, 100, 4096, 65537):
         data = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
         assert masked_crc32c(data) == reference(data)
-    assert google_crc32c.implementation == "c"
+    if google_crc32c.implementation != "c":
+        pytest.skip("google-crc32c without its C code here: TensorBoard's own CRC stays")
     sink = TensorBoardSink(tmp_path, None)
     sink.close()
     assert record_writer.masked_crc32c is masked_crc32c
@@ -570,6 +571,7 @@ def test_experiment_killed_and_resumed_tracks_every_batch_once(acr, in_tmp):
     run = in_tmp / "K"
     # 96 samples: several seconds of work left once W&B has started
     kill_when(proc, lambda: wandb_started(run) and len(list(run.rglob("samples/**/*.wav"))) >= 8)
+    assert len(list(run.rglob("samples/**/*.wav"))) < 96  # killed mid-run, not at its close
     before = json.loads((run / "meta.json").read_text())["tracking"]
     result = acr("experiment", "--resume", run)
     assert result.exit_code == 0, result.stderr
@@ -615,6 +617,7 @@ def test_finetune_killed_and_resumed_tracks_every_step_once(acr, in_tmp, demo):
     # 12 epochs: several seconds of work left once W&B has started
     kill_when(proc, lambda: wandb_started(run) and events.is_file()
               and '"epoch": 2' in events.read_text(), 300)
+    assert '"epoch": 12' not in events.read_text()  # killed mid-run, not at its close
     assert json.loads((run / "meta.json").read_text())["status"] == "running"
     result = acr("finetune", "--resume", run)  # the run's config: tracking included
     assert result.exit_code == 0, result.stderr

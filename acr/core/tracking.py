@@ -11,7 +11,8 @@ order from a queue. A call costs the run one journal line and a queue entry; `cl
 until every sink has had every call, then closes them all at once. W&B itself works in a child
 process (child_sink.py): on a thread its Python work took the run's interpreter, slowing a
 Python-bound tiny model by up to 1.8x while it worked. TensorBoard's writer stays in the run's
-process (torch is there already; its calls are light).
+process (torch is there already; its calls are light once its records' checksums are computed
+in C: fast_event_checksums).
 
 Resume without gaps or duplicates: every call is first appended to RUN/tracking.jsonl (its
 step, group, kind and values; clips and images by their paths in the run), then queued. A
@@ -154,16 +155,17 @@ def masked_crc32c(data: bytes) -> int:
 
 
 def fast_event_checksums() -> None:
-    """Make TensorBoard's event writer checksum its records with masked_crc32c. Without
-    TensorFlow it uses a pure-Python CRC-32C: 6 ms of the interpreter for a 1 s clip's 64 KB,
+    """Make TensorBoard's event writer checksum its records with masked_crc32c. It uses the
+    pure-Python CRC-32C of its TensorFlow stub: 6 ms of the interpreter for a 1 s clip's 64 KB,
     on the writer's thread, which slowed a fine-tune's loop by about 7% (its sample rounds).
-    Without google-crc32c, or in a TensorBoard that checksums elsewhere, nothing changes."""
+    Without google-crc32c's C code (no wheel for the platform), or in a TensorBoard that
+    checksums elsewhere, nothing changes."""
     try:
-        import google_crc32c  # noqa: F401
+        import google_crc32c
         from tensorboard.summary.writer import record_writer
     except ImportError:
         return
-    if hasattr(record_writer, "masked_crc32c"):
+    if google_crc32c.implementation == "c" and hasattr(record_writer, "masked_crc32c"):
         record_writer.masked_crc32c = masked_crc32c
 
 
