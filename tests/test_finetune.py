@@ -203,7 +203,7 @@ def test_finetune_lowers_valid_loss_and_exports_a_loadable_model(acr, in_tmp, de
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "completed" and meta["batch_size"] == 4
     # the loop's wall time: the epochs (their own seconds) and the samples between them
-    assert sum(float(r["seconds"]) for r in rows) < meta["wall_seconds"] < 120
+    assert sum(float(r["seconds"]) for r in rows) < meta["wall_seconds"] < 600
     assert plain_audiocraft_generates(run / "model") == "(1, 1, 32000) 32000"
     assert acr("generate", "--model", run / "model", "-p", "x", "--duration", "0.5",
                "--out", "G").exit_code == 0
@@ -227,10 +227,10 @@ def test_killed_and_resumed_gives_the_same_history(acr, in_tmp, demo):
                              str(in_tmp / "killed")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     events = in_tmp / "killed/events.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (events.is_file() and
-                                               '"epoch": 2' in events.read_text()):
+    deadline = time.monotonic() + 600  # (a loaded 2-core machine imports torch slowly)
+    while not (events.is_file() and '"epoch": 2' in events.read_text()):
         assert proc.poll() is None, "finished before it could be killed"
+        assert time.monotonic() < deadline, "no second epoch within 600 s"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -155,9 +155,10 @@ def test_a_preempted_task_is_requeued_and_loses_at_most_its_batch(grid, tmp_path
     run = tmp_path / "R"
     result = acr("experiment", grid / "grid.yaml", "--out", run, "--launcher", "local")
     assert result.exit_code == 0, result.stderr
-    first = run / "samples/tiny-musicgen/base/calm"
     deadline = time.monotonic() + 600
-    while not ((first / "0-0.wav").is_file() and (first / "0-1.wav").is_file()):
+    # after the first batch has ended: its files are on disk before its batch.end event, and a
+    # signal between the two would leave a batch done without its event
+    while not any(e["event"] == "batch.end" and e.get("batch") == 0 for e in events(run)):
         assert time.monotonic() < deadline and record(run, 0).get("state") != "done"
         time.sleep(0.02)
     pid = record(run, 0)["pid"]

@@ -539,8 +539,11 @@ def own_service_env() -> dict:
     """The environment for an acr subprocess: wandb keeps its service's address in
     WANDB_SERVICE once a run started in this process, and a child would share that service
     (and, killed, leave its run open there) instead of starting its own, as a user's would.
-    (Removing it from this process instead breaks wandb's later runs here.)"""
-    return {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    (Removing it from this process instead breaks wandb's later runs here.) One torch thread:
+    the run leaves a core to its W&B child, which starts at a lower priority and must start
+    before the run ends for the kill tests to kill it mid-run."""
+    return {**{k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"},
+            "OMP_NUM_THREADS": "1"}
 
 
 def wandb_started(run: Path) -> bool:
@@ -553,8 +556,9 @@ def wandb_started(run: Path) -> bool:
 
 def kill_when(proc: subprocess.Popen, ready, limit: float = 600) -> None:
     deadline = time.monotonic() + limit
-    while not ready() and time.monotonic() < deadline:
+    while not ready():
         assert proc.poll() is None, "the run finished before it could be killed"
+        assert time.monotonic() < deadline, f"not ready to be killed within {limit:g} s"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
