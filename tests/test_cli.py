@@ -42,7 +42,7 @@ def test_the_quick_exit_keeps_status_output_and_exit_handlers(code, status, stde
               "class Noisy:\n"
               "    def __del__(self): sys.stderr.write('teardown\\n')\n"
               "kept = Noisy()\n"
-              f"if {thread}: threading.Thread(target=time.sleep, args=(0.3,)).start()\n"
+              f"if {thread}: threading.Thread(target=time.sleep, args=(1.0,)).start()\n"
               "print('output', end='')  # unflushed: stdout is a pipe\n"
               f"leave({code})\n"
               "print('not reached')\n")

@@ -31,6 +31,8 @@ class TestServer(ThreadingHTTPServer):
     """A ThreadingHTTPServer that knows its test: the files it may serve and the next slot."""
 
     daemon_threads = True
+    request_queue_size = 64  # connections waiting to be accepted (socketserver's default: 5,
+    # so a room of raters submitting at once could have its connections retried a second later)
 
     def __init__(self, address: tuple[str, int], design: Design, run_dir: Path | None):
         self.design = design
