@@ -1,8 +1,15 @@
 """Fixtures. Helpers that tests import live in helpers.py (and test audio in synth.py)."""
 import os
 
-import pytest
-from typer.testing import CliRunner
+# Settings a caller's environment may carry that would change what the tests see, cleared before
+# typer and rich read them: terminal detection (tables and progress drawn for a terminal, colour
+# codes in messages) and Hugging Face cache locations that outrank the HF_HOME set below.
+for _name in ("FORCE_COLOR", "PY_COLORS", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "HF_HUB_CACHE",
+              "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_TOKEN"):
+    os.environ.pop(_name, None)
+
+import pytest  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
 
 TEST_ENVIRONMENT = ("ACR_HOME", "HF_HUB_OFFLINE", "HF_HOME", "TORCH_HOME")
 
