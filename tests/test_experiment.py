@@ -314,8 +314,9 @@ def test_torchrun_two_ranks_match_a_single_process(tmp_path):
                              str(tmp_path / "single")], env=env, capture_output=True, text=True,
                             timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
-                            "2", "-m", "acr", "experiment", str(path), "--out",
+    ranks = subprocess.run([sys.executable, "-m", "torch.distributed.run",
+                            "--standalone", "--nproc_per_node", "2",  # (a free port)
+                            "-m", "acr", "experiment", str(path), "--out",
                             str(tmp_path / "ranks")], env=env, capture_output=True, text=True,
                            timeout=300)
     assert ranks.returncode == 0, ranks.stderr[-3000:]

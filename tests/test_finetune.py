@@ -401,8 +401,9 @@ def test_ddp_two_gloo_ranks(tmp_path, demo):
     path = config(tmp_path, demo, CONFIG.replace("epochs: 3", "epochs: 2").replace(
         "strategy: full", "strategy: progressive\nprogressive: {stages: 2}"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
-                           "2", "-m", "acr", "finetune", str(path), "--out",
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run",
+                           "--standalone", "--nproc_per_node", "2",  # (a free port)
+                           "-m", "acr", "finetune", str(path), "--out",
                            str(tmp_path / "R")], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
