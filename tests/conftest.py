@@ -2,10 +2,12 @@
 import os
 
 # Settings a caller's environment may carry that would change what the tests see, cleared before
-# typer and rich read them: terminal detection (tables and progress drawn for a terminal, colour
-# codes in messages) and Hugging Face cache locations that outrank the HF_HOME set below.
-for _name in ("FORCE_COLOR", "PY_COLORS", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "HF_HUB_CACHE",
-              "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_TOKEN"):
+# typer and rich read them: terminal detection and widths (tables and progress drawn for a
+# terminal, colour codes in messages: typer forces colour on GitHub Actions), and Hugging Face
+# cache locations that outrank the HF_HOME set below, and a token.
+for _name in ("FORCE_COLOR", "PY_COLORS", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "GITHUB_ACTIONS",
+              "COLUMNS", "TERMINAL_WIDTH", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
+              "TRANSFORMERS_CACHE", "HF_TOKEN"):
     os.environ.pop(_name, None)
 
 import pytest  # noqa: E402

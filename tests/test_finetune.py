@@ -228,12 +228,14 @@ def test_killed_and_resumed_gives_the_same_history(acr, in_tmp, demo):
                             stderr=subprocess.DEVNULL)
     events = in_tmp / "killed/events.jsonl"
     deadline = time.monotonic() + 600  # (a loaded 2-core machine imports torch slowly)
-    while not (events.is_file() and '"epoch": 2' in events.read_text()):
-        assert proc.poll() is None, "finished before it could be killed"
-        assert time.monotonic() < deadline, "no second epoch within 600 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        while not (events.is_file() and '"epoch": 2' in events.read_text()):
+            assert proc.poll() is None, "finished before it could be killed"
+            assert time.monotonic() < deadline, "no second epoch within 600 s"
+            time.sleep(0.02)
+    finally:  # (killed whatever happens: a run left going would slow the tests after it)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert len(history(in_tmp / "killed")) in (2, 3)
     result = acr("finetune", "--resume", in_tmp / "killed")
     assert result.exit_code == 0, result.stderr

@@ -45,8 +45,13 @@ def record(run: Path, share: int) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def events(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+def events(run: Path, complete_only: bool = False) -> list[dict]:
+    """The run's events; `complete_only`: without a last line still being written (a file read
+    while a task appends to it)."""
+    text = (run / "events.jsonl").read_text()
+    if complete_only:
+        text = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in text.splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +163,8 @@ def test_a_preempted_task_is_requeued_and_loses_at_most_its_batch(grid, tmp_path
     deadline = time.monotonic() + 600
     # after the first batch has ended: its files are on disk before its batch.end event, and a
     # signal between the two would leave a batch done without its event
-    while not any(e["event"] == "batch.end" and e.get("batch") == 0 for e in events(run)):
+    while not any(e["event"] == "batch.end" and e.get("batch") == 0
+                  for e in events(run, complete_only=True)):
         assert time.monotonic() < deadline and record(run, 0).get("state") != "done"
         time.sleep(0.02)
     pid = record(run, 0)["pid"]

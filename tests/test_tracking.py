@@ -555,13 +555,17 @@ def wandb_started(run: Path) -> bool:
 
 
 def kill_when(proc: subprocess.Popen, ready, limit: float = 600) -> None:
+    """SIGKILL the run once `ready()`; fail (the run killed all the same) when it ends first or
+    is not ready within `limit` seconds."""
     deadline = time.monotonic() + limit
-    while not ready():
-        assert proc.poll() is None, "the run finished before it could be killed"
-        assert time.monotonic() < deadline, f"not ready to be killed within {limit:g} s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        while not ready():
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert time.monotonic() < deadline, f"not ready to be killed within {limit:g} s"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 @pytest.mark.slow
