@@ -123,8 +123,14 @@ class TensorBoardSink:
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        for key, value in values.items():
-            self.writer.add_scalar(key, value, step)
+        """One event holding every value of the call, each as `add_scalar` writes it (a
+        simple_value): add_scalar writes an event per value, each a record for the writer's
+        thread to take."""
+        from torch.utils.tensorboard.summary import Summary
+
+        self.writer.file_writer.add_summary(Summary(value=[
+            Summary.Value(tag=key, simple_value=float(value)) for key, value in values.items()]),
+            step)
 
     def clips(self, step: int, clips: list[Clip]) -> None:
         for clip in clips:
