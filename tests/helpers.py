@@ -1,7 +1,9 @@
 """Helpers shared by the tests (fixtures live in conftest.py): subprocess runners, a check that
 plain AudioCraft loads a model folder, GPU markers."""
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -292,3 +294,17 @@ def open_file_recorder(path, fail_on=None, first=0, fail_to_open=None):
     if fail_to_open:
         raise fail_to_open
     return FileRecorder(path, fail_on), first
+
+
+def kill_when(proc: subprocess.Popen, ready, limit: float = 600) -> None:
+    """SIGKILL the run once `ready()`; fail (the run killed all the same) when it ends first or
+    is not ready within `limit` seconds."""
+    deadline = time.monotonic() + limit
+    try:
+        while not ready():
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert time.monotonic() < deadline, f"not ready to be killed within {limit:g} s"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

@@ -3,10 +3,8 @@ import csv
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ from acr.core.config.schema import FinetuneConfig
 from acr.core.errors import UsageError
 from acr.commands.finetune import adapters, data
 from acr.commands.finetune.loss import Predict, codebook_cross_entropy
-from helpers import plain_audiocraft_generates
+from helpers import kill_when, plain_audiocraft_generates
 from synth import drums, progression, write
 
 CONFIG = """\
@@ -227,15 +225,7 @@ def test_killed_and_resumed_gives_the_same_history(acr, in_tmp, demo):
                              str(in_tmp / "killed")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     events = in_tmp / "killed/events.jsonl"
-    deadline = time.monotonic() + 600  # (a loaded 2-core machine imports torch slowly)
-    try:
-        while not (events.is_file() and '"epoch": 2' in events.read_text()):
-            assert proc.poll() is None, "finished before it could be killed"
-            assert time.monotonic() < deadline, "no second epoch within 600 s"
-            time.sleep(0.02)
-    finally:  # (killed whatever happens: a run left going would slow the tests after it)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when(proc, lambda: events.is_file() and '"epoch": 2' in events.read_text())
     assert len(history(in_tmp / "killed")) in (2, 3)
     result = acr("finetune", "--resume", in_tmp / "killed")
     assert result.exit_code == 0, result.stderr

@@ -19,7 +19,8 @@ from acr.core.runs import Run
 from acr.core.tracking import (Clip, SinkStart, SinkWorker, TensorBoardSink, Trackers,
                                flat_config, masked_crc32c, open_trackers, read_journal,
                                tensorboard_audio, tensorboard_last_step, wandb_mode)
-from helpers import open_file_recorder, tensorboard_events, wandb_history, wandb_records
+from helpers import (kill_when, open_file_recorder, tensorboard_events, wandb_history,
+                     wandb_records)
 
 
 @pytest.fixture(scope="module")
@@ -552,20 +553,6 @@ def wandb_started(run: Path) -> bool:
     before then leaves no W&B files, and its resume has nothing to continue (the CI of
     2026-12-05 killed one so)."""
     return any((run / "wandb").glob("offline-run-*/run-*.wandb"))
-
-
-def kill_when(proc: subprocess.Popen, ready, limit: float = 600) -> None:
-    """SIGKILL the run once `ready()`; fail (the run killed all the same) when it ends first or
-    is not ready within `limit` seconds."""
-    deadline = time.monotonic() + limit
-    try:
-        while not ready():
-            assert proc.poll() is None, "the run finished before it could be killed"
-            assert time.monotonic() < deadline, f"not ready to be killed within {limit:g} s"
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
 
 
 @pytest.mark.slow
