@@ -296,6 +296,23 @@ def open_file_recorder(path, fail_on=None, first=0, fail_to_open=None):
     return FileRecorder(path, fail_on), first
 
 
+def open_disk_full_tensorboard_sink(folder):
+    """A child sink's opener: acr's TensorBoard sink, whose second scalars call fails as on a
+    full disk (an OSError from the sink's own process, after its first call was written)."""
+    from acr.core.tracking import open_tensorboard_sink
+
+    sink, first = open_tensorboard_sink(folder)
+    write, calls = sink.scalars, []
+
+    def scalars(step, values):
+        calls.append(step)
+        if len(calls) > 1:
+            raise OSError(28, "No space left on device")
+        write(step, values)
+    sink.scalars = scalars
+    return sink, first
+
+
 def kill_when(proc: subprocess.Popen, ready, limit: float = 600) -> None:
     """SIGKILL the run once `ready()`; fail (the run killed all the same) when it ends first or
     is not ready within `limit` seconds."""

@@ -8,11 +8,12 @@ the run.
 Off the run's path: each sink is fed by a thread of its own (`SinkWorker`), which starts it
 (importing its library, W&B's service) while the run goes on, then sends it the run's calls in
 order from a queue. A call costs the run one journal line and a queue entry; `close()` waits
-until every sink has had every call, then closes them all at once. W&B itself works in a child
-process (child_sink.py): on a thread its Python work took the run's interpreter, slowing a
-Python-bound tiny model by up to 1.8x while it worked. TensorBoard's writer stays in the run's
-process (torch is there already; its calls are light once its records' checksums are computed
-in C: fast_event_checksums).
+until every sink has had every call, then closes them all at once. Both sinks work in child
+processes of their own (child_sink.py): on a thread, a sink's Python work takes the run's
+interpreter whenever the run's thread wants it back, which slowed a Python-bound tiny model by
+up to 1.8x while W&B worked, and by a few percent with TensorBoard's writer (building and
+serialising its records). TensorBoard's sink is written with TensorBoard's own event writer and
+summary records, so its child imports no torch.
 
 Resume without gaps or duplicates: every call is first appended to RUN/tracking.jsonl (its
 step, group, kind and values; clips and images by their paths in the run), then queued. A
@@ -104,52 +105,71 @@ def wandb_mode(asked: Optional[str]) -> str:
 
 
 class TensorBoardSink:
-    """Event files in RUN/tensorboard/, written by torch's SummaryWriter."""
+    """Event files in RUN/tensorboard/, written by TensorBoard's own event writer and summary
+    records (what torch's SummaryWriter writes, without torch: the sink works in a child
+    process, which then needs no torch import)."""
 
     name = "tensorboard"
 
-    def __init__(self, run_dir: Path, purge_step: Optional[int]):
-        from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, folder: Path, purge_step: Optional[int]):
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         fast_event_checksums()
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir).resolve() / TENSORBOARD_DIR),
-                                    purge_step=purge_step, flush_secs=30)
+        self.writer = EventFileWriter(str(Path(folder).resolve()), flush_secs=30)
+        if purge_step is not None:  # (as SummaryWriter(purge_step=) starts its file)
+            self._add(Event(step=purge_step, file_version="brain.Event:2"))
+            self._add(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+
+    def _add(self, event: Any) -> None:
+        event.wall_time = time.time()
+        self.writer.add_event(event)
+
+    def _summary(self, step: int, summary: Any) -> None:
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        self._add(Event(step=step, summary=summary))
 
     def config(self, config: dict) -> None:
-        from torch.utils.tensorboard.summary import hparams
+        from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
-        for summary in hparams(flat_config(config), {}):
-            self.writer.file_writer.add_summary(summary)
-        self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```")
+        self._summary(0, hparams_pb(flat_config(config), start_time_secs=time.time()))
+        self._summary(0, tensorboard_text("config", "```\n" + json.dumps(config, indent=2)
+                                          + "\n```"))
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
-        """One event holding every value of the call, each as `add_scalar` writes it (a
-        simple_value): add_scalar writes an event per value, each a record for the writer's
-        thread to take."""
-        from torch.utils.tensorboard.summary import Summary
+        """One event holding every value of the call, each a simple_value (as `add_scalar`
+        writes it, one event per value)."""
+        from tensorboard.compat.proto.summary_pb2 import Summary
 
-        self.writer.file_writer.add_summary(Summary(value=[
-            Summary.Value(tag=key, simple_value=float(value)) for key, value in values.items()]),
-            step)
+        self._summary(step, Summary(value=[Summary.Value(tag=key, simple_value=float(value))
+                                           for key, value in values.items()]))
 
     def clips(self, step: int, clips: list[Clip]) -> None:
         for clip in clips:
-            self.writer.file_writer.add_summary(tensorboard_audio(clip.tag, clip.path), step)
-            self.writer.add_text(f"{clip.tag}/caption", clip.caption, step)
+            self._summary(step, tensorboard_audio(clip.tag, clip.path))
+            self._summary(step, tensorboard_text(f"{clip.tag}/caption", clip.caption))
 
     def images(self, step: int, images: dict[str, Path]) -> None:
-        import matplotlib.image
-
         for tag, path in images.items():
-            pixels = matplotlib.image.imread(str(path))[..., :3]
-            self.writer.add_image(tag, pixels, step, dataformats="HWC")
+            self._summary(step, tensorboard_image(tag, path))
 
     def text(self, step: int, values: dict[str, str]) -> None:
         for key, value in values.items():
-            self.writer.add_text(key, value, step)
+            self._summary(step, tensorboard_text(key, value))
 
     def close(self) -> None:
         self.writer.close()
+
+
+def open_tensorboard_sink(folder: Path) -> tuple[TensorBoardSink, int]:
+    """The run's TensorBoard sink and the step its journal is replayed from (run in the sink's
+    child process): all of it into an empty folder (0: the config first), else from the last
+    step its event files show, the writer reopened with `purge_step` there."""
+    last = tensorboard_last_step(folder)
+    after_the_newest_file(folder)
+    sink = TensorBoardSink(folder, last if last >= 1 else None)
+    return sink, 0 if last < 0 else max(last, 1)
 
 
 def masked_crc32c(data: bytes) -> int:
@@ -162,9 +182,9 @@ def masked_crc32c(data: bytes) -> int:
 
 def fast_event_checksums() -> None:
     """Make TensorBoard's event writer checksum its records with masked_crc32c. It uses the
-    pure-Python CRC-32C of its TensorFlow stub: 6 ms of the interpreter for a 1 s clip's 64 KB,
-    on the writer's thread, which slowed a fine-tune's loop by about 7% (its sample rounds).
-    Without google-crc32c's C code (no wheel for the platform), or in a TensorBoard that
+    pure-Python CRC-32C of its TensorFlow stub: 6 ms of the interpreter for a 1 s clip's 64 KB
+    (on a thread of the run's process, that slowed a fine-tune's loop by about 7%; in the sink's
+    child, it is CPU time taken beside the run on a machine of few cores). Without google-crc32c's C code (no wheel for the platform), or in a TensorBoard that
     checksums elsewhere, nothing changes."""
     try:
         import google_crc32c
@@ -178,20 +198,57 @@ def fast_event_checksums() -> None:
 def tensorboard_audio(tag: str, path: Path) -> Any:
     """TensorBoard's audio summary of a WAV file: the file's own bytes when it is mono 16-bit
     PCM (what `add_audio` would encode from it anyway), else the clip mixed to mono and encoded
-    by torch's `summary.audio`."""
+    so (16-bit PCM WAV)."""
+    import io
+
     import soundfile
-    from torch.utils.tensorboard.summary import Summary, audio as audio_summary
+    from tensorboard.compat.proto.summary_pb2 import Summary
 
     info = soundfile.info(str(path))
     if info.format == "WAV" and info.subtype == "PCM_16" and info.channels == 1:
-        return Summary(value=[Summary.Value(tag=tag, audio=Summary.Audio(
-            sample_rate=info.samplerate, num_channels=1, length_frames=info.frames,
-            encoded_audio_string=Path(path).read_bytes(), content_type="audio/wav"))])
-    from acr.core.audio import read_clip
+        encoded = Path(path).read_bytes()
+    else:
+        from acr.core.audio import read_clip
 
-    audio, rate = read_clip(path)  # (channels, samples)
-    mono = audio.mean(axis=0) if audio.ndim == 2 else audio
-    return audio_summary(tag, mono[None, :], sample_rate=rate)
+        audio, _ = read_clip(path)  # (channels, samples)
+        mono = audio.mean(axis=0) if audio.ndim == 2 else audio
+        buffer = io.BytesIO()
+        soundfile.write(buffer, mono.clip(-1.0, 1.0), info.samplerate, format="WAV",
+                        subtype="PCM_16")
+        encoded = buffer.getvalue()
+    return Summary(value=[Summary.Value(tag=tag, audio=Summary.Audio(
+        sample_rate=info.samplerate, num_channels=1, length_frames=info.frames,
+        encoded_audio_string=encoded, content_type="audio/wav"))])
+
+
+PNG_COLOUR_SPACES = {0: 1, 4: 2, 2: 3, 6: 4}  # a PNG's colour type -> TensorBoard's colorspace
+
+
+def tensorboard_image(tag: str, path: Path) -> Any:
+    """TensorBoard's image summary of a PNG file: its own bytes, with the size and colours its
+    header gives (nothing decoded, nothing encoded)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    data = Path(path).read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        raise ValueError(f"{path}: not a PNG file")
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    colours = PNG_COLOUR_SPACES.get(data[25], 4)  # (a palette PNG: shown as RGBA)
+    return Summary(value=[Summary.Value(tag=tag, image=Summary.Image(
+        height=height, width=width, colorspace=colours, encoded_image_string=data))])
+
+
+def tensorboard_text(tag: str, text: str) -> Any:
+    """TensorBoard's text summary, tagged as `add_text` tags it (TAG/text_summary)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+    from tensorboard.plugins.text.metadata import create_summary_metadata
+
+    tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode("utf-8")],
+                         tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+    return Summary(value=[Summary.Value(tag=f"{tag}/text_summary", tensor=tensor,
+                                        metadata=create_summary_metadata(None, None))])
 
 
 def tensorboard_last_step(folder: Path) -> int:
@@ -556,11 +613,9 @@ def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> T
     if tracking.tensorboard:
         record["tensorboard"] = TENSORBOARD_DIR
 
-        def open_tensorboard() -> tuple[Any, int]:
-            last = tensorboard_last_step(run.dir / TENSORBOARD_DIR)
-            after_the_newest_file(run.dir / TENSORBOARD_DIR)
-            sink = TensorBoardSink(run.dir, last if last >= 1 else None)
-            return sink, 0 if last < 0 else max(last, 1)  # (0: the config, then everything)
+        def open_tensorboard() -> tuple[Any, int]:  # in a child process: see child_sink.py
+            sink = ChildSink("tensorboard", open_tensorboard_sink, run.dir / TENSORBOARD_DIR)
+            return sink, sink.first
         starts.append(SinkStart("tensorboard", open_tensorboard))
     if tracking.wandb is not None and tracking.wandb.mode != "disabled":
         fresh = "wandb_id" not in record
