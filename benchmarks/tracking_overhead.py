@@ -25,7 +25,8 @@ after the other, which goes first alternating), and two spans timed in every run
 `--scale` (repeatable) makes the runs longer; every scale is timed both ways. Each figure is the
 median of each side and the overhead is the median over the pairs of (tracked / untracked - 1):
 a small machine's speed drifts by several percent between runs of a few seconds, and a pair's
-two runs see the same drift, which the median over pairs then sets aside. Prints the machine's
+two runs see the same drift, which the median over pairs then sets aside; its 95% bootstrap
+interval (the pairs resampled) says how far the figure itself may be off. Prints the machine's
 load average, each figure with what it measures, and exits 1 when the loop's overhead at the
 largest scale, either way, is above `--max-overhead` percent.
 
@@ -37,6 +38,7 @@ import argparse
 import dataclasses
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -88,9 +90,22 @@ class Figure:
     on: list[float]
 
     @property
+    def extras(self) -> list[float]:
+        """Each pair's tracked run's extra time, in percent."""
+        return [100 * (on / off - 1) for off, on in zip(self.off, self.on)]
+
+    @property
     def overhead(self) -> float:
         """The median over the pairs of the tracked run's extra time, in percent."""
-        return statistics.median(100 * (on / off - 1) for off, on in zip(self.off, self.on))
+        return statistics.median(self.extras)
+
+    def interval(self, resamples: int = 4000) -> tuple[float, float]:
+        """A 95% bootstrap interval of `overhead`: the pairs resampled with replacement (a fixed
+        seed: the same figures give the same interval)."""
+        rng, extras = random.Random(0), self.extras
+        medians = sorted(statistics.median(rng.choices(extras, k=len(extras)))
+                         for _ in range(resamples))
+        return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
 @dataclasses.dataclass
@@ -196,10 +211,12 @@ def main() -> None:
         samples = f"{40 * f.scale} clips" if f.command == "experiment" else \
             f"{4 * f.scale} epochs"
         off, on = statistics.median(f.off), statistics.median(f.on)
+        low, high = f.interval()
         print(f"acr {f.command:10s} scale {f.scale} ({samples:9s}) {f.way:16s}: {off:6.2f} s "
               f"without tracking, {on:6.2f} s with TensorBoard + W&B (offline): "
-              f"{f.overhead:+.1f}% over the pairs (range {min(f.on):.2f}-{max(f.on):.2f} s "
-              f"with, {min(f.off):.2f}-{max(f.off):.2f} s without)")
+              f"{f.overhead:+.1f}% over the pairs (95% interval {low:+.1f}% to {high:+.1f}%; "
+              f"range {min(f.on):.2f}-{max(f.on):.2f} s with, {min(f.off):.2f}-{max(f.off):.2f} s "
+              "without)")
     worst = max(f.overhead for f in figures if f.scale == scales[-1] and f.way.endswith("loop"))
     if worst > args.max_overhead:
         raise SystemExit(f"tracking slows the loop by {worst:.1f}% at scale {scales[-1]}, above "

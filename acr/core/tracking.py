@@ -133,7 +133,7 @@ class TensorBoardSink:
     def config(self, config: dict) -> None:
         from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
-        self._summary(0, hparams_pb(flat_config(config), start_time_secs=time.time()))
+        self._summary(0, hparams_pb(flat_config(config)))
         self._summary(0, tensorboard_text("config", "```\n" + json.dumps(config, indent=2)
                                           + "\n```"))
 
