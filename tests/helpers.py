@@ -298,7 +298,8 @@ def open_file_recorder(path, fail_on=None, first=0, fail_to_open=None):
 
 def open_disk_full_tensorboard_sink(folder):
     """A child sink's opener: acr's TensorBoard sink, whose second scalars call fails as on a
-    full disk (an OSError from the sink's own process, after its first call was written)."""
+    full disk (an OSError from the sink's own process, after its first call was written). The
+    steps of its scalars calls go to FOLDER/scalars-calls.txt."""
     from acr.core.tracking import open_tensorboard_sink
 
     sink, first = open_tensorboard_sink(folder)
@@ -306,6 +307,8 @@ def open_disk_full_tensorboard_sink(folder):
 
     def scalars(step, values):
         calls.append(step)
+        with open(Path(folder) / "scalars-calls.txt", "a") as fh:
+            fh.write(f"{step}\n")
         if len(calls) > 1:
             raise OSError(28, "No space left on device")
         write(step, values)

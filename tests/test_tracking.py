@@ -375,7 +375,7 @@ def test_a_resume_within_the_second_of_the_last_file_writes_after_it(tmp_path):
     trackers.close()
     old = next((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     parts = old.name.split(".")
-    parts[3], parts[5] = str(int(time.time()) + 1), "99999999"  # this second, a later pid
+    parts[3], parts[-2] = str(int(time.time()) + 1), "99999999"  # this second, a later pid
     old.rename(old.with_name(".".join(parts)))
     trackers = open_trackers(run, options, {"seed": 1})
     trackers.scalars(4, "batch", {"x": 4.0})
@@ -399,6 +399,7 @@ def test_tensorboard_last_step_follows_a_later_writers_purge(tmp_path):
     assert max(e.step for e in tensorboard_events(tmp_path).Scalars("x")) == 4
 
 
+@pytest.mark.slow
 def test_tensorboard_sink_purges_from_its_first_step_as_torchs_writer_does(tmp_path):
     """Written by torch's SummaryWriter up to step 8, then by acr's sink reopened at step 5:
     TensorBoard's readers see torch's 1-4, then the sink's 5-6."""
@@ -407,6 +408,7 @@ def test_tensorboard_sink_purges_from_its_first_step_as_torchs_writer_does(tmp_p
     writer = SummaryWriter(str(tmp_path))
     for step in range(1, 9):
         writer.add_scalar("x", step, step)
+        writer.add_scalar("z", step, step)  # (never written again: only the purge drops 5-8)
     writer.close()
     time.sleep(1.0)  # (a later second: the sink's file sorts after torch's)
     sink = TensorBoardSink(tmp_path, purge_step=5)
@@ -417,9 +419,11 @@ def test_tensorboard_sink_purges_from_its_first_step_as_torchs_writer_does(tmp_p
     assert [(e.step, e.value) for e in tb.Scalars("x")] == \
         [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0), (5, 50.0), (6, 60.0)]
     assert [(e.step, e.value) for e in tb.Scalars("y")] == [(6, 6.0)]
+    assert [e.step for e in tb.Scalars("z")] == [1, 2, 3, 4]
     assert tensorboard_last_step(tmp_path) == 6
 
 
+@pytest.mark.slow
 def test_the_tensorboard_sink_needs_no_torch(tmp_path):
     """Its child process opens it, writes and closes it without importing torch (1.6 s of CPU
     beside the run)."""
@@ -525,12 +529,13 @@ def test_experiment_tracks_batches_clips_metrics_and_plots(acr, in_tmp):
     start = hparams_metadata.parse_session_start_info_plugin_data(
         tb.PluginTagToContent("hparams")["_hparams_/session_start_info"])
     assert start.hparams["name"].string_value == "grid"
+    assert start.group_name == str(run.resolve())  # one session group per run folder
     assert start.hparams["seed"].number_value == 3
     assert start.hparams["parameter_sets.hot.top_k"].number_value == 50
     copy = tb.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert json.loads(copy.strip("`\n"))["parameter_sets"]["hot"]["temperature"] == 1.5
     # written by a process of its own (its pid in the event file's name), not the run's
-    writers = {int(p.name.split(".")[5]) for p in (run / "tensorboard").glob("events.*")}
+    writers = {int(p.name.split(".")[-2]) for p in (run / "tensorboard").glob("events.*")}
     assert len(writers) == 1 and os.getpid() not in writers
 
     # W&B (offline): the same points, the audio with captions, the config and tags
@@ -707,6 +712,8 @@ def test_failing_trackers_cost_a_warning_and_the_run_completes(acr, in_tmp, monk
     assert len(warnings) == 2, result.stderr
     assert "tensorboard failed (OSError" in warnings[0] and "No space left" in warnings[0]
     assert "wandb is unavailable (ModuleNotFoundError" in warnings[1]
+    calls = (run / "tensorboard/scalars-calls.txt").read_text().split()
+    assert calls == ["1", "2"]  # none after its failure
     failed = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines()
               if '"tracking.failed"' in l]
     assert sorted(e["sink"] for e in failed) == ["tensorboard", "wandb"]

@@ -106,8 +106,9 @@ def wandb_mode(asked: Optional[str]) -> str:
 
 class TensorBoardSink:
     """Event files in RUN/tensorboard/, written by TensorBoard's own event writer and summary
-    records (what torch's SummaryWriter writes, without torch: the sink works in a child
-    process, which then needs no torch import)."""
+    functions, without torch (the sink works in a child process, which then imports no torch):
+    scalars, audio, images and text as torch's SummaryWriter writes them; the config as the
+    HParams of one session, grouped under the run folder's path."""
 
     name = "tensorboard"
 
@@ -116,6 +117,7 @@ class TensorBoardSink:
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         fast_event_checksums()
+        self.session = str(Path(folder).resolve().parent)  # (the run folder)
         self.writer = EventFileWriter(str(Path(folder).resolve()), flush_secs=30)
         if purge_step is not None:  # (as SummaryWriter(purge_step=) starts its file)
             self._add(Event(step=purge_step, file_version="brain.Event:2"))
@@ -133,7 +135,7 @@ class TensorBoardSink:
     def config(self, config: dict) -> None:
         from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 
-        self._summary(0, hparams_pb(flat_config(config)))
+        self._summary(0, hparams_pb(flat_config(config), trial_id=self.session))
         self._summary(0, tensorboard_text("config", "```\n" + json.dumps(config, indent=2)
                                           + "\n```"))
 
@@ -183,9 +185,10 @@ def masked_crc32c(data: bytes) -> int:
 def fast_event_checksums() -> None:
     """Make TensorBoard's event writer checksum its records with masked_crc32c. It uses the
     pure-Python CRC-32C of its TensorFlow stub: 6 ms of the interpreter for a 1 s clip's 64 KB
-    (on a thread of the run's process, that slowed a fine-tune's loop by about 7%; in the sink's
-    child, it is CPU time taken beside the run on a machine of few cores). Without google-crc32c's C code (no wheel for the platform), or in a TensorBoard that
-    checksums elsewhere, nothing changes."""
+    (on a thread of the run's process, that slowed a fine-tune's loop by about 7%; in the
+    sink's child, it is CPU time taken beside the run on a machine of few cores). Without
+    google-crc32c's C code (no wheel for the platform), or in a TensorBoard that checksums
+    elsewhere, nothing changes."""
     try:
         import google_crc32c
         from tensorboard.summary.writer import record_writer
@@ -206,7 +209,7 @@ def tensorboard_audio(tag: str, path: Path) -> Any:
 
     info = soundfile.info(str(path))
     if info.format == "WAV" and info.subtype == "PCM_16" and info.channels == 1:
-        encoded = Path(path).read_bytes()
+        encoded, frames = Path(path).read_bytes(), info.frames
     else:
         from acr.core.audio import read_clip
 
@@ -215,9 +218,9 @@ def tensorboard_audio(tag: str, path: Path) -> Any:
         buffer = io.BytesIO()
         soundfile.write(buffer, mono.clip(-1.0, 1.0), info.samplerate, format="WAV",
                         subtype="PCM_16")
-        encoded = buffer.getvalue()
+        encoded, frames = buffer.getvalue(), mono.shape[-1]
     return Summary(value=[Summary.Value(tag=tag, audio=Summary.Audio(
-        sample_rate=info.samplerate, num_channels=1, length_frames=info.frames,
+        sample_rate=info.samplerate, num_channels=1, length_frames=frames,
         encoded_audio_string=encoded, content_type="audio/wav"))])
 
 
@@ -230,7 +233,7 @@ def tensorboard_image(tag: str, path: Path) -> Any:
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     data = Path(path).read_bytes()
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+    if len(data) < 26 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
         raise ValueError(f"{path}: not a PNG file")
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     colours = PNG_COLOUR_SPACES.get(data[25], 4)  # (a palette PNG: shown as RGBA)
