@@ -25,8 +25,9 @@ after the other, which goes first alternating), and two spans timed in every run
 `--scale` (repeatable) makes the runs longer; every scale is timed both ways. Each figure is the
 median of each side and the overhead is the median over the pairs of (tracked / untracked - 1):
 a small machine's speed drifts by several percent between runs of a few seconds, and a pair's
-two runs see the same drift, which the median over pairs then sets aside; its 95% bootstrap
-interval (the pairs resampled) says how far the figure itself may be off. Prints the machine's
+two runs see the same drift, which the median over pairs then sets aside; its confidence
+interval (of at least 95%, from the order of the pairs' figures: Figure.interval) says how far
+this machine's noise may leave the figure from the truth. Prints the machine's
 load average, each figure with what it measures, and exits 1 when the loop's overhead at the
 largest scale, either way, is above `--max-overhead` percent.
 
@@ -37,8 +38,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -99,13 +100,23 @@ class Figure:
         """The median over the pairs of the tracked run's extra time, in percent."""
         return statistics.median(self.extras)
 
-    def interval(self, resamples: int = 4000) -> tuple[float, float]:
-        """A 95% bootstrap interval of `overhead`: the pairs resampled with replacement (a fixed
-        seed: the same figures give the same interval)."""
-        rng, extras = random.Random(0), self.extras
-        medians = sorted(statistics.median(rng.choices(extras, k=len(extras)))
-                         for _ in range(resamples))
-        return medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
+    def interval(self) -> str:
+        """The median's distribution-free confidence interval of at least 95%, over the pairs:
+        from the k-th smallest to the k-th largest extra time, k the largest for which fewer
+        than k of n pairs fall below the median with probability at most 2.5% (the binomial
+        sign test). It assumes only that the pairs are independent; with 5 pairs or fewer
+        no such interval exists."""
+        extras, n = sorted(self.extras), len(self.extras)
+
+        def below(j: int) -> float:  # P(at most j of n pairs below the median)
+            return sum(math.comb(n, i) for i in range(j + 1)) / 2 ** n
+        if below(0) > 0.025:
+            return "no 95% interval from so few pairs"
+        k = 1
+        while below(k) <= 0.025:
+            k += 1
+        return (f"{100 * (1 - 2 * below(k - 1)):.0f}% interval {extras[k - 1]:+.1f}% to "
+                f"{extras[n - k]:+.1f}%")
 
 
 @dataclasses.dataclass
@@ -211,10 +222,9 @@ def main() -> None:
         samples = f"{40 * f.scale} clips" if f.command == "experiment" else \
             f"{4 * f.scale} epochs"
         off, on = statistics.median(f.off), statistics.median(f.on)
-        low, high = f.interval()
         print(f"acr {f.command:10s} scale {f.scale} ({samples:9s}) {f.way:16s}: {off:6.2f} s "
               f"without tracking, {on:6.2f} s with TensorBoard + W&B (offline): "
-              f"{f.overhead:+.1f}% over the pairs (95% interval {low:+.1f}% to {high:+.1f}%; "
+              f"{f.overhead:+.1f}% over the pairs ({f.interval()}; "
               f"range {min(f.on):.2f}-{max(f.on):.2f} s with, {min(f.off):.2f}-{max(f.off):.2f} s "
               "without)")
     worst = max(f.overhead for f in figures if f.scale == scales[-1] and f.way.endswith("loop"))
