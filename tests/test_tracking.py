@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from acr.core.child_sink import ChildSink, ChildSinkError, end_idle_children
+from acr.core.child_sink import CHILD_NICENESS, ChildSink, ChildSinkError, end_idle_children
 from acr.core.config.schema import TrackingOptions
 from acr.core.runs import Run
 from acr.core.tracking import (Clip, SinkStart, SinkWorker, TensorBoardSink, Trackers,
@@ -166,7 +166,14 @@ def test_a_child_sink_gets_every_call_in_its_process_in_order_by_close(tmp_path)
     record = tmp_path / "calls.jsonl"
     sink = ChildSink("recorder", open_file_recorder, record, None, 7)
     assert sink.first == 7
-    assert int(Path(str(record) + ".pid").read_text()) == sink.child.process.pid != os.getpid()
+    child = sink.child.process.pid
+    assert int(Path(str(record) + ".pid").read_text()) == child != os.getpid()
+    # a process group of its own (a Ctrl-C at the terminal reaches the run's group, not it), in
+    # the run's session: where the kernel groups CPU time by session (autogroup), a child in a
+    # session of its own would get as much CPU as the run, its niceness notwithstanding
+    assert os.getpgid(child) == child != os.getpgid(0) and os.getsid(child) == os.getsid(0)
+    assert os.getpriority(os.PRIO_PROCESS, child) == \
+        os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICENESS
     for number in (signal.SIGINT, signal.SIGTERM):  # a Ctrl-C or a job's end is the run's
         os.kill(sink.child.process.pid, number)  # to handle: the child goes on
     sink.config({"seed": 1})
