@@ -37,6 +37,11 @@ PARENT_CHECK_SECONDS = 0.1  # how often the child looks whether the run's proces
 END_WAIT_SECONDS = 10  # how long ending a child waits before it is killed
 
 
+# a process group of its own from the start (Python 3.11's Popen); on 3.10 the child makes one
+# itself as it starts (main)
+OWN_PROCESS_GROUP = {"process_group": 0} if sys.version_info >= (3, 11) else {}
+
+
 class ChildSinkError(Exception):
     """A failure in the child: `str()` is the child's "ExceptionType: message"."""
 
@@ -63,7 +68,7 @@ def _start() -> Child:
     ours, theirs = socket.socketpair()
     process = subprocess.Popen([sys.executable, "-m", "acr.core.child_sink",
                                 str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                               process_group=0)
+                               **OWN_PROCESS_GROUP)
     theirs.close()
     return Child(Connection(ours.detach()), process, _surroundings())
 
@@ -243,6 +248,8 @@ def _serve_one(connection: Connection, sink: Any) -> bool:
 def main() -> None:
     """`python -m acr.core.child_sink FD`: serve the socket FD that the run's process passed."""
     parent = os.getppid()
+    if os.getpgid(0) != os.getpid():
+        os.setpgid(0, 0)
     for number in (signal.SIGINT, signal.SIGTERM):  # (a handler, not SIG_IGN: the processes
         signal.signal(number, lambda *_: None)  # it starts get the default action back)
     if hasattr(os, "nice"):
