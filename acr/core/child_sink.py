@@ -8,13 +8,15 @@ long; the same W&B work in a child process left it unchanged.
 The child is a new interpreter (`python -m acr.core.child_sink FD`: nothing of the run's state
 is copied, no script of the caller's is run again), in a process group of its own (a Ctrl-C
 at the terminal is the run's to handle; SIGINT and SIGTERM sent to the child itself are
-ignored), at a lower scheduling priority than the run (CHILD_NICENESS). It stays in the run's
-session: Linux's autogroup scheduling shares the CPU between sessions first, so a child in a
-session of its own got as much CPU as the run whatever its niceness (measured here: a
-whole-process experiment's loop 15% longer with TensorBoard's child in its own session, none
-in the run's). W&B starts its service in a session of its own. Calls go to
-it over a socket, in order, and are not answered (the SinkWorker thread that sends them never
-waits for the child's work); the child answers opening (the step to replay the journal from),
+ignored), at a lower scheduling priority than the run (CHILD_NICENESS; on Linux also the
+SCHED_BATCH policy, so that the child waking up does not preempt a thread of the run: a torch
+step waits for its slowest thread). It stays in the run's session: Linux's autogroup
+scheduling shares the CPU between sessions first, so a child in a session of its own got as
+much CPU as the run whatever its niceness (measured here: a whole-process experiment's loop 15%
+longer with TensorBoard's child in its own session, none in the run's). W&B starts its service
+in a session of its own. Calls go to it over a socket, in order (a few times a second: the
+SinkWorker thread that sends them gathers them), and are not answered (that thread never waits
+for the child's work); the child answers opening (the step to replay the journal from),
 closing, and a call that failed (reported at the next call or at closing, as a ChildSinkError
 carrying the child's own error). When the run's process dies, the child ends within
 PARENT_CHECK_SECONDS, writing nothing more, as a sink on a thread would have.
@@ -33,6 +35,7 @@ from multiprocessing.connection import Connection
 from typing import Any, Callable, NamedTuple
 
 CHILD_NICENESS = 10  # added to the child's niceness: a lower scheduling priority than the run
+# and on Linux the batch policy: the child's wake-ups do not preempt the run's threads
 PARENT_CHECK_SECONDS = 0.1  # how often the child looks whether the run's process is alive
 END_WAIT_SECONDS = 10  # how long ending a child waits before it is killed
 
@@ -245,6 +248,19 @@ def _serve_one(connection: Connection, sink: Any) -> bool:
     return not failed
 
 
+def batch_policy() -> None:
+    """The batch scheduling policy for this process (its threads, and the processes it starts,
+    W&B's service among them, inherit it), where the run has the normal one (Linux). Under
+    another policy (a run started with `chrt`) the child keeps it: leaving SCHED_IDLE is not
+    allowed without privileges, and a real-time run's child should not be made batch by
+    guesswork."""
+    try:
+        if os.sched_getscheduler(0) == os.SCHED_OTHER:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):  # not Linux, or not allowed (a sandbox): niceness only
+        pass
+
+
 def main() -> None:
     """`python -m acr.core.child_sink FD`: serve the socket FD that the run's process passed."""
     parent = os.getppid()
@@ -254,6 +270,7 @@ def main() -> None:
         signal.signal(number, lambda *_: None)  # it starts get the default action back)
     if hasattr(os, "nice"):
         os.nice(CHILD_NICENESS)
+    batch_policy()
     threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
     serve(Connection(int(sys.argv[1])))
 

@@ -375,9 +375,12 @@ def train_epoch(model, lm, items, optimizer, scheduler, scaler, autocast, cfg, b
         if scaler:
             scaler.unscale_(optimizer)
         grad_norm = None
-        if cfg.grad_clip or on_step is not None:  # the norm before clipping (inf: no clipping)
+        if cfg.grad_clip:  # (the norm before clipping)
             grad_norm = torch.nn.utils.clip_grad_norm_(
-                [p for p in params if p.grad is not None], cfg.grad_clip or math.inf)
+                [p for p in params if p.grad is not None], cfg.grad_clip)
+        elif on_step is not None:  # the norm alone, for the trackers (nothing to scale)
+            grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params
+                                                       if p.grad is not None])
         lr = optimizer.param_groups[0]["lr"]
         if scaler:
             scaler.step(optimizer)
