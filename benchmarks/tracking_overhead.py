@@ -4,9 +4,9 @@ and with both (TensorBoard + W&B offline).
 Experiment: 5 prompts x 2 parameter sets x (4 x scale) samples of 2 s (analysis off, so both
 sides time generation, writing and, with tracking, the per-batch scalars and the clips).
 Fine-tune: the demo dataset (9 files of 4 s), 4 x scale epochs of 2 s segments, samples every
-2 epochs (per-step scalars, per-epoch scalars, sample audio). Two ways of running, each
-alternating without and with tracking `--repeats` times (each repeat a pair of runs, one right
-after the other, which goes first alternating), and two spans timed in every run:
+2 epochs (per-step scalars, per-epoch scalars, sample audio). Three ways of running (`--ways`);
+the first two alternate without and with tracking `--repeats` times (each repeat a pair of
+runs, one right after the other, which goes first alternating), and time two spans in every run:
 
 - process: the whole `python -m acr experiment|finetune CONFIG` command, as a user runs it:
   everything tracking costs is inside (importing wandb and TensorBoard, starting W&B's service,
@@ -14,24 +14,42 @@ after the other, which goes first alternating), and two spans timed in every run
 - in-process: `run_experiment` / `run_finetune` called again in one process that already ran
   a tracked run (wandb imported, its service up): what tracking adds to a run beyond the
   once-per-process costs.
-- loop (in both ways): the run's generation or training loop, as the run records it in
+- loop (in both of those): the run's generation or training loop, as the run records it in
   meta.json (`wall_seconds`): an experiment's batches (generating, writing each clip and its
   sidecar, the per-batch tracking calls), a fine-tune's epochs (training, validation, the
   samples every `sample_every`, checkpoints, the per-step and per-epoch tracking calls). This
   is what "tracking slows generation or training" means; the rest of a run's time is setup and
   close (opening the trackers, loading the model, the end-of-run clips, closing the trackers),
   which the other spans include.
+- interleaved: one long tracked `run_experiment` / `run_finetune` (`--interleaved-seconds` of
+  loop; the fine-tune without sample rounds) in one process, tracking switched on and off every
+  ALTERNATE_SECONDS (Trackers.active reads False while off: the run makes no tracking call,
+  writes no journal line, and its sinks get nothing new), each step timed (a fine-tune's
+  optimizer step, an experiment's batch; not the interval across an epoch's end). A pair is
+  an on span and the off span after it: the on span's mean step, with the extra time of the
+  off span's first SETTLE_SECONDS (where the sinks handle the on span's last calls: they
+  gather calls for up to half a second) shared among its steps, against the rest of the off
+  span's mean step. Both sides of a pair are seconds apart in one process on one model, so
+  this machine's drift between runs does not reach them: it is the precise figure for what
+  tracking costs a step. What it leaves out, the other ways include: starting and closing the
+  trackers, the end-of-run clips, the sample rounds, what the trackers' processes do on their
+  own schedule whether or not calls come (a flush, W&B's service), and what the run does for
+  its trackers in both spans (building a step's values; a fine-tune's gradient norm, which the
+  benchmark's config computes anyway to clip the gradients).
 
-`--scale` (repeatable) makes the runs longer; every scale is timed both ways. Each figure is the
-median of each side and the overhead is the median over the pairs of (tracked / untracked - 1):
+`--scale` (repeatable) makes the runs longer; every scale is timed the first two ways. Each
+figure is the median of each side and the overhead is the median over the pairs of (tracked /
+untracked - 1):
 a small machine's speed drifts by several percent between runs of a few seconds, and a pair's
 two runs see the same drift, which the median over pairs then sets aside; its confidence
 interval (of at least 95%, from the order of the pairs' figures: Figure.interval) says how far
 this machine's noise may leave the figure from the truth. Prints the machine's
 load average, each figure with what it measures, and exits 1 when the loop's overhead at the
-largest scale, either way, is above `--max-overhead` percent.
+largest scale, any way, is above `--max-overhead` percent (the interleaved figures count
+as the largest scale's).
 
     python benchmarks/tracking_overhead.py [--repeats 8] [--scale 1 --scale 4] [--max-overhead 3]
+        [--ways process,in-process,interleaved] [--interleaved-seconds 120]
 """
 from __future__ import annotations
 
@@ -72,8 +90,9 @@ strategy: full
 epochs: {epochs}
 lr: 3.0e-3
 segment_duration: 2.0
-sample_every: 2
+sample_every: {sample_every}
 sample_duration: 1.0
+patience: 0
 device: cpu
 """
 
@@ -86,7 +105,7 @@ class Figure:
 
     command: str
     scale: int
-    way: str  # "process" | "in-process" | "process, loop" | "in-process, loop"
+    way: str  # "process" | "in-process" | "process, loop" | "in-process, loop" | "interleaved"
     off: list[float]  # seconds, one per pair
     on: list[float]
 
@@ -117,6 +136,121 @@ class Figure:
             k += 1
         return (f"{100 * (1 - 2 * below(k - 1)):.0f}% interval {extras[k - 1]:+.1f}% to "
                 f"{extras[n - k]:+.1f}%")
+
+
+ALTERNATE_SECONDS = 2.0  # interleaved: tracking on for this long, then off, and so on
+SETTLE_SECONDS = 0.75  # an off span's first steps: the sinks still handle the on span's calls
+# (they gather calls for up to half a second)
+
+
+class Alternation:
+    """Tracking switched on and off every ALTERNATE_SECONDS within one run (the interleaved
+    way: the module docstring), and the steps timed: `step()` at each step's end (the run's
+    tracking call for the step follows it), `apart()` when something else happened since the
+    last step (an epoch's end: that interval is not a step)."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.last: float | None = None  # the last step's end
+        self.interrupted = False
+        self.steps: list[tuple[float, float]] = []  # (its start after self.start, seconds)
+
+    def on(self) -> bool:
+        """Whether tracking is on now: in the even spans."""
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = now
+        return int((now - self.start) // ALTERNATE_SECONDS) % 2 == 0
+
+    def step(self) -> None:
+        now = time.perf_counter()
+        if self.last is not None and not self.interrupted and self.start is not None:
+            self.steps.append((self.last - self.start, now - self.last))
+        self.last, self.interrupted = now, False
+
+    def apart(self) -> None:
+        self.interrupted = True
+
+    def pairs(self) -> tuple[list[float], list[float]]:
+        """(off, on) per on span and the off span after it. The on span's steps made tracking
+        calls (each step's interval holds the call that began it); what the sinks do with its
+        last calls lands in the off span's first SETTLE_SECONDS, whose extra time over the rest
+        of the off span's mean is the on span's too. on: the on span's mean step with that
+        extra shared among its steps; off: the off span's mean step after SETTLE_SECONDS."""
+        off, on = [], []
+        spans = int(max((start for start, _ in self.steps), default=0) // ALTERNATE_SECONDS)
+        for span in range(0, spans, 2):
+            begin, middle = span * ALTERNATE_SECONDS, (span + 1) * ALTERNATE_SECONDS
+
+            def within(low: float, high: float) -> list[float]:
+                return [seconds for start, seconds in self.steps if low <= start < high]
+            tracked = within(begin, middle)
+            spill = within(middle, middle + SETTLE_SECONDS)
+            rest = within(middle + SETTLE_SECONDS, middle + ALTERNATE_SECONDS)
+            if len(tracked) >= 3 and len(rest) >= 3:
+                mean = statistics.mean(rest)
+                on.append((sum(tracked) + sum(spill) - len(spill) * mean) / len(tracked))
+                off.append(mean)
+        return off, on
+
+
+def alternating(alternation: Alternation):
+    """A context in which this process's runs track only in `alternation`'s on spans and time
+    their steps: a fine-tune's optimizer steps at its per-step tracking callback (given to
+    every epoch, on or off: the call inside asks Trackers.active), an experiment's batches
+    where the run hands each to its trackers. It wraps the functions of acr that do these
+    (an AttributeError here: they were renamed)."""
+    import contextlib
+
+    import acr.commands.experiment.run as experiment_run
+    import acr.commands.finetune.train as finetune_train
+    from acr.core import tracking
+
+    @contextlib.contextmanager
+    def context():
+        active, scalars = tracking.Trackers.active, tracking.Trackers.scalars
+        track_batches, step_tracker = experiment_run.track_batches, finetune_train.step_tracker
+        forced = []  # non-empty: tracking on whatever the span
+
+        def gated(self) -> bool:
+            return (bool(forced) or alternation.on()) and active.fget(self)
+
+        def timed_step_tracker(trackers):
+            forced.append(True)
+            try:
+                inner = step_tracker(trackers)
+            finally:
+                forced.pop()
+            if inner is None:
+                return None
+
+            def on_step(step: int, values: dict) -> None:
+                alternation.step()
+                inner(step, values)
+            return on_step
+
+        def other_calls(self, step, group, values):
+            if group not in ("train", "batch"):  # (a fine-tune's epoch end: validation lies
+                # between two steps)
+                alternation.apart()
+            return scalars(self, step, group, values)
+
+        def timed_batches(trackers, run_dir, batches):
+            if len(batches) == 1:  # (not a resumed run's catching up)
+                alternation.step()
+            return track_batches(trackers, run_dir, batches)
+
+        tracking.Trackers.active = property(gated)
+        tracking.Trackers.scalars = other_calls
+        finetune_train.step_tracker = timed_step_tracker
+        experiment_run.track_batches = timed_batches
+        try:
+            yield
+        finally:
+            tracking.Trackers.active, tracking.Trackers.scalars = active, scalars
+            finetune_train.step_tracker = step_tracker
+            experiment_run.track_batches = track_batches
+    return context()
 
 
 @dataclasses.dataclass
@@ -152,8 +286,10 @@ def main() -> None:
     parser.add_argument("--scale", type=int, action="append",
                         help="run length: experiment samples per prompt and fine-tune epochs "
                              "are 4 x scale (repeatable; default 1)")
-    parser.add_argument("--ways", default="process,in-process",
-                        help="process, in-process or both (comma-separated)")
+    parser.add_argument("--ways", default="process,in-process,interleaved",
+                        help="any of process, in-process, interleaved (comma-separated)")
+    parser.add_argument("--interleaved-seconds", type=float, default=120.0,
+                        help="the length of each interleaved run's loop (about)")
     parser.add_argument("--max-overhead", type=float, default=3.0, help="percent")
     args = parser.parse_args()
     if args.repeats < 1:
@@ -181,7 +317,8 @@ def main() -> None:
 
         for scale in scales:
             texts = {"experiment": GRID.format(samples=4 * scale),
-                     "finetune": FINETUNE.format(data=tmp / "data", epochs=4 * scale)}
+                     "finetune": FINETUNE.format(data=tmp / "data", epochs=4 * scale,
+                                                 sample_every=2)}
             for command, text in texts.items():
                 paths = {}
                 for tracked in (False, True):
@@ -205,10 +342,14 @@ def main() -> None:
 
                 # untimed: the tiny model built, the fine-tune's codes cached, wandb loaded
                 in_process(False), in_process(True)
-                for way in ways:
+                for way in [w for w in ways if w != "interleaved"]:
                     whole, loop = pairs(args.repeats, process if way == "process" else in_process)
                     figures.append(Figure(command, scale, way, whole[False], whole[True]))
                     figures.append(Figure(command, scale, f"{way}, loop", loop[False], loop[True]))
+        if "interleaved" in ways:
+            for command in ("experiment", "finetune"):
+                figures.append(interleaved(command, tmp, next(counter), scales[-1],
+                                           args.interleaved_seconds))
 
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end; {args.repeats} pairs of "
           "runs per figure: the median of each side, and the median over the pairs of the "
@@ -219,6 +360,13 @@ def main() -> None:
     print("loop       = the run's generation or training loop (meta.json's wall_seconds), "
           "timed by the run itself in either way")
     for f in figures:
+        if f.way == "interleaved":
+            off, on = statistics.median(f.off) * 1000, statistics.median(f.on) * 1000
+            unit = "batch" if f.command == "experiment" else "step"
+            print(f"acr {f.command:10s} interleaved, {len(f.off)} pairs of spans: {off:6.2f} ms a "
+                  f"{unit} without tracking, {on:6.2f} ms with TensorBoard + W&B (offline): "
+                  f"{f.overhead:+.1f}% over the pairs ({f.interval()})")
+            continue
         samples = f"{40 * f.scale} clips" if f.command == "experiment" else \
             f"{4 * f.scale} epochs"
         off, on = statistics.median(f.off), statistics.median(f.on)
@@ -227,12 +375,41 @@ def main() -> None:
               f"{f.overhead:+.1f}% over the pairs ({f.interval()}; "
               f"range {min(f.on):.2f}-{max(f.on):.2f} s with, {min(f.off):.2f}-{max(f.off):.2f} s "
               "without)")
-    worst = max(f.overhead for f in figures if f.scale == scales[-1] and f.way.endswith("loop"))
+    worst = max(f.overhead for f in figures if f.scale == scales[-1] and
+                (f.way.endswith("loop") or f.way == "interleaved"))
     if worst > args.max_overhead:
         raise SystemExit(f"tracking slows the loop by {worst:.1f}% at scale {scales[-1]}, above "
                          f"the promised {args.max_overhead:g}%")
     print(f"tracking slows the loop by at most {worst:.1f}% at scale {scales[-1]} (promised: "
           f"at most {args.max_overhead:g}%)")
+
+
+def interleaved(command: str, tmp: Path, number: int, scale: int, seconds: float) -> Figure:
+    """The interleaved way (module docstring): one tracked run of about `seconds` of loop,
+    in this process, its steps timed with tracking on and off in turns."""
+    from acr.commands.experiment import run_experiment
+    from acr.commands.finetune import run_finetune
+    from acr.core.config.loader import load_config
+    from acr.core.config.schema import ExperimentConfig, FinetuneConfig
+
+    # lengths from the scale-1 runs' loops on this machine: about 1.5 s for 40 clips, 0.1 s
+    # an epoch without samples
+    if command == "experiment":
+        text, schema, run = GRID.format(samples=max(4, round(4 * seconds / 1.5))), \
+            ExperimentConfig, run_experiment
+    else:
+        text, schema, run = FINETUNE.format(data=tmp / "data", epochs=max(4, round(seconds / 0.1)),
+                                            sample_every=0), FinetuneConfig, run_finetune
+    path = tmp / f"{command}-interleaved.yaml"
+    path.write_text(text + TRACKING)
+    alternation = Alternation()
+    with alternating(alternation):
+        run(load_config(schema, path), out=tmp / f"run-{number}")
+    off, on = alternation.pairs()
+    if not off:
+        raise SystemExit(f"the interleaved {command} was too short for a pair of spans: give "
+                         "--interleaved-seconds more")
+    return Figure(command, scale, "interleaved", off, on)
 
 
 if __name__ == "__main__":
