@@ -1,5 +1,6 @@
 """CLI behaviour: fast import, version, validate, and the exit-2-nothing-written error paths."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -241,6 +242,22 @@ def test_makefile_quick_start_targets_exist():
     assert "make demo" in quick and "make test" in quick
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     assert "make test" in ci_lines
+
+
+@pytest.mark.skipif(not shutil.which("make"), reason="needs make")
+def test_make_bench_runs_every_benchmark_and_fails_at_the_end_naming_those_that_missed(tmp_path):
+    """A benchmark that misses its goal exits 1; the rest still run (the GPU figures come last),
+    and `make bench` then fails. Run with a stand-in interpreter that records what it is given."""
+    stand_in, log = tmp_path / "python", tmp_path / "ran.txt"
+    stand_in.write_text(f'#!/bin/sh\necho "$1" >> {log}\n'
+                        'case "$1" in *analyze.py) exit 1;; esac\n')
+    stand_in.chmod(0o755)
+    result = subprocess.run(["make", "-o", "install", "bench", f"PY={stand_in}"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "goals missed or failed: analyze" in result.stdout
+    assert sorted(log.read_text().split()) == \
+        sorted(f"benchmarks/{p.name}" for p in (ROOT / "benchmarks").glob("*.py"))
 
 
 # ---- help texts, config kinds, did-you-mean, validate's checks ------------------------------
