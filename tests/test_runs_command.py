@@ -11,7 +11,8 @@ import sys
 import pytest
 import yaml
 
-from acr.core.runs import lock_run
+from acr.core.runs import is_locked, lock_run
+from helpers import kill_when
 
 GRID = """\
 name: cmp
@@ -73,6 +74,15 @@ def runs(tmp_path_factory):
     summary["groups"]["hot"]["loudness_lufs"]["mean"] = -11.5
     (hot / "analysis/summary.json").write_text(json.dumps(summary))
     edit_meta(hot, started="2026-11-21T10:00:00Z", ended="2026-11-21T10:01:00Z")
+    # a generate run that died (no one holds its lock), and an experiment launched on a cluster,
+    # whose tasks hold its lock only for moments: listed as its meta.json says
+    killed = root / "gen-killed" / "20261122T100000Z-eeeeee"
+    shutil.copytree(root / "gen" / "20261120T100000Z-bbbbbb", killed)
+    edit_meta(killed, status="running", ended=None, started="2026-11-22T10:00:00Z")
+    launched = root / "cmp-launched" / "20261123T100000Z-ffffff"
+    shutil.copytree(done, launched)
+    edit_meta(launched, status="running", ended=None, started="2026-11-23T10:00:00Z",
+              launcher={"kind": "slurm", "tasks": 2})
     lock = lock_run(root / "cmp-running" / "20261112T100000Z-cccccc")
     yield root
     lock.close()
@@ -93,7 +103,9 @@ def test_lists_every_run_with_its_state_and_the_baselines_metrics(acr, runs):
         "cmp-running/20261112T100000Z-cccccc": ("experiment", "running"),
         "cmp-killed/20261113T100000Z-cccccc": ("experiment", "interrupted"),  # no lock holder
         "gen/20261120T100000Z-bbbbbb": ("generate", "completed"),
-        "cmp-hot/20261121T100000Z-dddddd": ("experiment", "completed")}
+        "cmp-hot/20261121T100000Z-dddddd": ("experiment", "completed"),
+        "gen-killed/20261122T100000Z-eeeeee": ("generate", "interrupted"),
+        "cmp-launched/20261123T100000Z-ffffff": ("experiment", "running")}
     done = rows["cmp/20261101T100000Z-aaaaaa"]
     assert done["name"] == "cmp" and done["models"] == ["tiny-musicgen"]
     assert done["size"] == "6 samples" and done["device"] == "cpu"
@@ -114,12 +126,13 @@ def test_filters(acr, runs):
         return sorted(r["path"].split("/experiments/")[1].split("/")[0]
                       for r in listed(acr, runs, *args))
 
-    assert names("--status", "interrupted") == ["cmp-interrupted", "cmp-killed"]
-    assert names("--status", "running", "--status", "failed") == ["cmp-failed", "cmp-running"]
-    assert names("--command", "generate") == ["gen"]
-    assert names("--since", "2026-11-20") == ["cmp-hot", "gen"]
+    assert names("--status", "interrupted") == ["cmp-interrupted", "cmp-killed", "gen-killed"]
+    assert names("--status", "running", "--status", "failed") == ["cmp-failed", "cmp-launched",
+                                                                  "cmp-running"]
+    assert names("--command", "generate") == ["gen", "gen-killed"]
+    assert names("--since", "2026-11-20") == ["cmp-hot", "cmp-launched", "gen", "gen-killed"]
     assert names("--name", "cmp-*") == ["cmp-failed", "cmp-hot", "cmp-interrupted",
-                                        "cmp-killed", "cmp-running"]
+                                        "cmp-killed", "cmp-launched", "cmp-running"]
     assert names("--name", "*dddddd") == ["cmp-hot"]
     assert names("--since", "10000d", "--command", "experiment", "--status", "completed") == \
         ["cmp", "cmp-hot"]
@@ -129,9 +142,9 @@ def test_table_and_bad_input(acr, runs, tmp_path):
     result = acr("runs", runs)
     assert result.exit_code == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert lines[0] == "7 run(s)" and lines[1].split("\t")[:4] == ["run", "name", "command",
+    assert lines[0] == "9 run(s)" and lines[1].split("\t")[:4] == ["run", "name", "command",
                                                                   "status"]
-    assert sum("\tinterrupted\t" in line for line in lines) == 2
+    assert sum("\tinterrupted\t" in line for line in lines) == 3
     assert acr("runs", tmp_path / "nowhere").exit_code == 2
     result = acr("runs", runs, "--status", "paused")
     assert result.exit_code == 2 and "--status paused" in result.stderr
@@ -180,3 +193,17 @@ def test_runs_imports_no_torch(runs):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_a_killed_generate_run_is_listed_as_interrupted(acr, tmp_path):
+    """acr generate holds its run's lock to the end, as experiment and finetune do: killed with
+    -9, its meta.json still says running, and `acr runs` lists it as interrupted."""
+    out = tmp_path / "experiments" / "gen" / "20261201T100000Z-eeeeee"
+    proc = subprocess.Popen([sys.executable, "-m", "acr", "generate", "--model", "tiny-musicgen",
+                             "-p", "a long drone", "--duration", "120", "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, lambda: (out / "meta.json").is_file() and is_locked(out), limit=300)
+    assert json.loads((out / "meta.json").read_text())["status"] == "running"
+    assert [(r["command"], r["status"]) for r in listed(acr, tmp_path / "experiments")] == \
+        [("generate", "interrupted")]

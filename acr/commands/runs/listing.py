@@ -2,8 +2,10 @@
 (analysed experiments) analysis/summary.json only; no torch, no audio read.
 
 A run is a folder with a meta.json (its own samples/ etc. are not searched further). A run whose
-meta.json says `running` while no process holds its lock (experiment and finetune hold one to
-the end) was killed: it is listed as `interrupted`, as `--resume` treats it.
+meta.json says `running` while no process holds its lock (every command holds its run's lock to
+the end) was killed: it is listed as `interrupted`, as `--resume` treats it. An experiment
+launched on a cluster is the exception: its tasks hold the lock only for moments, so it is
+listed as its meta.json says (`acr experiment status RUN` asks its jobs).
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ from acr.core.errors import UsageError
 from acr.core.metrics import baseline_means
 from acr.core.runs import STATUSES, is_locked
 
-LOCKING_COMMANDS = ("experiment", "finetune")  # commands that hold .lock until they end
 
 
 @dataclass
@@ -88,8 +89,7 @@ def parse_time(text: Any) -> Optional[dt.datetime]:
 
 def status_of(run_dir: Path, meta: dict) -> str:
     status = meta.get("status") if meta.get("status") in STATUSES else "unknown"
-    if status == "running" and meta.get("command") in LOCKING_COMMANDS and \
-            not is_locked(run_dir):
+    if status == "running" and not meta.get("launcher") and not is_locked(run_dir):
         return "interrupted"  # killed: nothing holds its lock
     return status
 
