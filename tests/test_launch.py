@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run_acr
+from helpers import run_acr, tensorboard_events
 
 GRID = """\
 name: grid
@@ -96,6 +96,34 @@ def test_three_local_tasks_are_byte_identical_to_one_process(grid, tmp_path, acr
     assert f"{run}: completed; 12/12 samples" in result.stdout
     for share, count in ((0, 4), (1, 4), (2, 4)):
         assert f"share {share}: done ({count}/{count} samples; job " in result.stdout
+
+
+@pytest.mark.slow
+def test_a_launched_run_is_tracked_by_the_task_that_finishes_it(grid, tmp_path, acr):
+    """Its tasks (on other machines) do not track; the last task mirrors the whole run from its
+    folder at the end, as one process would have: every batch's scalars from its sidecars, the
+    clips after the last batch, the analysis."""
+    run = tmp_path / "T"
+    (tmp_path / "t.yaml").write_text(GRID.replace("analyze: false", "analyze: true"))
+    result = acr("experiment", tmp_path / "t.yaml", "--out", run, "--launcher", "local",
+                 "--tasks", "2", "--wait", "--track", "tensorboard")
+    assert result.exit_code == 0, result.stderr
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["status"] == "completed" and meta["tracking"]["sinks"] == ["tensorboard"]
+    seconds = {}
+    for path in run.glob("samples/**/*.json"):
+        car = json.loads(path.read_text())
+        seconds[car["batch_index"] + 1] = car["batch_seconds"]
+    tb = tensorboard_events(run / "tensorboard")
+    logged = {e.step: e.value for e in tb.Scalars("generation/seconds")}
+    assert sorted(logged) == sorted(seconds) == [1, 2, 3, 4, 5, 6]
+    assert logged == pytest.approx(seconds, rel=1e-6)
+    assert sorted(tb.Tags()["audio"]) == [f"audio/tiny-musicgen/{s}/{i}"
+                                          for s in ("base", "hot") for i in range(3)]
+    assert {e.step for tag in tb.Tags()["audio"] for e in tb.Audio(tag)} == {7}
+    summary = json.loads((run / "analysis/summary.json").read_text())
+    assert tb.Scalars("metrics/loudness_lufs/hot")[0].value == \
+        pytest.approx(summary["groups"]["hot"]["loudness_lufs"]["mean"], abs=1e-4)
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from acr.commands.experiment.shares import (ShareState, jobs_alive, launcher_dir
                                             read_record, refuse_active_shares, share_batches,
                                             share_states, shares_lock, write_jobs,
                                             write_record)
+from acr.commands.experiment.tracked import track_batches, track_clips
 from acr.core import console
 from acr.core.config.loader import dump_yaml, load_config, to_dict
 from acr.core.config.schema import ExperimentConfig
@@ -34,6 +35,7 @@ from acr.core.errors import UsageError
 from acr.core.launch import (Resources, check_launcher, log_tail, make_executor,
                              task_environment)
 from acr.core.runs import Run, begin_run, lock_run, open_run, resume_config, utc_now, write_atomic
+from acr.core.tracking import open_trackers
 
 
 @dataclass
@@ -270,10 +272,27 @@ def finish_if_last(run: Run, cfg: ExperimentConfig | None, samples: list[Sample]
             summary_table(manifest["totals"], sum(r.get("samples", 0) for r in done),
                           sum(r.get("audio_seconds", 0.0) for r in done), wall)
             with run.marked_on_error():
-                analyse_and_finish(run, cfg, wall, manifest["totals"]["audio_seconds"])
+                track_and_finish(run, cfg, samples, meta.get("batch_size"), wall,
+                                 manifest["totals"]["audio_seconds"])
         finally:
             if own:
                 lock.close()
+
+
+def track_and_finish(run: Run, cfg: ExperimentConfig, samples: list[Sample], batch_size: Any,
+                     wall: float, audio_seconds: float) -> None:
+    """The end of a launched run, by its last task: the trackers `tracking:` asks for mirror
+    the whole run from its folder now (its tasks, on other machines, do not track): every
+    batch's scalars from its sidecars, the clips, then the analysis; then the final status."""
+    trackers = open_trackers(run, cfg.tracking, to_dict(cfg))
+    try:
+        batches = plan_batches(samples, batch_size, cfg.seed)
+        track_batches(trackers, run.dir, batches)
+        end_step = len(batches) + 1  # after every batch's step, as in one process
+        track_clips(trackers, end_step, run.dir, samples, cfg.tracking.audio_clips)
+        analyse_and_finish(run, cfg, wall, audio_seconds, trackers, end_step)
+    finally:
+        trackers.close()
 
 
 # ----------------------------------------------------------------------------------------------
