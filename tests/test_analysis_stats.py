@@ -153,3 +153,26 @@ def test_report_wording_of_differences():
     assert difference_lines("clipping_ratio", stats.paired_tests(flat), "prompts") == [
         "- **clipping ratio**: no variation: every setting has the same value for each of the "
         "14 prompts, nothing to rank."]
+
+
+def test_frechet_distance_equals_the_fid_reference_computation():
+    """pytorch-fid's calculate_frechet_distance (scipy.linalg.sqrtm of the product, offset by
+    eps on the diagonal when it is singular), on full-rank and on singular covariances."""
+    from scipy import linalg
+
+    def reference(a, b, eps=1e-6):
+        mu1, mu2 = a.mean(axis=0), b.mean(axis=0)
+        s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        covmean, _ = linalg.sqrtm(s1.dot(s2), disp=False)
+        if not np.isfinite(covmean).all():
+            offset = np.eye(s1.shape[0]) * eps
+            covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
+        covmean = np.real(covmean)
+        diff = mu1 - mu2
+        return diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+
+    rng = np.random.default_rng(7)
+    for rows, dims in ((200, 16), (40, 64), (6, 20)):  # the last two: singular covariances
+        a = rng.standard_normal((rows, dims))
+        b = 1.3 * rng.standard_normal((rows + 3, dims)) + 0.2
+        assert sets.frechet_distance(a, b) == pytest.approx(reference(a, b), rel=1e-6)

@@ -49,10 +49,10 @@ SAMPLE_FILTER_CLIPS = 200  # from this many clips for one process, scipy.signal 
 
 
 def prepare(clips: int) -> None:
-    """Import what computing `clips` clips' features in this process needs beyond numpy:
+    """Import what computing `clips` clips' features in a process needs beyond numpy:
     scipy.fft, and for many clips scipy.signal (half a second to import, then 2-3 ms less a
-    clip: see loudness.k_filtered). Each feature worker does this at its start, in parallel,
-    while the parent process goes on with its own imports."""
+    clip: see loudness.k_filtered). Done before the feature workers are forked, which inherit
+    the modules (workers.in_batches)."""
     import scipy.fft  # noqa: F401
 
     if clips >= SAMPLE_FILTER_CLIPS:

@@ -6,8 +6,8 @@ summary.json, the plots (plots.py) and report.md (report.py).
 A re-run whose inputs are all unchanged (every clip's size and modification time, its sidecar,
 the reference, the options, the listening answers) reuses the last run's results: it only
 rewrites the counts in summary.json and report.md. Heavy modules are imported where they are
-used (the listening tests, transformers) or while the feature workers work (scipy.linalg,
-matplotlib: import_the_rest).
+used (the listening tests, transformers) or while the feature workers work (matplotlib:
+import_the_rest).
 
 Analysis reads audio files and their sidecars only; it never loads a generation model.
 """
@@ -153,8 +153,8 @@ def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None
             reference_clips: list[Clip], order, model_metrics: bool, clap_name: str,
             workers: int | None) -> Outcome:
     """The analysis proper: features, set metrics, statistics, metrics.csv, plots. (What
-    only the steps after the features use, model_based and through it scipy.linalg, is
-    imported after them: import_the_rest has it imported meanwhile.)"""
+    only the steps after the features use, model_based for one, is imported after them:
+    import_the_rest has it imported meanwhile.)"""
     from acr.commands.analyze import plots
 
     # per clip (what comes after is imported meanwhile: the plot workers inherit matplotlib)
@@ -243,8 +243,8 @@ def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None
 
 
 def import_the_rest() -> None:
-    """The modules an analysis needs after the per-clip features (scipy.linalg, scipy.special,
-    matplotlib: half a second), imported while the feature workers work, and matplotlib's
+    """The modules an analysis needs after the per-clip features (the statistics, matplotlib:
+    half a second), imported while the feature workers work, and matplotlib's
     first-drawing caches loaded (plotting.warm_up), which the plot workers then inherit."""
     from acr.commands.analyze import sets  # noqa: F401
     from acr.core import stats  # noqa: F401

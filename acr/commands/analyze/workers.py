@@ -77,8 +77,8 @@ def one_thread_each(prepare: Callable[[], Any] | None = None) -> None:
     SIGTERM, and a forked worker inherits its parent's handlers (`acr experiment`'s raises
     KeyboardInterrupt, which Python swallows where it lands in a finaliser: once, in the
     suite, a worker then waited for work forever, and the pool joining it hung). Then
-    `prepare`, if given (e.g. the imports the work needs: each worker imports them at its
-    start, while the parent process goes on)."""
+    `prepare`, if given (e.g. the imports the work needs, in a spawned worker, which inherits
+    nothing)."""
     from threadpoolctl import threadpool_limits
 
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -88,10 +88,13 @@ def one_thread_each(prepare: Callable[[], Any] | None = None) -> None:
         prepare()
 
 
+FORKED = sys.platform.startswith("linux")  # workers are forked (else spawned: they inherit nothing)
+
+
 def pool(workers: int, prepare: Callable[[], Any] | None = None):
     """A process pool of `workers` (fork on Linux, spawn elsewhere), each starting with
     one_thread_each(prepare)."""
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    method = "fork" if FORKED else "spawn"
     return multiprocessing.get_context(method).Pool(workers, initializer=one_thread_each,
                                                     initargs=(prepare,))
 
@@ -104,8 +107,10 @@ def in_batches(function: Callable[[list[Any]], list], items: list[Any],
     `workers` processes (default: one per CPU) each take a batch at a time; with one worker,
     this process does the work. `meanwhile`: what this process does while the workers work
     (e.g. imports that later workers then inherit): called once in any case (first, when
-    there are no workers). `prepare(items per worker)`: what each worker (or this process,
-    working alone) does first, e.g. the imports `function` needs for that many items."""
+    there are no workers). `prepare(items per worker)`: what the workers need done first, e.g.
+    the imports `function` needs for that many items: done here, before the workers are forked
+    (they inherit it: one import, not one per worker; measured, an analysis of 40 clips 8% and
+    of 400 clips 4% faster), or at each spawned worker's start where workers are spawned."""
     workers = min(workers or default_workers(), len(items))
     if workers <= 1 and meanwhile is not None:
         meanwhile()
@@ -124,6 +129,9 @@ def in_batches(function: Callable[[list[Any]], list], items: list[Any],
                 yield batch, function([items[i] for i in batch])
         return
     each = functools.partial(prepare, math.ceil(len(items) / workers)) if prepare else None
+    if each is not None and FORKED:
+        each()
+        each = None
     with pool(workers, each) as processes:
         finished = processes.imap(function, [[items[i] for i in batch] for batch in batches])
         if meanwhile is not None:
