@@ -92,7 +92,7 @@ lr: 3.0e-3
 segment_duration: 2.0
 sample_every: {sample_every}
 sample_duration: 1.0
-patience: 0
+patience: {patience}
 device: cpu
 """
 
@@ -318,7 +318,7 @@ def main() -> None:
         for scale in scales:
             texts = {"experiment": GRID.format(samples=4 * scale),
                      "finetune": FINETUNE.format(data=tmp / "data", epochs=4 * scale,
-                                                 sample_every=2)}
+                                                 sample_every=2, patience=3)}
             for command, text in texts.items():
                 paths = {}
                 for tracked in (False, True):
@@ -399,7 +399,8 @@ def interleaved(command: str, tmp: Path, number: int, scale: int, seconds: float
             ExperimentConfig, run_experiment
     else:
         text, schema, run = FINETUNE.format(data=tmp / "data", epochs=max(4, round(seconds / 0.1)),
-                                            sample_every=0), FinetuneConfig, run_finetune
+                                            sample_every=0, patience=0), FinetuneConfig, \
+            run_finetune  # (patience 0: every epoch runs)
     path = tmp / f"{command}-interleaved.yaml"
     path.write_text(text + TRACKING)
     alternation = Alternation()

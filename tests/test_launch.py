@@ -110,6 +110,7 @@ def test_a_launched_run_is_tracked_by_the_task_that_finishes_it(grid, tmp_path, 
     assert result.exit_code == 0, result.stderr
     meta = json.loads((run / "meta.json").read_text())
     assert meta["status"] == "completed" and meta["tracking"]["sinks"] == ["tensorboard"]
+    assert meta["held_by_tasks"] is True  # (`acr runs` lists it as its meta.json says)
     seconds = {}
     for path in run.glob("samples/**/*.json"):
         car = json.loads(path.read_text())

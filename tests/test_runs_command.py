@@ -74,15 +74,20 @@ def runs(tmp_path_factory):
     summary["groups"]["hot"]["loudness_lufs"]["mean"] = -11.5
     (hot / "analysis/summary.json").write_text(json.dumps(summary))
     edit_meta(hot, started="2026-11-21T10:00:00Z", ended="2026-11-21T10:01:00Z")
-    # a generate run that died (no one holds its lock), and an experiment launched on a cluster,
-    # whose tasks hold its lock only for moments: listed as its meta.json says
+    # a generate run that died (no one holds its lock), an experiment launched on a cluster,
+    # whose tasks hold its lock only for moments: listed as its meta.json says, and one resumed
+    # since in one process, then killed
     killed = root / "gen-killed" / "20261122T100000Z-eeeeee"
     shutil.copytree(root / "gen" / "20261120T100000Z-bbbbbb", killed)
     edit_meta(killed, status="running", ended=None, started="2026-11-22T10:00:00Z")
     launched = root / "cmp-launched" / "20261123T100000Z-ffffff"
     shutil.copytree(done, launched)
     edit_meta(launched, status="running", ended=None, started="2026-11-23T10:00:00Z",
-              launcher={"kind": "slurm", "tasks": 2})
+              launcher={"kind": "slurm", "tasks": 2}, held_by_tasks=True)
+    resumed = root / "cmp-resumed" / "20261124T100000Z-ffffff"
+    shutil.copytree(done, resumed)
+    edit_meta(resumed, status="running", ended=None, started="2026-11-24T10:00:00Z",
+              launcher={"kind": "slurm", "tasks": 2}, held_by_tasks=False)
     lock = lock_run(root / "cmp-running" / "20261112T100000Z-cccccc")
     yield root
     lock.close()
@@ -105,7 +110,8 @@ def test_lists_every_run_with_its_state_and_the_baselines_metrics(acr, runs):
         "gen/20261120T100000Z-bbbbbb": ("generate", "completed"),
         "cmp-hot/20261121T100000Z-dddddd": ("experiment", "completed"),
         "gen-killed/20261122T100000Z-eeeeee": ("generate", "interrupted"),
-        "cmp-launched/20261123T100000Z-ffffff": ("experiment", "running")}
+        "cmp-launched/20261123T100000Z-ffffff": ("experiment", "running"),
+        "cmp-resumed/20261124T100000Z-ffffff": ("experiment", "interrupted")}
     done = rows["cmp/20261101T100000Z-aaaaaa"]
     assert done["name"] == "cmp" and done["models"] == ["tiny-musicgen"]
     assert done["size"] == "6 samples" and done["device"] == "cpu"
@@ -126,13 +132,16 @@ def test_filters(acr, runs):
         return sorted(r["path"].split("/experiments/")[1].split("/")[0]
                       for r in listed(acr, runs, *args))
 
-    assert names("--status", "interrupted") == ["cmp-interrupted", "cmp-killed", "gen-killed"]
+    assert names("--status", "interrupted") == ["cmp-interrupted", "cmp-killed", "cmp-resumed",
+                                                "gen-killed"]
     assert names("--status", "running", "--status", "failed") == ["cmp-failed", "cmp-launched",
                                                                   "cmp-running"]
     assert names("--command", "generate") == ["gen", "gen-killed"]
-    assert names("--since", "2026-11-20") == ["cmp-hot", "cmp-launched", "gen", "gen-killed"]
+    assert names("--since", "2026-11-20") == ["cmp-hot", "cmp-launched", "cmp-resumed", "gen",
+                                              "gen-killed"]
     assert names("--name", "cmp-*") == ["cmp-failed", "cmp-hot", "cmp-interrupted",
-                                        "cmp-killed", "cmp-launched", "cmp-running"]
+                                        "cmp-killed", "cmp-launched", "cmp-resumed",
+                                        "cmp-running"]
     assert names("--name", "*dddddd") == ["cmp-hot"]
     assert names("--since", "10000d", "--command", "experiment", "--status", "completed") == \
         ["cmp", "cmp-hot"]
@@ -142,9 +151,9 @@ def test_table_and_bad_input(acr, runs, tmp_path):
     result = acr("runs", runs)
     assert result.exit_code == 0, result.stderr
     lines = result.stderr.splitlines()
-    assert lines[0] == "9 run(s)" and lines[1].split("\t")[:4] == ["run", "name", "command",
-                                                                  "status"]
-    assert sum("\tinterrupted\t" in line for line in lines) == 3
+    assert lines[0] == "10 run(s)" and lines[1].split("\t")[:4] == ["run", "name", "command",
+                                                                   "status"]
+    assert sum("\tinterrupted\t" in line for line in lines) == 4
     assert acr("runs", tmp_path / "nowhere").exit_code == 2
     result = acr("runs", runs, "--status", "paused")
     assert result.exit_code == 2 and "--status paused" in result.stderr
@@ -207,3 +216,18 @@ def test_a_killed_generate_run_is_listed_as_interrupted(acr, tmp_path):
     assert json.loads((out / "meta.json").read_text())["status"] == "running"
     assert [(r["command"], r["status"]) for r in listed(acr, tmp_path / "experiments")] == \
         [("generate", "interrupted")]
+
+
+def test_a_process_resuming_a_launched_run_holds_it_itself(tmp_path):
+    """A launched run's tasks take its lock only for moments (held_by_tasks); a process that
+    resumes it holds the lock to its end, so that mark goes, and once that process is killed
+    the run is listed as interrupted again."""
+    from acr.core.runs import begin_run, start_run
+
+    run = start_run("experiment", "x", "name: x\n", 1, "cpu", "cpu", root=tmp_path, argv=[])
+    run.update_meta(held_by_tasks=True)
+    resumed, lock = begin_run("experiment", "x", "name: x\n", 1, "cpu", "cpu", None, [], run)
+    try:
+        assert resumed.meta()["held_by_tasks"] is False and is_locked(run.dir)
+    finally:
+        lock.close()

@@ -30,6 +30,9 @@ from acr.core.safe_load import read_json
 DEFAULT_ROOT = Path("experiments")
 LISTENING = "listening"  # RUN/listening/: listening tests, the run browser, the responses
 STATUSES = ("running", "completed", "failed", "interrupted")
+# meta.json: true while the run's tasks (a launched experiment's) work on it, taking its lock
+# only for moments; a process that (re)starts the run holds its lock to the end and clears it
+HELD_BY_TASKS = "held_by_tasks"
 
 
 def utc_now() -> str:
@@ -320,7 +323,9 @@ def begin_run(command: str, name: str, config_yaml: str, seed: int | None, devic
                 write_atomic(resumed.dir / "config.yaml", config_yaml)
             resumed.update_meta(status="running", ended=None, device=device,
                                 device_name=device_label,
-                                resumed=[*resumed.meta().get("resumed", []), utc_now()])
+                                resumed=[*resumed.meta().get("resumed", []), utc_now()],
+                                **({HELD_BY_TASKS: False} if resumed.meta().get(HELD_BY_TASKS)
+                                   else {}))
             resumed.event("run.resume", removed_temporaries=removed,
                           **({"changed": {key: [a, b] for key, a, b in changed}}
                              if changed else {}))

@@ -26,7 +26,7 @@ from acr.commands.experiment.shares import (ShareState, jobs_alive, launcher_dir
                                             read_record, refuse_active_shares, share_batches,
                                             share_states, shares_lock, write_jobs,
                                             write_record)
-from acr.commands.experiment.tracked import track_batches, track_clips
+from acr.commands.experiment.tracked import track_batches
 from acr.core import console
 from acr.core.config.loader import dump_yaml, load_config, to_dict
 from acr.core.config.schema import ExperimentConfig
@@ -34,7 +34,8 @@ from acr.core.distributed import Dist
 from acr.core.errors import UsageError
 from acr.core.launch import (Resources, check_launcher, log_tail, make_executor,
                              task_environment)
-from acr.core.runs import Run, begin_run, lock_run, open_run, resume_config, utc_now, write_atomic
+from acr.core.runs import (HELD_BY_TASKS, Run, begin_run, is_locked, lock_run, open_run,
+                           resume_config, utc_now, write_atomic)
 from acr.core.tracking import open_trackers
 
 
@@ -77,7 +78,7 @@ def submit_experiment(cfg: ExperimentConfig | None, out: Path | None = None,
                 write_findings(run.dir, [dict(to_dict(f), source="config")
                                          for f in cfg.findings])
             run.update_meta(launcher={**(recorded.get("launcher") or {}), "kind": launcher.kind,
-                                      "tasks": shares},
+                                      "tasks": shares}, **{HELD_BY_TASKS: True},
                             **({"batch_size": batch_size} if batch_size else {}))
             todo = [k for k in range(shares)
                     if missing_in_share(run.dir, samples, batch_size, cfg.seed, k, shares)]
@@ -127,8 +128,10 @@ def wait_for_run(run_dir: Path, poll: float = 2.0) -> str:
     with console.progress("samples", len(samples)) as update:
         while True:
             update(sum(is_done(run.dir, s) for s in samples))
+            # (the task that finishes the run holds its lock until its trackers have closed)
             if not any(s.active for s in share_states(run.dir)) and (
-                    run.meta().get("status") != "running" or not jobs_alive(run.dir)):
+                    run.meta().get("status") != "running" or not jobs_alive(run.dir)) and \
+                    not is_locked(run.dir):
                 return run.meta().get("status")
             time.sleep(poll)
 
@@ -286,11 +289,9 @@ def track_and_finish(run: Run, cfg: ExperimentConfig, samples: list[Sample], bat
     batch's scalars from its sidecars, the clips, then the analysis; then the final status."""
     trackers = open_trackers(run, cfg.tracking, to_dict(cfg))
     try:
-        batches = plan_batches(samples, batch_size, cfg.seed)
+        batches = plan_batches(samples, batch_size, cfg.seed) if trackers.active else []
         track_batches(trackers, run.dir, batches)
-        end_step = len(batches) + 1  # after every batch's step, as in one process
-        track_clips(trackers, end_step, run.dir, samples, cfg.tracking.audio_clips)
-        analyse_and_finish(run, cfg, wall, audio_seconds, trackers, end_step)
+        analyse_and_finish(run, cfg, samples, len(batches), trackers, wall, audio_seconds)
     finally:
         trackers.close()
 

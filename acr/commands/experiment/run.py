@@ -118,9 +118,8 @@ def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
     leave_dist(dist_info)  # the other ranks are done; rank 0 analyses and finishes alone
     if not dist_info.main:
         return
-    end_step = len(batches) + 1  # after every batch's step
-    track_clips(trackers, end_step, run.dir, samples, cfg.tracking.audio_clips)
-    analyse_and_finish(run, cfg, wall, manifest["totals"]["audio_seconds"], trackers, end_step)
+    analyse_and_finish(run, cfg, samples, len(batches), trackers, wall,
+                       manifest["totals"]["audio_seconds"])
 
 
 def summary_table(totals: dict, new_samples: int, new_audio: float, wall: float) -> None:
@@ -132,20 +131,21 @@ def summary_table(totals: dict, new_samples: int, new_audio: float, wall: float)
                     f"{new_audio:.1f}", f"{wall:.1f}", speed]])
 
 
-def analyse_and_finish(run: Run, cfg: ExperimentConfig, wall: float, audio_seconds: float,
-                       trackers: Trackers | None = None, end_step: int = 0) -> None:
-    """Once every sample is on disk and in the manifest: the analysis (analyze: true, also
-    sent to the trackers at `end_step`), then the final status."""
+def analyse_and_finish(run: Run, cfg: ExperimentConfig, samples: list[Sample], batches: int,
+                       trackers: Trackers, wall: float, audio_seconds: float) -> None:
+    """Once every sample is on disk and in the manifest: the first clips of every setting to
+    the trackers, the analysis (analyze: true; its results to the trackers too), then the
+    final status. The trackers' step is the one after the last of the run's `batches`."""
+    end_step = batches + 1
+    track_clips(trackers, end_step, run.dir, samples, cfg.tracking.audio_clips)
     if cfg.analyze:
         from acr.commands.analyze import run_analysis
 
         console.info("analysing the run (analyze: true)")
-        if trackers is not None:
-            trackers.drain()  # no tracker thread mid-work when the analysis forks its workers
+        trackers.drain()  # no tracker thread mid-work when the analysis forks its workers
         analysis = run_analysis(run.dir)
         run.event("analysis.done", folder=str(analysis))
-        if trackers is not None:
-            track_analysis(trackers, end_step, analysis)
+        track_analysis(trackers, end_step, analysis)
     run.finish("completed", wall_seconds=round(wall, 3), audio_seconds=audio_seconds,
                **({"analysis": analysis_record(analysis)} if cfg.analyze else {}))
 
