@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 import yaml
 
+from acr.core.runs import lock_run
 from helpers import plain_audiocraft_generates
 
 GRID = """\
@@ -474,6 +475,17 @@ def test_refusals(acr, runs, tmp_path):
     (run / "meta.json").write_text(json.dumps({**meta, "status": "failed", "error": "boom"}))
     result = acr("export", run, "-o", tmp_path / "x.zip")
     assert result.exit_code == 2 and "the run is failed (boom)" in result.stderr
+    (run / "meta.json").write_text(json.dumps({**meta, "status": "running"}))
+    result = acr("export", run, "-o", tmp_path / "x.zip")  # no process holds it: killed
+    assert result.exit_code == 2 and "the run was killed (its meta.json says running; no " \
+        "process holds it); finish or resume it first" in result.stderr
+    lock = lock_run(run)
+    try:
+        result = acr("export", run, "-o", tmp_path / "x.zip")
+        assert result.exit_code == 2 and "the run is running; finish" in result.stderr
+    finally:
+        lock.close()
+    (run / "meta.json").write_text(json.dumps({**meta, "status": "failed", "error": "boom"}))
     assert acr("export", run, "-o", tmp_path / "x.zip", "--force").exit_code == 0
     result = acr("export", run, "-o", tmp_path / "x.zip")
     assert result.exit_code == 2 and "exists" in result.stderr

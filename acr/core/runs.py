@@ -211,6 +211,16 @@ def is_locked(folder: Path) -> bool:
         return False
 
 
+def current_status(folder: Path, meta: dict) -> object:
+    """A run's status: what its meta.json says, except `interrupted` for a run it says is
+    running while no process holds its lock (every command holds it to the end: the process
+    was killed) and no launched run's tasks work on it (HELD_BY_TASKS)."""
+    status = meta.get("status")
+    if status == "running" and not meta.get(HELD_BY_TASKS) and not is_locked(folder):
+        return "interrupted"
+    return status
+
+
 def remove_stale_temporaries(folder: Path) -> int:
     """Delete the hidden `.name-XXXX.tmp` files a killed process left behind; return how many."""
     stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]

@@ -26,6 +26,7 @@ from acr.commands.export.redact import Redactor
 from acr.core import console
 from acr.core.config.schema import NAME_PATTERN
 from acr.core.errors import UsageError
+from acr.core.runs import current_status
 from acr.core.safe_load import read_json
 
 LARGE_BYTES = 500 * 1024 * 1024
@@ -113,8 +114,12 @@ def find_runs(run_dirs: list[Path], samples: str, include_model: bool, force: bo
     runs, seen, taken = [], set(), set()
     for run_dir in map(Path, run_dirs):
         meta = _read_meta(run_dir)
+        killed = meta.get("status") == "running" and \
+            current_status(run_dir, meta) == "interrupted"
         if meta.get("status") in ("running", "failed") and not force:
-            raise UsageError(f"{run_dir}: the run is {meta['status']}"
+            state = "was killed (its meta.json says running; no process holds it)" if killed \
+                else f"is {meta['status']}"
+            raise UsageError(f"{run_dir}: the run {state}"
                              + (f" ({meta['error']})" if meta.get("error") else "")
                              + "; finish or resume it first, or pass --force to export it as is")
         resolved = run_dir.resolve()

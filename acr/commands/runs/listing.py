@@ -3,10 +3,10 @@
 
 A run is a folder with a meta.json (its own samples/ etc. are not searched further). A run whose
 meta.json says `running` while no process holds its lock (every command holds its run's lock to
-the end) was killed: it is listed as `interrupted`, as `--resume` treats it. An experiment
-launched on a cluster is the exception while its tasks work on it (HELD_BY_TASKS): they take
-the lock only for moments, so it is listed as its meta.json says (`acr experiment status RUN`
-asks its jobs).
+the end) was killed: it is listed as `interrupted`, as `--resume` treats it (core.runs.
+current_status). An experiment launched on a cluster is the exception while its tasks work on
+it: they take the lock only for moments, so it is listed as its meta.json says (`acr
+experiment status RUN` asks its jobs).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import yaml
 
 from acr.core.errors import UsageError
 from acr.core.metrics import baseline_means
-from acr.core.runs import HELD_BY_TASKS, STATUSES, is_locked
+from acr.core.runs import STATUSES, current_status
 
 
 @dataclass
@@ -88,10 +88,8 @@ def parse_time(text: Any) -> Optional[dt.datetime]:
 
 
 def status_of(run_dir: Path, meta: dict) -> str:
-    status = meta.get("status") if meta.get("status") in STATUSES else "unknown"
-    if status == "running" and not meta.get(HELD_BY_TASKS) and not is_locked(run_dir):
-        return "interrupted"  # killed: nothing holds its lock
-    return status
+    status = current_status(run_dir, meta)
+    return status if status in STATUSES else "unknown"
 
 
 def models_of(config: dict) -> list[str]:
