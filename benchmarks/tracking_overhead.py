@@ -54,6 +54,7 @@ as the largest scale's).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -194,63 +195,59 @@ class Alternation:
         return off, on
 
 
+@contextlib.contextmanager
 def alternating(alternation: Alternation):
     """A context in which this process's runs track only in `alternation`'s on spans and time
     their steps: a fine-tune's optimizer steps at its per-step tracking callback (given to
     every epoch, on or off: the call inside asks Trackers.active), an experiment's batches
     where the run hands each to its trackers. It wraps the functions of acr that do these
     (an AttributeError here: they were renamed)."""
-    import contextlib
-
     import acr.commands.experiment.run as experiment_run
     import acr.commands.finetune.train as finetune_train
     from acr.core import tracking
 
-    @contextlib.contextmanager
-    def context():
-        active, scalars = tracking.Trackers.active, tracking.Trackers.scalars
-        track_batches, step_tracker = experiment_run.track_batches, finetune_train.step_tracker
-        forced = []  # non-empty: tracking on whatever the span
+    active, scalars = tracking.Trackers.active, tracking.Trackers.scalars
+    track_batches, step_tracker = experiment_run.track_batches, finetune_train.step_tracker
+    forced = []  # non-empty: tracking on whatever the span
 
-        def gated(self) -> bool:
-            return (bool(forced) or alternation.on()) and active.fget(self)
+    def gated(self) -> bool:
+        return (bool(forced) or alternation.on()) and active.fget(self)
 
-        def timed_step_tracker(trackers):
-            forced.append(True)
-            try:
-                inner = step_tracker(trackers)
-            finally:
-                forced.pop()
-            if inner is None:
-                return None
-
-            def on_step(step: int, values: dict) -> None:
-                alternation.step()
-                inner(step, values)
-            return on_step
-
-        def other_calls(self, step, group, values):
-            if group not in ("train", "batch"):  # (a fine-tune's epoch end: validation lies
-                # between two steps)
-                alternation.apart()
-            return scalars(self, step, group, values)
-
-        def timed_batches(trackers, run_dir, batches):
-            if len(batches) == 1:  # (not a resumed run's catching up)
-                alternation.step()
-            return track_batches(trackers, run_dir, batches)
-
-        tracking.Trackers.active = property(gated)
-        tracking.Trackers.scalars = other_calls
-        finetune_train.step_tracker = timed_step_tracker
-        experiment_run.track_batches = timed_batches
+    def timed_step_tracker(trackers):
+        forced.append(True)
         try:
-            yield
+            inner = step_tracker(trackers)
         finally:
-            tracking.Trackers.active, tracking.Trackers.scalars = active, scalars
-            finetune_train.step_tracker = step_tracker
-            experiment_run.track_batches = track_batches
-    return context()
+            forced.pop()
+        if inner is None:
+            return None
+
+        def on_step(step: int, values: dict) -> None:
+            alternation.step()
+            inner(step, values)
+        return on_step
+
+    def other_calls(self, step, group, values):
+        if group not in ("train", "batch"):  # (a fine-tune's epoch end: validation lies
+            # between two steps)
+            alternation.apart()
+        return scalars(self, step, group, values)
+
+    def timed_batches(trackers, run_dir, batches):
+        if len(batches) == 1:  # (not a resumed run's catching up)
+            alternation.step()
+        return track_batches(trackers, run_dir, batches)
+
+    tracking.Trackers.active = property(gated)
+    tracking.Trackers.scalars = other_calls
+    finetune_train.step_tracker = timed_step_tracker
+    experiment_run.track_batches = timed_batches
+    try:
+        yield
+    finally:
+        tracking.Trackers.active, tracking.Trackers.scalars = active, scalars
+        finetune_train.step_tracker = step_tracker
+        experiment_run.track_batches = track_batches
 
 
 @dataclasses.dataclass

@@ -153,8 +153,8 @@ def analyse(path: Path, out_dir: Path, clips: list[Clip], reference: Path | None
             reference_clips: list[Clip], order, model_metrics: bool, clap_name: str,
             workers: int | None) -> Outcome:
     """The analysis proper: features, set metrics, statistics, metrics.csv, plots. (What
-    only the steps after the features use, model_based for one, is imported after them:
-    import_the_rest has it imported meanwhile.)"""
+    only the steps after the features use is imported after them; import_the_rest imports
+    the slow part of it meanwhile.)"""
     from acr.commands.analyze import plots
 
     # per clip (what comes after is imported meanwhile: the plot workers inherit matplotlib)
@@ -246,7 +246,6 @@ def import_the_rest() -> None:
     """The modules an analysis needs after the per-clip features (the statistics, matplotlib:
     half a second), imported while the feature workers work, and matplotlib's
     first-drawing caches loaded (plotting.warm_up), which the plot workers then inherit."""
-    from acr.commands.analyze import sets  # noqa: F401
     from acr.core import stats  # noqa: F401
     from acr.core.plotting import warm_up
 

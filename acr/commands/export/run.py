@@ -114,9 +114,8 @@ def find_runs(run_dirs: list[Path], samples: str, include_model: bool, force: bo
     runs, seen, taken = [], set(), set()
     for run_dir in map(Path, run_dirs):
         meta = _read_meta(run_dir)
-        killed = meta.get("status") == "running" and \
-            current_status(run_dir, meta) == "interrupted"
         if meta.get("status") in ("running", "failed") and not force:
+            killed = current_status(run_dir, meta) == "interrupted"  # (said running: unheld)
             state = "was killed (its meta.json says running; no process holds it)" if killed \
                 else f"is {meta['status']}"
             raise UsageError(f"{run_dir}: the run {state}"
