@@ -663,8 +663,8 @@ def test_experiment_killed_and_resumed_tracks_every_batch_once(acr, in_tmp):
                              str(in_tmp / "K")], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=own_service_env())
     run = in_tmp / "K"
-    # 96 samples: several seconds of work left once W&B has started
-    kill_when(proc, lambda: wandb_started(run) and len(list(run.rglob("samples/**/*.wav"))) >= 8)
+    kill_when(proc, lambda: len(list(run.rglob("samples/**/*.wav"))) >= 8,
+              meanwhile=lambda: wandb_started(run))
     assert len(list(run.rglob("samples/**/*.wav"))) < 96  # killed mid-run, not at its close
     before = json.loads((run / "meta.json").read_text())["tracking"]
     result = acr("experiment", "--resume", run)
@@ -699,8 +699,8 @@ def test_experiment_killed_and_resumed_tracks_every_batch_once(acr, in_tmp):
 
 @pytest.mark.slow
 def test_finetune_killed_and_resumed_tracks_every_step_once(acr, in_tmp, demo):
-    text = FINETUNE.replace("data: demo", f"data: {demo}").replace("epochs: 3", "epochs: 12") \
-        .replace("sample_every: 2", "sample_every: 0")
+    text = FINETUNE.replace("data: demo", f"data: {demo}").replace("epochs: 3", "epochs: 16") \
+        .replace("sample_every: 2", "sample_every: 0\npatience: 0")  # every epoch runs
     path = write(in_tmp, text, "ft.yaml")
     proc = subprocess.Popen([sys.executable, "-m", "acr", "finetune", str(path), "--out",
                              str(in_tmp / "K"), "--track", "tensorboard", "--track", "wandb"],
@@ -708,15 +708,14 @@ def test_finetune_killed_and_resumed_tracks_every_step_once(acr, in_tmp, demo):
                             env=own_service_env())
     run = in_tmp / "K"
     events = run / "events.jsonl"
-    # 12 epochs: several seconds of work left once W&B has started
-    kill_when(proc, lambda: wandb_started(run) and events.is_file()
-              and '"epoch": 2' in events.read_text(), 300)
-    assert '"epoch": 12' not in events.read_text()  # killed mid-run, not at its close
+    kill_when(proc, lambda: events.is_file() and '"epoch": 2' in events.read_text(), 300,
+              meanwhile=lambda: wandb_started(run))
+    assert '"epoch": 16' not in events.read_text()  # killed mid-run, not at its close
     assert json.loads((run / "meta.json").read_text())["status"] == "running"
     result = acr("finetune", "--resume", run)  # the run's config: tracking included
     assert result.exit_code == 0, result.stderr
     meta = json.loads((run / "meta.json").read_text())
-    steps = list(range(1, meta["steps_per_epoch"] * 12 + 1))
+    steps = list(range(1, meta["steps_per_epoch"] * 16 + 1))
     tb = tensorboard_events(run / "tensorboard")
     assert [e.step for e in tb.Scalars("train/loss")] == steps
     assert [e.step for e in tb.Scalars("epoch/train_loss")] == steps[meta["steps_per_epoch"] - 1::
