@@ -421,6 +421,26 @@ def test_experiment_with_image_items_end_to_end(acr, in_tmp, tiny_clip):
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["prompt_sets"]["sunset"][0] == {"image": str(SUNSET), "text": None,
                                                   "weight": 0.5}
+    # a launched run's finishing task, when its resume or a failed share finishes it, has only
+    # the config's samples, whose image items are not described yet: the manifest and the
+    # trackers' clip captions take the prompts the sidecars recorded
+    from types import SimpleNamespace
+
+    from acr.commands.experiment.manifest import write_manifest
+    from acr.commands.experiment.plan import expand
+    from acr.commands.experiment.tracked import track_clips
+    from acr.core.config.loader import load_config
+    from acr.core.config.schema import ExperimentConfig
+
+    cfg = load_config(ExperimentConfig, run / "config.yaml")
+    assert write_manifest(run, cfg, expand(cfg), complete=True)["samples"] == rows
+    tracked: list = []
+    track_clips(SimpleNamespace(active=True, clips=lambda step, group, clips: tracked.extend(
+        clips)), 14, run, expand(cfg), 1)
+    prompts = {row["path"]: row["prompt"] for row in rows}
+    assert len(tracked) == 2 and all(clip.caption for clip in tracked)  # image items, both
+    assert [clip.caption for clip in tracked] == \
+        [prompts[clip.path.relative_to(run).as_posix()] for clip in tracked]
 
 
 # ----------------------------------------------------------------------------------------------

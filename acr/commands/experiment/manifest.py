@@ -27,9 +27,11 @@ def write_manifest(run_dir: Path, cfg: ExperimentConfig, samples: list[Sample],
         rows.append({"id": sample.id, "path": sample.path, "model": sample.model,
                      "parameter_set": sample.parameter_set, "prompt_set": sample.prompt_set,
                      "prompt_index": sample.prompt_index, "sample_index": sample.sample_index,
-                     "prompt": sample.prompt, "parameters": side["parameters"],
-                     "seed": side["seed"], "duration": side["duration"],
-                     "sample_rate": side["sample_rate"],
+                     # the sidecar's prompt: an image item's description, which samples
+                     # expanded from the config alone lack (a launched run's finishing task)
+                     "prompt": side.get("prompt", sample.prompt),
+                     "parameters": side["parameters"], "seed": side["seed"],
+                     "duration": side["duration"], "sample_rate": side["sample_rate"],
                      "generation_seconds": side["generation_seconds"],
                      **({"image": side["image"]} if "image" in side else {})})
     audio = sum(r["duration"] for r in rows)

@@ -32,7 +32,9 @@ def track_batches(trackers: Trackers, run_dir: Path, batches: list[Batch]) -> No
 
 def track_clips(trackers: Trackers, step: int, run_dir: Path, samples: list[Sample],
                 per_setting: int) -> None:
-    """The first `per_setting` clips of every setting (model / parameter set) on disk."""
+    """The first `per_setting` clips of every setting (model / parameter set) on disk, each
+    captioned with its sidecar's prompt (an image item's description, which samples expanded
+    from the config alone lack: a launched run finished by its resume)."""
     if not trackers.active or not per_setting:
         return
     chosen: dict[str, list[Sample]] = {}
@@ -42,7 +44,8 @@ def track_clips(trackers: Trackers, step: int, run_dir: Path, samples: list[Samp
         if len(picked) < per_setting and is_done(run_dir, sample):
             picked.append(sample)
     trackers.clips(step, "clips", [
-        Clip(f"audio/{setting}/{index}", run_dir / sample.path, sample.prompt)
+        Clip(f"audio/{setting}/{index}", run_dir / sample.path, read_json(
+            (run_dir / sample.path).with_suffix(".json")).get("prompt", sample.prompt))
         for setting, picked in chosen.items() for index, sample in enumerate(picked)])
 
 
