@@ -4,6 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+PNG_COMPRESS_LEVEL = 1  # zlib's fastest (PIL's default is 6): writing a 920 x 700 figure of an
+# image took 0.080 s of CPU instead of 0.106 s here, its file 1% larger
+
 
 def pyplot() -> Any:
     """matplotlib.pyplot on the Agg backend (imported on first use: it is slow to import)."""
@@ -21,7 +24,8 @@ def save_figure(fig: Any, path: Path, dpi: int = 110, tight: bool = True) -> Pat
     from acr.core.atomic import replacing
 
     with replacing(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight" if tight else None,
+                    pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     pyplot().close(fig)
     return path
 
