@@ -175,8 +175,8 @@ def test_a_child_sink_gets_every_call_in_its_process_in_order_by_close(tmp_path)
     assert os.getpgid(child) == child != os.getpgid(0) and os.getsid(child) == os.getsid(0)
     assert os.getpriority(os.PRIO_PROCESS, child) == \
         os.getpriority(os.PRIO_PROCESS, 0) + CHILD_NICENESS
-    if hasattr(os, "SCHED_BATCH") and os.sched_getscheduler(0) == os.SCHED_OTHER:  # (Linux)
-        assert os.sched_getscheduler(child) == os.SCHED_BATCH  # waking, it preempts no thread
+    if hasattr(os, "SCHED_IDLE") and os.sched_getscheduler(0) == os.SCHED_OTHER:  # (Linux)
+        assert os.sched_getscheduler(child) == os.SCHED_IDLE  # the CPU time the run leaves
     for number in (signal.SIGINT, signal.SIGTERM):  # a Ctrl-C or a job's end is the run's
         os.kill(sink.child.process.pid, number)  # to handle: the child goes on
     sink.config({"seed": 1})
