@@ -421,6 +421,7 @@ def experiment_run(
         if _launcher_kind(ExperimentConfig, cfg, resume) != "none":
             _launch_experiment(cfg, out, resume, wait)
             return
+        _start_trackers(cfg)
         from acr.commands.experiment import run_experiment
 
         run_dir = run_experiment(cfg, out=out, resume=resume)
@@ -556,6 +557,7 @@ def finetune(
         if _launcher_kind(FinetuneConfig, cfg, resume) != "none":
             _launch_finetune(cfg, out, resume, wait)
             return
+        _start_trackers(cfg)
         from acr.commands.finetune import run_finetune
 
         run_dir = run_finetune(cfg, out=out, resume=resume)
@@ -564,6 +566,15 @@ def finetune(
                            f"`acr generate --model {run_dir / 'model'}`)")
 
     _guarded(work)
+
+
+def _start_trackers(cfg: Any) -> None:
+    """The trackers' child processes started before the command imports torch (rank 0 only:
+    the other ranks do not track); a resume without a config leaves it to the run."""
+    if cfg is not None and int(os.environ.get("RANK", "0")) == 0:
+        from acr.core.tracking import start_trackers
+
+        start_trackers(cfg.tracking)
 
 
 def _launch_finetune(cfg: Any, out: Optional[Path], resume: Optional[Path], wait: bool) -> None:

@@ -296,6 +296,18 @@ def open_file_recorder(path, fail_on=None, first=0, fail_to_open=None):
     return FileRecorder(path, fail_on), first
 
 
+def write_pid(path):
+    """A child's warm-up (child_sink.start_early): its process id to `path`."""
+    import os
+
+    Path(path).write_text(str(os.getpid()))
+
+
+def fail_to_warm():
+    """A child's warm-up that fails, as a tracker's import can."""
+    raise ModuleNotFoundError("No module named 'tracker'")
+
+
 def open_disk_full_tensorboard_sink(folder):
     """A child sink's opener: acr's TensorBoard sink, whose second scalars call fails as on a
     full disk (an OSError from the sink's own process, after its first call was written). The

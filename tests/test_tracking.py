@@ -1,6 +1,7 @@
 """Tracking sinks (TensorBoard, W&B offline) for experiment and finetune, read back with
 TensorBoard's own EventAccumulator and wandb's own protobuf records; kill + resume; failures."""
 import csv
+import functools
 import json
 import math
 import os
@@ -14,14 +15,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from acr.core.child_sink import CHILD_NICENESS, ChildSink, ChildSinkError, end_idle_children
+from acr.core import child_sink
+from acr.core.child_sink import (CHILD_NICENESS, ChildSink, ChildSinkError, end_idle_children,
+                                  start_early)
 from acr.core.config.schema import TrackingOptions
 from acr.core.runs import Run
 from acr.core.tracking import (Clip, SinkStart, SinkWorker, TensorBoardSink, Trackers,
                                flat_config, masked_crc32c, open_trackers, read_journal,
                                tensorboard_audio, tensorboard_last_step, wandb_mode)
-from helpers import (kill_when, open_disk_full_tensorboard_sink, open_file_recorder,
-                     tensorboard_events, wandb_history, wandb_records)
+from helpers import (fail_to_warm, kill_when, open_disk_full_tensorboard_sink,
+                     open_file_recorder, tensorboard_events, wandb_history, wandb_records,
+                     write_pid)
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +210,36 @@ def test_a_child_sink_gets_every_call_in_its_process_in_order_by_close(tmp_path)
     fresh.close()
     end_idle_children()
     assert fresh.child.process.poll() is not None
+
+
+def test_a_child_started_early_is_the_one_its_sink_takes(tmp_path, monkeypatch):
+    """A command starts its trackers' children before it imports torch (start_early): the
+    warm-up runs in the child first, and the sink opened later takes that child, although
+    torch's import set variables in the environment meanwhile; not once another variable
+    changed. A warm-up that fails leaves the sink's opening to say what fails."""
+    start_early("early", functools.partial(write_pid, tmp_path / "warm.pid"))
+    start_early("early", functools.partial(write_pid, tmp_path / "again.pid"))  # (one waits)
+    monkeypatch.setenv("KMP_INIT_AT_FORK", "FALSE")  # as torch's import does
+    sink = ChildSink("early", open_file_recorder, tmp_path / "a.jsonl")
+    assert int((tmp_path / "warm.pid").read_text()) == sink.child.process.pid == \
+        int((tmp_path / "a.jsonl.pid").read_text())
+    assert not (tmp_path / "again.pid").exists()
+    sink.close()
+    end_idle_children()
+    start_early("failing", fail_to_warm)
+    sink = ChildSink("failing", open_file_recorder, tmp_path / "b.jsonl")
+    sink.scalars(1, {"loss": 1.0})
+    sink.close()
+    assert (tmp_path / "b.jsonl").read_text().splitlines() == ['["scalars", 1, {"loss": 1.0}]',
+                                                             '["close"]']
+    end_idle_children()
+    start_early("changed", functools.partial(write_pid, tmp_path / "changed.pid"))
+    early = child_sink._IDLE["changed"].process
+    monkeypatch.setenv("ACR_TEST_CHANGED", "1")
+    sink = ChildSink("changed", open_file_recorder, tmp_path / "c.jsonl")
+    assert sink.child.process.pid != early.pid and early.poll() is not None  # (ended)
+    sink.close()
+    end_idle_children()
 
 
 def test_a_child_sink_reports_its_failures_with_the_childs_error(tmp_path):
@@ -597,12 +631,16 @@ def test_experiment_tracks_batches_clips_metrics_and_plots(acr, in_tmp):
 
 
 @pytest.mark.slow
-def test_finetune_tracks_steps_epochs_samples_and_the_model(acr, in_tmp, demo):
+def test_finetune_tracks_steps_epochs_samples_and_the_model(acr, in_tmp, demo, monkeypatch):
     # (no clipping: the gradient norm is computed for the trackers alone)
     path = write(in_tmp, FINETUNE.replace("data: demo", f"data: {demo}") + "grad_clip: 0\n",
                  "ft.yaml")
+    started, start = [], child_sink.start_early
+    monkeypatch.setattr(child_sink, "start_early",
+                        lambda name, warm: started.append(name) or start(name, warm))
     result = acr("finetune", path, "--out", "F", "--track", "tensorboard", "--track", "wandb")
     assert result.exit_code == 0, result.stderr
+    assert started == ["tensorboard", "wandb"]  # by the command, before it loads the model
     run = in_tmp / "F"
     meta = json.loads((run / "meta.json").read_text())
     with open(run / "history.csv", newline="") as fh:

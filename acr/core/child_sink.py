@@ -61,10 +61,16 @@ class Child(NamedTuple):
     surroundings: tuple
 
 
+# what torch's import sets in os.environ (its compiler's cache, OpenMP after a fork), which no
+# tracker reads: a command starts its trackers' children before it imports torch (start_early)
+SET_BY_TORCH = frozenset({"TORCHINDUCTOR_CACHE_DIR", "KMP_INIT_AT_FORK"})
+
+
 def _surroundings() -> tuple:
-    """What a child takes from this process when it starts: the environment, sys.path and the
-    working folder (a child is reused only while they are unchanged)."""
-    return tuple(sorted(os.environ.items())), tuple(sys.path), os.getcwd()
+    """What a child takes from this process when it starts: the environment (but SET_BY_TORCH),
+    sys.path and the working folder (a child is reused only while they are unchanged)."""
+    return (tuple(sorted((k, v) for k, v in os.environ.items() if k not in SET_BY_TORCH)),
+            tuple(sys.path), os.getcwd())
 
 
 def _start() -> Child:
@@ -176,6 +182,30 @@ class ChildSink:
                     _IDLE[self.name] = self.child
 
 
+def start_early(name: str, warm: Callable[[], Any]) -> None:
+    """Start sink `name`'s child now and have it run `warm()` (a module-level function: the
+    tracker's imports, its service), unless a child of that name waits already: a sink opened
+    later in this process takes it ready, as it takes a child that served a sink before (while
+    this process's environment, sys.path and folder are what the child started with). A
+    command calls this before it imports torch and loads its model, so that its trackers
+    start beside that rather than beside the run's first steps. A child no sink takes is
+    ended at this process's exit."""
+    with _IDLE_LOCK:
+        if name in _IDLE:
+            return
+    child = _start()
+    try:
+        child.connection.send(("path", list(sys.path)))
+        child.connection.send(("warm", warm))
+    except OSError:  # (the child died at once: a sink opened later starts another)
+        _end(child)
+        return
+    with _IDLE_LOCK:
+        if _IDLE.setdefault(name, child) is child:
+            return
+    _end(child)  # another thread started one meanwhile
+
+
 def end_idle_children() -> None:
     """End the children waiting for a next sink (at this process's exit)."""
     with _IDLE_LOCK:
@@ -199,17 +229,25 @@ def _end_with_parent(parent: int) -> None:
 
 
 def serve(connection: Connection) -> None:
-    """The child: for each sink asked for ("path", then "open"): open it, answer the step to
-    replay from, send it every call until "close" (answered once closed); after a failure,
+    """The child: for each sink asked for ("path", then "open"; "warm" first when the child was
+    started early): open it, answer the step to replay from, send it every call until "close" (answered once closed); after a failure,
     the later calls are dropped, the sink is closed as far as it can be, and the child ends.
     When the socket ends (the run's process closed it, or died), the child ends at once."""
     while True:
         try:
-            _, path = connection.recv()
-            sys.path[:] = path  # (where the opener's module is found)
-            _, opener, arguments = connection.recv()
+            kind, *values = connection.recv()
         except (EOFError, OSError):
             os._exit(0)
+        if kind == "path":  # (where the opener's module is found)
+            sys.path[:] = values[0]
+            continue
+        if kind == "warm":  # a start before any sink (start_early): what fails here, the
+            try:  # opening of the sink says
+                values[0]()
+            except Exception:
+                pass
+            continue
+        opener, arguments = values  # "open"
         try:
             sink, first = opener(*arguments)
         except Exception as exc:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 from acr.core import console
+from acr.core import child_sink
 from acr.core.child_sink import ChildSink, describe
 from acr.core.runs import Run
 
@@ -623,6 +624,37 @@ def wandb_last_step(run_dir: Path, run_id: str) -> int:
                              if i.key == "_step"]
                     last = max([last, *steps])
     return last
+
+
+def warm_tensorboard() -> None:
+    """What a TensorBoard sink's child imports to open it (start_trackers)."""
+    import google_crc32c  # noqa: F401
+    from tensorboard.backend.event_processing.event_file_loader import (  # noqa: F401
+        LegacyEventFileLoader)
+    from tensorboard.plugins.hparams.summary_v2 import hparams_pb  # noqa: F401
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: F401
+
+
+def warm_wandb() -> None:
+    """What a W&B sink's child does first to open it: import wandb and start its service
+    (start_trackers)."""
+    import wandb
+
+    wandb.setup()
+
+
+def start_trackers(tracking: Any) -> None:
+    """Start the child process of each tracker `tracking` (the config's TrackingOptions, or
+    None) asks for now, with its imports and W&B's service (child_sink.start_early): a command
+    calls this before it imports torch and loads its model. Measured here, whole `acr finetune`
+    processes of the tiny model (4 epochs: a 0.5 s loop), TensorBoard + W&B: the loop was 0.1 s
+    longer when the children started as the run's trackers opened, right before it."""
+    if tracking is None:
+        return
+    if tracking.tensorboard:
+        child_sink.start_early("tensorboard", warm_tensorboard)
+    if tracking.wandb is not None and tracking.wandb.mode != "disabled":
+        child_sink.start_early("wandb", warm_wandb)
 
 
 def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> Trackers:
