@@ -334,13 +334,13 @@ SLOW_SHARE = 0.05  # the share of the time a run gets while kill_when waits for 
 
 def kill_when(proc: subprocess.Popen, ready, limit: float = 600, meanwhile=None) -> None:
     """SIGKILL the run at a moment when `ready()` holds, looked at with the run stopped
-    (SIGSTOP): it does no more work between the look and the kill. It goes on in slices of
-    RUN_SLICE_SECONDS. `meanwhile`: a condition on the run's other processes (its tracker
-    children, in process groups of their own, which SIGSTOP does not stop) that must hold as
-    well; while ready() holds and it does not, the run gets SLOW_SHARE of the time, so that a
-    child that takes seconds to start (W&B) starts before the run ends however fast the run's
-    steps are (a fine-tune of the tiny model went through 12 epochs before W&B started, on
-    the CI of 2026-12-05). Fails (the run killed all the same) when the run ends first or is
+    (SIGSTOP: at most the instant the signal takes to land, no more work between the look and
+    the kill). It goes on in slices of RUN_SLICE_SECONDS. `meanwhile`: a condition on the
+    run's other processes (its tracker children, which a signal to the run's process does not
+    stop) that must hold as well; while ready() holds and it does not, the run gets
+    SLOW_SHARE of the time, so that a child that takes seconds to start (W&B) starts before
+    the run ends however fast the run's steps are (a fine-tune of the tiny model went through
+    12 epochs before W&B started, on the CI of 2026-12-05). Fails (the run killed all the same) when the run ends first or is
     not ready within `limit` seconds."""
     deadline = time.monotonic() + limit
     try:

@@ -217,29 +217,60 @@ def test_a_child_started_early_is_the_one_its_sink_takes(tmp_path, monkeypatch):
     warm-up runs in the child first, and the sink opened later takes that child, although
     torch's import set variables in the environment meanwhile; not once another variable
     changed. A warm-up that fails leaves the sink's opening to say what fails."""
-    start_early("early", functools.partial(write_pid, tmp_path / "warm.pid"))
-    start_early("early", functools.partial(write_pid, tmp_path / "again.pid"))  # (one waits)
-    monkeypatch.setenv("KMP_INIT_AT_FORK", "FALSE")  # as torch's import does
-    sink = ChildSink("early", open_file_recorder, tmp_path / "a.jsonl")
-    assert int((tmp_path / "warm.pid").read_text()) == sink.child.process.pid == \
-        int((tmp_path / "a.jsonl.pid").read_text())
-    assert not (tmp_path / "again.pid").exists()
-    sink.close()
-    end_idle_children()
-    start_early("failing", fail_to_warm)
-    sink = ChildSink("failing", open_file_recorder, tmp_path / "b.jsonl")
-    sink.scalars(1, {"loss": 1.0})
-    sink.close()
-    assert (tmp_path / "b.jsonl").read_text().splitlines() == ['["scalars", 1, {"loss": 1.0}]',
-                                                             '["close"]']
-    end_idle_children()
-    start_early("changed", functools.partial(write_pid, tmp_path / "changed.pid"))
-    early = child_sink._IDLE["changed"].process
-    monkeypatch.setenv("ACR_TEST_CHANGED", "1")
-    sink = ChildSink("changed", open_file_recorder, tmp_path / "c.jsonl")
-    assert sink.child.process.pid != early.pid and early.poll() is not None  # (ended)
-    sink.close()
-    end_idle_children()
+    try:
+        start_early("early", functools.partial(write_pid, tmp_path / "warm.pid"))
+        early = child_sink._IDLE["early"]
+        start_early("early", functools.partial(write_pid, tmp_path / "again.pid"))
+        assert child_sink._IDLE["early"] is early  # (one waits already: no second child)
+        monkeypatch.setenv("KMP_INIT_AT_FORK", "FALSE")  # as an import in the command does
+        sink = ChildSink("early", open_file_recorder, tmp_path / "a.jsonl")
+        assert int((tmp_path / "warm.pid").read_text()) == sink.child.process.pid == \
+            int((tmp_path / "a.jsonl.pid").read_text()) == early.process.pid
+        sink.close()
+        start_early("failing", fail_to_warm)
+        early = child_sink._IDLE["failing"]
+        sink = ChildSink("failing", open_file_recorder, tmp_path / "b.jsonl")
+        assert sink.child is early
+        sink.scalars(1, {"loss": 1.0})
+        sink.close()
+        assert (tmp_path / "b.jsonl").read_text().splitlines() == [
+            '["scalars", 1, {"loss": 1.0}]', '["close"]']
+        start_early("refused", fail_to_warm)
+        with pytest.raises(ChildSinkError, match="ModuleNotFoundError: No module named"):
+            ChildSink("refused", open_file_recorder, tmp_path / "c.jsonl", None, 0, True)
+        start_early("changed", functools.partial(write_pid, tmp_path / "changed.pid"))
+        early = child_sink._IDLE["changed"].process
+        monkeypatch.setenv("ACR_TEST_CHANGED", "1")
+        sink = ChildSink("changed", open_file_recorder, tmp_path / "d.jsonl")
+        assert sink.child.process.pid != early.pid and early.poll() is not None  # (ended)
+        sink.close()
+    finally:
+        end_idle_children()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["experiment", "finetune"])
+def test_a_command_starts_each_trackers_process_once(in_tmp, demo, command):
+    """In a fresh process, as a user runs it: the tracker's child started before the command
+    imports torch is the one the run's sink takes (torch's import, and what the command loads,
+    change the environment meanwhile: a reuse refused there would start a second one)."""
+    text = GRID if command == "experiment" else \
+        FINETUNE.replace("data: demo", f"data: {demo}").replace("epochs: 3", "epochs: 1")
+    path = write(in_tmp, text, f"{command}.yaml")
+    counting = (f"import sys; sys.argv = ['acr', {command!r}, {str(path)!r}, '--out', 'R', "
+                "'--track', 'tensorboard']\n"
+                "from acr.core import child_sink\n"
+                "start, starts = child_sink._start, []\n"
+                "child_sink._start = lambda: starts.append(1) or start()\n"
+                "from acr.cli import app\n"
+                "try:\n    app()\nexcept SystemExit as end:\n    assert not end.code, end.code\n"
+                "print('children started:', len(starts))\n")
+    done = subprocess.run([sys.executable, "-c", counting], capture_output=True, text=True,
+                          env=own_service_env(), timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "children started: 1" in done.stdout, done.stdout
+    assert tensorboard_events(in_tmp / "R" / "tensorboard").Scalars(
+        "generation/seconds" if command == "experiment" else "train/loss")
 
 
 def test_a_child_sink_reports_its_failures_with_the_childs_error(tmp_path):

@@ -10,8 +10,9 @@ is copied, no script of the caller's is run again), in a process group of its ow
 at the terminal is the run's to handle; SIGINT and SIGTERM sent to the child itself are
 ignored), at a lower scheduling priority than the run (CHILD_NICENESS; on Linux also the
 SCHED_IDLE policy: it works in the CPU time the run leaves, and waking up it does not preempt
-a thread of the run, which a torch step would wait for: idle_policy). It stays in the run's session: Linux's autogroup
-scheduling shares the CPU between sessions first, so a child in a session of its own got as
+a thread of the run, which a torch step would wait for: idle_policy). It stays in the run's
+session: Linux's autogroup scheduling shares the CPU between sessions first, so a child in a
+session of its own got as
 much CPU as the run whatever its niceness (measured here: a whole-process experiment's loop 15%
 longer with TensorBoard's child in its own session, none in the run's). W&B starts its service
 in a session of its own. Calls go to it over a socket, in order (a few times a second: the
@@ -61,15 +62,19 @@ class Child(NamedTuple):
     surroundings: tuple
 
 
-# what torch's import sets in os.environ (its compiler's cache, OpenMP after a fork), which no
-# tracker reads: a command starts its trackers' children before it imports torch (start_early)
-SET_BY_TORCH = frozenset({"TORCHINDUCTOR_CACHE_DIR", "KMP_INIT_AT_FORK"})
+# what a command's imports and model loading set in os.environ for themselves, and no tracker
+# reads (torch's compiler cache, OpenMP after a fork (joblib), Hugging Face's offline mode): a
+# command starts its trackers' children before those (start_early)
+SET_BY_THE_COMMAND = frozenset({"TORCHINDUCTOR_CACHE_DIR", "KMP_INIT_AT_FORK",
+                                "KMP_DUPLICATE_LIB_OK", "TOKENIZERS_PARALLELISM",
+                                "HF_HUB_OFFLINE"})
 
 
 def _surroundings() -> tuple:
-    """What a child takes from this process when it starts: the environment (but SET_BY_TORCH),
-    sys.path and the working folder (a child is reused only while they are unchanged)."""
-    return (tuple(sorted((k, v) for k, v in os.environ.items() if k not in SET_BY_TORCH)),
+    """What a child takes from this process when it starts: the environment (but
+    SET_BY_THE_COMMAND), sys.path and the working folder (a child is reused only while they
+    are unchanged)."""
+    return (tuple(sorted((k, v) for k, v in os.environ.items() if k not in SET_BY_THE_COMMAND)),
             tuple(sys.path), os.getcwd())
 
 
@@ -193,7 +198,10 @@ def start_early(name: str, warm: Callable[[], Any]) -> None:
     with _IDLE_LOCK:
         if name in _IDLE:
             return
-    child = _start()
+    try:
+        child = _start()
+    except OSError:  # (no process to be had: a sink opened later tries again, and says so)
+        return
     try:
         child.connection.send(("path", list(sys.path)))
         child.connection.send(("warm", warm))
@@ -229,25 +237,30 @@ def _end_with_parent(parent: int) -> None:
 
 
 def serve(connection: Connection) -> None:
-    """The child: for each sink asked for ("path", then "open"; "warm" first when the child was
-    started early): open it, answer the step to replay from, send it every call until "close" (answered once closed); after a failure,
-    the later calls are dropped, the sink is closed as far as it can be, and the child ends.
+    """The child: for each sink asked for ("path", then "open"; after the first "path", a
+    "warm" when the child was started early): open it, answer the step to replay from, send
+    it every call until "close" (answered once closed); after a failure, the later calls are
+    dropped, the sink is closed as far as it can be, and the child ends.
     When the socket ends (the run's process closed it, or died), the child ends at once."""
+    warming = None
     while True:
         try:
             kind, *values = connection.recv()
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # (a warm-up still at work included: the run is done)
             os._exit(0)
         if kind == "path":  # (where the opener's module is found)
             sys.path[:] = values[0]
             continue
-        if kind == "warm":  # a start before any sink (start_early): what fails here, the
-            try:  # opening of the sink says
-                values[0]()
-            except Exception:
-                pass
+        if kind == "warm":  # a start before any sink (start_early), on a thread: the end of
+            warming = threading.Thread(target=_warm, args=values, daemon=True)  # the socket
+            warming.start()  # still ends the child at once
             continue
-        opener, arguments = values  # "open"
+        if kind != "open":
+            raise ValueError(f"a tracker's child got {kind!r} where it waits for a sink")
+        if warming is not None:
+            warming.join()
+            warming = None
+        opener, arguments = values
         try:
             sink, first = opener(*arguments)
         except Exception as exc:
@@ -256,6 +269,14 @@ def serve(connection: Connection) -> None:
         connection.send(("opened", first))
         if not _serve_one(connection, sink):
             return
+
+
+def _warm(warm: Callable[[], Any]) -> None:
+    """A child's warm-up (start_early); what fails here, the opening of the sink says."""
+    try:
+        warm()
+    except Exception:
+        pass
 
 
 def _serve_one(connection: Connection, sink: Any) -> bool:
@@ -293,9 +314,12 @@ def idle_policy() -> None:
     for its slowest thread), and what it has to do waits for the run's pauses (its end at the
     latest: closing a sink waits for its work). Measured against SCHED_BATCH (three and two
     two-minute interleaved runs of the tracking benchmark, TensorBoard + W&B): a tiny model's
-    fine-tune step +2.7%, +0.8%, +1.3% slower against +4.3%, +3.1%. Under another policy (a run
-    started with `chrt`) the child keeps it: a real-time run's child should not be made idle
-    by guesswork."""
+    fine-tune step +2.7%, +0.8%, +1.3% slower against +4.3%, +3.1%. The policy ranks the child
+    within its group (the run's session, or the job's cgroup on a cluster), so other users'
+    work does not starve it; the run's own other processes (data loader workers, an analysis'
+    feature workers) do, until they end. It cannot be left without privileges. Under another
+    policy (a run started with `chrt`) the child keeps it: a real-time run's child should not
+    be made idle by guesswork."""
     try:
         if os.sched_getscheduler(0) == os.SCHED_OTHER:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

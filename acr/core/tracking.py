@@ -627,12 +627,14 @@ def wandb_last_step(run_dir: Path, run_id: str) -> int:
 
 
 def warm_tensorboard() -> None:
-    """What a TensorBoard sink's child imports to open it (start_trackers)."""
-    import google_crc32c  # noqa: F401
+    """What a TensorBoard sink's child imports to open it (start_trackers): the modules of
+    tensorboard_last_step, TensorBoardSink and its config call, then the optional checksum."""
     from tensorboard.backend.event_processing.event_file_loader import (  # noqa: F401
         LegacyEventFileLoader)
     from tensorboard.plugins.hparams.summary_v2 import hparams_pb  # noqa: F401
     from tensorboard.summary.writer.event_file_writer import EventFileWriter  # noqa: F401
+
+    fast_event_checksums()
 
 
 def warm_wandb() -> None:
@@ -641,6 +643,11 @@ def warm_wandb() -> None:
     import wandb
 
     wandb.setup()
+
+
+def wants_wandb(tracking: Any) -> bool:
+    """Whether the TrackingOptions ask for a W&B run (a section whose mode is not disabled)."""
+    return tracking.wandb is not None and tracking.wandb.mode != "disabled"
 
 
 def start_trackers(tracking: Any) -> None:
@@ -653,7 +660,7 @@ def start_trackers(tracking: Any) -> None:
         return
     if tracking.tensorboard:
         child_sink.start_early("tensorboard", warm_tensorboard)
-    if tracking.wandb is not None and tracking.wandb.mode != "disabled":
+    if wants_wandb(tracking):
         child_sink.start_early("wandb", warm_wandb)
 
 
@@ -676,7 +683,7 @@ def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> T
             sink = ChildSink("tensorboard", open_tensorboard_sink, run.dir / TENSORBOARD_DIR)
             return sink, sink.first
         starts.append(SinkStart("tensorboard", open_tensorboard))
-    if tracking.wandb is not None and tracking.wandb.mode != "disabled":
+    if wants_wandb(tracking):
         fresh = "wandb_id" not in record
         run_id = record.setdefault("wandb_id", secrets.token_hex(4))
 
