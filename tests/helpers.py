@@ -340,8 +340,8 @@ def kill_when(proc: subprocess.Popen, ready, limit: float = 600, meanwhile=None)
     stop) that must hold as well; while ready() holds and it does not, the run gets
     SLOW_SHARE of the time, so that a child that takes seconds to start (W&B) starts before
     the run ends however fast the run's steps are (a fine-tune of the tiny model went through
-    12 epochs before W&B started, on the CI of 2026-12-05). Fails (the run killed all the same) when the run ends first or is
-    not ready within `limit` seconds."""
+    12 epochs before W&B started, on the CI of 2026-12-05). Fails (the run killed all the
+    same) when the run ends first or is not ready within `limit` seconds."""
     deadline = time.monotonic() + limit
     try:
         while True:
