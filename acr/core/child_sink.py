@@ -12,9 +12,9 @@ ignored), at a lower scheduling priority than the run (CHILD_NICENESS; on Linux 
 SCHED_IDLE policy: it works in the CPU time the run leaves, and waking up it does not preempt
 a thread of the run, which a torch step would wait for: idle_policy). It stays in the run's
 session: Linux's autogroup scheduling shares the CPU between sessions first, so a child in a
-session of its own got as
-much CPU as the run whatever its niceness (measured here: a whole-process experiment's loop 15%
-longer with TensorBoard's child in its own session, none in the run's). W&B starts its service
+session of its own got as much CPU as the run whatever its niceness (measured here: a
+whole-process experiment's loop 15% longer with TensorBoard's child in its own session, none
+in the run's). W&B starts its service
 in a session of its own. Calls go to it over a socket, in order (a few times a second: the
 SinkWorker thread that sends them gathers them), and are not answered (that thread never waits
 for the child's work); the child answers opening (the step to replay the journal from),
@@ -312,9 +312,10 @@ def idle_policy() -> None:
     W&B's service among them, inherit it), where the run has the normal one (Linux): it gets
     the CPU that the run's threads leave, waking up preempts none of them (a torch step waits
     for its slowest thread), and what it has to do waits for the run's pauses (its end at the
-    latest: closing a sink waits for its work). Measured against SCHED_BATCH (three and two
-    two-minute interleaved runs of the tracking benchmark, TensorBoard + W&B): a tiny model's
-    fine-tune step +2.7%, +0.8%, +1.3% slower against +4.3%, +3.1%. The policy ranks the child
+    latest: closing a sink waits for its work). Measured against SCHED_BATCH (two-minute
+    interleaved runs of the tracking benchmark, TensorBoard + W&B): a tiny model's fine-tune
+    step 0.6% slower on average over seven runs, against +4.3% and +3.1% in two runs the same
+    hour (README, Tracking). The policy ranks the child
     within its group (the run's session, or the job's cgroup on a cluster), so other users'
     work does not starve it; the run's own other processes (data loader workers, an analysis'
     feature workers) do, until they end. It cannot be left without privileges. Under another

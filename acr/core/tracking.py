@@ -43,8 +43,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
-from acr.core import console
-from acr.core import child_sink
+from acr.core import child_sink, console
 from acr.core.child_sink import ChildSink, describe
 from acr.core.runs import Run
 
