@@ -365,6 +365,21 @@ def begin_shared_run(dist_info: Dist, command: str, name: str, config_yaml: str,
     return Run(Path(run_dir)), batch_size, lock
 
 
+@contextmanager
+def held_new_run(command: str, name: str, config_yaml: str, seed: int | None, device: str,
+                 device_label: str, out: Path | None, argv: list[str] | None) -> Iterator[Run]:
+    """A new run (begin_run) for a command that never resumes one: its lock held to the end
+    of the block (`acr runs` tells a killed run from a running one by it), and the block's
+    failure marking the run failed (interrupted by Ctrl-C)."""
+    run, lock = begin_run(command, name, config_yaml, seed, device, device_label, out, argv,
+                          None)
+    try:
+        with run.marked_on_error():
+            yield run
+    finally:
+        lock.close()
+
+
 def start_run(command: str, name: str, config_yaml: str, seed: int | None, device: str,
               device_name: str, out: Path | None = None, root: Path = DEFAULT_ROOT,
               argv: list[str] | None = None) -> Run:

@@ -14,7 +14,7 @@ from acr.core.config.schema import GenerateConfig
 from acr.core.engine import generate_batch, resolve_params, slug
 from acr.core.mixing import STEM_MODELS, STEMS, load_stem_model, mix_stems, write_mix
 from acr.core.models import check_weights, device_name
-from acr.core.runs import Run, begin_run
+from acr.core.runs import Run, held_new_run
 
 
 
@@ -38,14 +38,9 @@ def run_hybrid(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | N
         getattr(recipe, stem), model=parts[stem][0],
         duration=parts[stem][3].duration) for stem in parts})
     cfg = dataclasses.replace(cfg, hybrid=recipe, seed=seed, device=parts["music"][2].device)
-    # the run's lock, held to its end: `acr runs` tells a killed run from a running one by it
-    run, lock = begin_run("generate", cfg.name, dump_yaml(to_dict(cfg)), seed, cfg.device,
-                          device_name(cfg.device), out, argv, None)
-    try:
-        with run.marked_on_error():  # from here on, any failure marks the run failed
-            _mix(run, cfg, parts, seed)
-    finally:
-        lock.close()
+    with held_new_run("generate", cfg.name, dump_yaml(to_dict(cfg)), seed, cfg.device,
+                      device_name(cfg.device), out, argv) as run:
+        _mix(run, cfg, parts, seed)
     return run.dir
 
 

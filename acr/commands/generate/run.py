@@ -14,7 +14,7 @@ from acr.core.config.schema import GenerateConfig, GenerationParams
 from acr.core.engine import conditioning_audio, generate_batch, resolve_params, slug, write_sample
 from acr.core.image_prompts import ImageDescription, copy_images, describe_prompts
 from acr.core.models import LoadedModel, device_name, load_model
-from acr.core.runs import Run, begin_run
+from acr.core.runs import Run, held_new_run
 
 
 def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] | None = None
@@ -32,16 +32,11 @@ def run_generate(cfg: GenerateConfig, out: Path | None = None, argv: list[str] |
     prompts = [images[i].prompt if i in images else p for i, p in enumerate(cfg.prompts)]
     seed = cfg.seed if cfg.seed is not None else secrets.randbelow(2**31)
     cfg = dataclasses.replace(cfg, params=params, seed=seed, device=loaded.device)
-    # the run's lock, held to its end: `acr runs` tells a killed run from a running one by it
-    run, lock = begin_run("generate", cfg.name, dump_yaml(to_dict(cfg)), seed, loaded.device,
-                          device_name(loaded.device), out, argv, None)
-    try:
-        with run.marked_on_error():  # from here on, any failure marks the run failed
-            copy_images(run.dir, list(images.values()))
-            _generate(run, cfg, prompts, images, loaded, params, seed, melody, continuation,
-                      conditioning)
-    finally:
-        lock.close()
+    with held_new_run("generate", cfg.name, dump_yaml(to_dict(cfg)), seed, loaded.device,
+                      device_name(loaded.device), out, argv) as run:
+        copy_images(run.dir, list(images.values()))
+        _generate(run, cfg, prompts, images, loaded, params, seed, melody, continuation,
+                  conditioning)
     return run.dir
 
 
