@@ -8,12 +8,11 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from acr.commands.analyze import plots, run_analysis
 from acr.commands.analyze.cache import cached_features
-from acr.commands.analyze.clips import Clip, discover
+from acr.core.clips import Clip, discover
 from synth import drums, progression, sine, write
 
 RATE = 16000

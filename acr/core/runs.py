@@ -29,6 +29,7 @@ from acr.core.safe_load import read_json
 
 DEFAULT_ROOT = Path("experiments")
 LISTENING = "listening"  # RUN/listening/: listening tests, the run browser, the responses
+ANALYSIS = "analysis"  # RUN/analysis/: acr analyze's report, tables, plots and feature cache
 STATUSES = ("running", "completed", "failed", "interrupted")
 # meta.json: true while the run's tasks (a launched experiment's) work on it, taking its lock
 # only for moments; a process that (re)starts the run holds its lock to the end and clears it

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from acr.commands.analyze.clips import Clip
 from acr.commands.analyze.features import METRIC_VERSION, ClipFeatures, Extractor, prepare
 from acr.commands.analyze.workers import in_batches
 from acr.core.audio import Unreadable, read_clip
+from acr.core.clips import Clip
 from acr.core.runs import write_json
 from acr.core.safe_load import read_json
 

@@ -1,7 +1,5 @@
-"""The clips of an analysis and their groups: audio files found under a folder, with model,
-parameter set, prompt set, prompt and sample read from each clip's sidecar; a setting (the
-parameter set, with the model when there are several) and a block (the prompt) per clip.
-An experiment run's clips follow its config's order (models, parameter sets, prompt sets, as
+"""The order of an analysis's clips (found and grouped by acr.core.clips) and its tables:
+an experiment run's clips follow its config's order (models, parameter sets, prompt sets, as
 experiment.json or config.yaml record them), and its baseline; other folders keep the order in
 which their files are found."""
 from __future__ import annotations
@@ -13,71 +11,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}
-GROUP_COLUMNS = ["model", "parameter_set", "prompt_set", "prompt_index", "sample_index", "prompt",
-                 "image"]
-
-
-@dataclass
-class Clip:
-    path: Path
-    rel: str  # relative to the analysed folder (metrics.csv's `path`)
-    groups: dict  # GROUP_COLUMNS -> value or None (from the sidecar)
-
-    @property
-    def setting(self) -> str:
-        return self.groups.get("_setting") or "all"
-
-    @property
-    def has_prompt(self) -> bool:
-        g = self.groups
-        return g.get("prompt") is not None or (g.get("prompt_set") is not None and
-                                               g.get("prompt_index") is not None)
-
-    @property
-    def block(self) -> str:
-        """The repeated-measures block: the prompt (within its prompt set), else the image a
-        prompt was described from, else the prompt, else the file."""
-        g = self.groups
-        if g.get("prompt_set") is not None and g.get("prompt_index") is not None:
-            return f"{g['prompt_set']}/{g['prompt_index']}"
-        return g.get("image") or g.get("prompt") or self.rel
-
-
-def discover(root: Path, skip: Path | None = None, skip_tops: tuple[str, ...] = ()
-             ) -> list[Clip]:
-    """Audio files under `root` (not under `skip`, a top-level folder named in `skip_tops`, or
-    hidden), with groups from their sidecars."""
-    clips = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if path.suffix.lower() not in AUDIO_SUFFIXES or not path.is_file() or \
-                any(part.startswith(".") for part in rel.parts) or \
-                (len(rel.parts) > 1 and rel.parts[0] in skip_tops) or \
-                (skip is not None and path.is_relative_to(skip)):
-            continue
-        groups = {column: None for column in GROUP_COLUMNS}
-        sidecar = path.with_suffix(".json")
-        if sidecar.is_file():
-            try:
-                data = json.loads(sidecar.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                data = {}
-            if data.get("stem_of"):
-                continue  # a stem of a hybrid mix: the mix is the clip analysed
-            groups.update({c: data.get(c) for c in GROUP_COLUMNS if c in data})
-            image = data.get("image")  # an image item: its copy in the run, images/<sha>-<name>
-            groups["image"] = image.get("file") if isinstance(image, dict) else None
-        clips.append(Clip(path, rel.as_posix(), groups))
-    models = {c.groups["model"] for c in clips}
-    for clip in clips:  # a setting: the parameter set, with the model when there are several
-        parts = [clip.groups["model"]] if len(models) > 1 else []
-        parts += [clip.groups["parameter_set"]] if clip.groups["parameter_set"] else []
-        if not parts and clip.groups["model"]:
-            parts = [clip.groups["model"]]
-        clip.groups["_setting"] = ":".join(str(p) for p in parts) or None
-    return clips
-
+from acr.core.clips import Clip
 
 
 @dataclass

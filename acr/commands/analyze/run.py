@@ -25,15 +25,15 @@ import numpy as np
 from acr import __version__
 from acr.commands.analyze import report
 from acr.commands.analyze.cache import cached_features, stamp
-from acr.commands.analyze.clips import (AUDIO_SUFFIXES, GROUP_COLUMNS, Clip, baseline_setting,
-                                        discover, in_config_order, prompt_table, read_order)
+from acr.commands.analyze.clips import baseline_setting, in_config_order, prompt_table, read_order
 from acr.commands.analyze.features import CORE_METRICS, METRIC_VERSION, ClipFeatures
 from acr.commands.analyze.workers import default_workers, started
 from acr.core import console
 from acr.core.audio import Unreadable
+from acr.core.clips import AUDIO_SUFFIXES, GROUP_COLUMNS, Clip, discover
 from acr.core.errors import UsageError
 from acr.core.models import DEFAULT_CLAP
-from acr.core.runs import LISTENING, write_atomic, write_json
+from acr.core.runs import ANALYSIS, LISTENING, write_atomic, write_json
 from acr.core.safe_load import read_json
 from acr.core.tracking import TRACKER_FOLDERS
 
@@ -57,7 +57,7 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     # setup: inputs first, nothing written until they are known to be good
     path = Path(path)
     check_folder(path, "")
-    out_dir = Path(out) if out is not None else path / "analysis"
+    out_dir = Path(out) if out is not None else path / ANALYSIS
     order = read_order(path)  # an experiment run's config order and baseline
     clips = in_config_order(discover(path, skip=out_dir,  # not the listening tests' or the
                                      skip_tops=(LISTENING, *TRACKER_FOLDERS)),  # trackers'

@@ -26,7 +26,7 @@ from acr.commands.export.redact import Redactor
 from acr.core import console
 from acr.core.config.schema import NAME_PATTERN
 from acr.core.errors import UsageError
-from acr.core.runs import current_status
+from acr.core.runs import ANALYSIS, current_status
 from acr.core.safe_load import read_json
 
 LARGE_BYTES = 500 * 1024 * 1024
@@ -70,7 +70,7 @@ def _run_files(run_dir: Path, samples: str, include_model: bool) -> list[Path]:
             continue
         if len(rel.parts) == 1 and rel.name in RECORDS:
             picked.append(path)
-        elif top == "analysis" and (len(rel.parts) < 2 or rel.parts[1] != "cache"):
+        elif top == ANALYSIS and (len(rel.parts) < 2 or rel.parts[1] != "cache"):
             picked.append(path)
         elif top in ("plots", "images"):  # images: those image prompts were described from
             picked.append(path)

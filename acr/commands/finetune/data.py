@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from acr.core.clips import AUDIO_SUFFIXES
 from acr.core.errors import UsageError
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".aiff", ".aif"}
 FOLDED = ("genre", "bpm", "key", "moods", "instrument", "keywords")
 MIN_TAIL_SECONDS = 1.0  # a long file's last partial segment is kept (padded) from this length
 

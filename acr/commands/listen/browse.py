@@ -18,7 +18,7 @@ from acr.commands.listen.design import BROWSER
 from acr.commands.listen.page import CSS
 from acr.core.metrics import KEY_METRICS, LABELS, format_value
 from acr.core.plotting import pyplot, save_figure
-from acr.core.runs import write_atomic
+from acr.core.runs import ANALYSIS, write_atomic
 
 SHOWN = KEY_METRICS + ["clap_score"]
 N_FFT, HOP = 1024, 256
@@ -26,7 +26,7 @@ N_FFT, HOP = 1024, 256
 
 def read_metrics(run_dir: Path) -> dict[str, dict]:
     """metrics.csv of the run's analysis by clip path (empty when there is none)."""
-    path = Path(run_dir) / "analysis" / "metrics.csv"
+    path = Path(run_dir) / ANALYSIS / "metrics.csv"
     if not path.is_file():
         return {}
     with open(path, newline="", encoding="utf-8") as fh:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from acr.commands.listen.clips import AUDIO_SUFFIXES, LISTENING, RunClip
+from acr.commands.listen.clips import LISTENING, RunClip
 from acr.core import console
+from acr.core.clips import AUDIO_SUFFIXES
 from acr.core.errors import UsageError
 
 FORMAT = "acr-listening/1"

@@ -11,6 +11,7 @@ from typing import Any
 
 from acr.commands.runs.listing import read_config, read_json_file
 from acr.core.errors import UsageError
+from acr.core.runs import ANALYSIS
 
 ABSENT = "(absent)"
 
@@ -47,7 +48,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def metric_means(run_dir: Path) -> dict[tuple[str, str], float | None]:
     """(setting, metric) -> mean of an analysed run; ("-", key) -> a fine-tune's numbers."""
-    summary = read_json_file(run_dir / "analysis" / "summary.json")
+    summary = read_json_file(run_dir / ANALYSIS / "summary.json")
     out: dict[tuple[str, str], float | None] = {}
     for setting, metrics in (summary.get("groups") or {}).items():
         for metric, stats in metrics.items():

@@ -22,7 +22,7 @@ import yaml
 
 from acr.core.errors import UsageError
 from acr.core.metrics import baseline_means
-from acr.core.runs import STATUSES, current_status
+from acr.core.runs import ANALYSIS, STATUSES, current_status
 
 
 @dataclass
@@ -122,7 +122,7 @@ def baseline_metrics(run_dir: Path, meta: dict) -> tuple[Optional[str], dict]:
     """The baseline setting of an analysed run and its key metric means: as the experiment
     recorded them in meta.json for the analysis/summary.json it wrote (same modification
     time), else read from summary.json (analysed again since, or by an older version)."""
-    path = run_dir / "analysis" / "summary.json"
+    path = run_dir / ANALYSIS / "summary.json"
     try:
         mtime = path.stat().st_mtime_ns
     except OSError:
