@@ -19,6 +19,7 @@ from acr import __version__
 from acr.core import console
 from acr.core.config.loader import schema_default
 from acr.core.config.schema import ExperimentConfig, FinetuneConfig, GenerateConfig
+from acr.core.distributed import launched_as_main
 from acr.core.errors import UsageError
 from acr.core.models import DEFAULT_CLAP, DEFAULT_CLIP, check_weights
 
@@ -425,7 +426,7 @@ def experiment_run(
         from acr.commands.experiment import run_experiment
 
         run_dir = run_experiment(cfg, out=out, resume=resume)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if launched_as_main():
             console.result(f"wrote the experiment to {run_dir} (manifest: "
                            f"{run_dir / 'experiment.json'})")
 
@@ -561,7 +562,7 @@ def finetune(
         from acr.commands.finetune import run_finetune
 
         run_dir = run_finetune(cfg, out=out, resume=resume)
-        if int(os.environ.get("RANK", "0")) == 0:
+        if launched_as_main():
             console.result(f"wrote the fine-tuned model to {run_dir / 'model'} (load it with "
                            f"`acr generate --model {run_dir / 'model'}`)")
 
@@ -571,7 +572,7 @@ def finetune(
 def _start_trackers(cfg: Any) -> None:
     """The trackers' child processes started before the command imports torch (rank 0 only:
     the other ranks do not track); a resume without a config leaves it to the run."""
-    if cfg is not None and int(os.environ.get("RANK", "0")) == 0:
+    if cfg is not None and launched_as_main():
         from acr.core.tracking import start_trackers
 
         start_trackers(cfg.tracking)

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from acr.commands.analyze.features import CORE_METRICS, METRIC_VERSION
+from acr.commands.analyze.features import METRIC_VERSION
 from helpers import build_tiny_clap
 from synth import drums, progression, sine, write
 

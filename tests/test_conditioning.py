@@ -1,7 +1,6 @@
 """Continuation (real, on tiny-musicgen) and melody conditioning (plumbing and errors offline;
 the real path with musicgen-melody weights runs where they are cached)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,7 +1,6 @@
 """`acr generate` end to end on the tiny models (real AudioCraft generation on the CPU)."""
 import json
 import re
-from pathlib import Path
 
 import pytest
 import soundfile as sf

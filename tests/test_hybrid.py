@@ -2,9 +2,7 @@
 import json
 import math
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from acr.core.audio import integrated_loudness, read_wav

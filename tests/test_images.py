@@ -6,7 +6,6 @@ import hashlib
 import json
 import math
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest

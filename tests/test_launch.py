@@ -156,7 +156,7 @@ def test_killed_and_failing_tasks_then_resume_gives_the_same_bytes(grid, tmp_pat
         status = acr("experiment", "status", run).stdout
     assert "share 0: failed (" in status and "its process ended without recording an end" \
         in status
-    assert f"share 1: failed (" in status and f"IsADirectoryError" in status
+    assert "share 1: failed (" in status and "IsADirectoryError" in status
     # the tail of share 1's log shows the traceback
     log = status[status.index("log of share 1"):]
     assert "IsADirectoryError" in log.splitlines()[-1]

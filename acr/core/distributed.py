@@ -19,6 +19,12 @@ class Dist:
         return self.rank == 0
 
 
+def launched_as_main() -> bool:
+    """Whether this process is rank 0 of torchrun's launch, or not launched by torchrun (read
+    from the environment, before any process group: the CLI asks it without importing torch)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_dist() -> Dist:
     """Join the torchrun process group when WORLD_SIZE > 1 (gloo on the CPU, nccl on GPUs)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
