@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from acr.commands.listen.clips import run_clips
-from acr.core.clips import discover
+from acr.core.clips import NOT_CLIPS, discover
 from synth import tone, write
 
 RATE = 8000
@@ -51,18 +51,25 @@ def test_analyze_and_listen_group_a_run_alike(tmp_path):
         "odd.wav": ("all", "odd.wav"),
     }
     assert listed == expected
-    analysed = discover(run, skip_tops=("wandb", "tensorboard", "analysis", "listening"))
+    assert set(NOT_CLIPS) == {"wandb", "tensorboard", "analysis", "listening"}
+    analysed = discover(run, skip_tops=NOT_CLIPS)  # (as acr analyze calls it)
     assert {c.rel: (c.setting, c.block) for c in analysed} == expected
 
 
-def test_listen_names_clips_below_samples_from_the_run_folder(tmp_path):
+def test_listen_takes_the_samples_folder_named_from_the_run_folder(tmp_path):
+    """Below RUN/samples/, a model's folder may have any name, that of a folder NOT_CLIPS names
+    at the run's top among them (a model loaded from .../tensorboard); outside it, nothing is
+    taken."""
     run = tmp_path / "run"
-    clip(run / "samples" / "tiny" / "baseline" / "calm" / "0-0.wav", {
-        "model": "tiny", "parameter_set": "baseline", "prompt_set": "calm", "prompt_index": 0,
-        "sample_index": 0, "prompt": "soft piano"})
-    clip(run / "wandb" / "run-1" / "files" / "media" / "audio" / "copy.wav")
-    (clip_,) = run_clips(run)
-    assert (clip_.rel, clip_.setting, clip_.block, clip_.prompt, clip_.sample_index) == (
-        "samples/tiny/baseline/calm/0-0.wav", "baseline", "calm/0", "soft piano", 0)
-    (found,) = discover(run / "samples", relative_to=run)
-    assert found.rel == clip_.rel and found.path == run / clip_.rel
+    for model in ("tiny", "tensorboard"):
+        clip(run / "samples" / model / "baseline" / "calm" / "0-0.wav", {
+            "model": model, "parameter_set": "baseline", "prompt_set": "calm",
+            "prompt_index": 0, "sample_index": 0, "prompt": "soft piano"})
+    clip(run / "elsewhere" / "0.wav")
+    listed = [(c.rel, c.setting, c.block, c.prompt, c.sample_index) for c in run_clips(run)]
+    assert listed == [
+        ("samples/tensorboard/baseline/calm/0-0.wav", "tensorboard:baseline", "calm/0",
+         "soft piano", 0),
+        ("samples/tiny/baseline/calm/0-0.wav", "tiny:baseline", "calm/0", "soft piano", 0)]
+    found = discover(run / "samples", skip_tops=NOT_CLIPS, relative_to=run)
+    assert [(c.rel, c.path) for c in found] == [(rel, run / rel) for rel, *_ in listed]

@@ -7,7 +7,8 @@ image a prompt was described from), and the two groups every comparison of acr u
   prompt was described from, else the prompt, else the file.
 
 `acr analyze` and `acr listen` both group clips this way, so a listening test's settings and
-prompts are the analysis's. A hybrid mix's stems are not clips: the mix is.
+prompts are the analysis's (listen takes only RUN/samples/ where a run has it; analyze the whole
+run but NOT_CLIPS). A hybrid mix's stems are not clips: the mix is.
 """
 from __future__ import annotations
 
@@ -15,9 +16,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from acr.core.runs import ANALYSIS, LISTENING
+from acr.core.tracking import TRACKER_FOLDERS
+
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif"}  # what soundfile reads
 GROUP_COLUMNS = ["model", "parameter_set", "prompt_set", "prompt_index", "sample_index", "prompt",
                  "image"]
+# a run's top-level folders whose audio is not the run's clips: the listening tests' copies, the
+# analysis, the trackers' copies
+NOT_CLIPS = (LISTENING, ANALYSIS, *TRACKER_FOLDERS)
 
 
 @dataclass
@@ -69,13 +76,13 @@ def _sidecar_groups(path: Path) -> dict | None:
 
 def discover(root: Path, skip: Path | None = None, skip_tops: tuple[str, ...] = (),
              relative_to: Path | None = None) -> list[Clip]:
-    """Audio files under `root` (not under `skip`, a top-level folder named in `skip_tops`, or
-    hidden), with groups from their sidecars and a setting each; paths named relative to
-    `relative_to` (default: `root`)."""
+    """Audio files under `root` (not under `skip`, hidden, or in a top-level folder of
+    `relative_to` named in `skip_tops`), with groups from their sidecars and a setting each;
+    paths named relative to `relative_to` (default: `root`)."""
     base = relative_to if relative_to is not None else root
     clips = []
     for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
+        rel = path.relative_to(base)
         if path.suffix.lower() not in AUDIO_SUFFIXES or not path.is_file() or \
                 any(part.startswith(".") for part in rel.parts) or \
                 (len(rel.parts) > 1 and rel.parts[0] in skip_tops) or \
@@ -83,7 +90,7 @@ def discover(root: Path, skip: Path | None = None, skip_tops: tuple[str, ...] = 
             continue
         groups = _sidecar_groups(path)
         if groups is not None:
-            clips.append(Clip(path, path.relative_to(base).as_posix(), groups))
+            clips.append(Clip(path, rel.as_posix(), groups))
     models = {c.groups["model"] for c in clips}
     for clip in clips:  # a setting: the parameter set, with the model when there are several
         model = clip.groups["model"]

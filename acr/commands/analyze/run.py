@@ -30,12 +30,11 @@ from acr.commands.analyze.features import CORE_METRICS, METRIC_VERSION, ClipFeat
 from acr.commands.analyze.workers import default_workers, started
 from acr.core import console
 from acr.core.audio import Unreadable
-from acr.core.clips import AUDIO_SUFFIXES, GROUP_COLUMNS, Clip, discover
+from acr.core.clips import AUDIO_SUFFIXES, GROUP_COLUMNS, NOT_CLIPS, Clip, discover
 from acr.core.errors import UsageError
 from acr.core.models import DEFAULT_CLAP
 from acr.core.runs import ANALYSIS, LISTENING, write_atomic, write_json
 from acr.core.safe_load import read_json
-from acr.core.tracking import TRACKER_FOLDERS
 
 OUTPUTS = "outputs.json"  # in the cache folder: the inputs' fingerprint and what was written
 
@@ -59,9 +58,7 @@ def run_analysis(path: Path, out: Path | None = None, reference: Path | None = N
     check_folder(path, "")
     out_dir = Path(out) if out is not None else path / ANALYSIS
     order = read_order(path)  # an experiment run's config order and baseline
-    clips = in_config_order(discover(path, skip=out_dir,  # not the listening tests' or the
-                                     skip_tops=(LISTENING, *TRACKER_FOLDERS)),  # trackers'
-                            order)  # copies
+    clips = in_config_order(discover(path, skip=out_dir, skip_tops=NOT_CLIPS), order)
     if not clips:
         raise UsageError(f"{path}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found; "
                          "give a run folder or a folder of audio files")

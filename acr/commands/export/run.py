@@ -33,7 +33,7 @@ LARGE_BYTES = 500 * 1024 * 1024
 RECORDS = ["config.yaml", "meta.json", "events.jsonl", "experiment.json", "findings.json",
            "history.csv", "summary.json"]
 TEXT_SUFFIXES = {".yaml", ".json", ".jsonl", ".csv", ".md", ".txt"}
-AUDIO_SUFFIXES = {".wav", ".flac"}
+EXPORTED_AUDIO = {".wav", ".flac"}
 # WAV sample formats that FLAC holds exactly (float and 32-bit WAVs stay WAV)
 FLAC_SUBTYPES = {"PCM_16": "PCM_16", "PCM_24": "PCM_24"}
 _PATH_CHAR = r"[^\s\"'`,;|()\[\]{}<>=]"
@@ -75,7 +75,7 @@ def _run_files(run_dir: Path, samples: str, include_model: bool) -> list[Path]:
         elif top in ("plots", "images"):  # images: those image prompts were described from
             picked.append(path)
         elif top == "samples" and (path.suffix == ".json" or
-                                   (samples == "all" and path.suffix.lower() in AUDIO_SUFFIXES)):
+                                   (samples == "all" and path.suffix.lower() in EXPORTED_AUDIO)):
             picked.append(path)
         elif top == "model" and include_model:
             picked.append(path)

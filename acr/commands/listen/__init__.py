@@ -8,9 +8,9 @@ analysis (+ plots) -> listening_summary, which `acr analyze` calls.
 from acr.commands.listen.analysis import ListeningSummary, listening_summary
 from acr.commands.listen.browse import build_browser
 from acr.commands.listen.build import build_test
-from acr.commands.listen.clips import LISTENING
 from acr.commands.listen.importing import import_responses
 from acr.commands.listen.serve import make_server, serve_test
+from acr.core.runs import LISTENING
 
 __all__ = ["build_test", "import_responses", "make_server", "serve_test", "build_browser",
            "listening_summary", "ListeningSummary", "LISTENING"]

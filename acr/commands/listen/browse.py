@@ -13,12 +13,12 @@ from urllib.parse import quote
 
 import numpy as np
 
-from acr.commands.listen.clips import LISTENING, RunClip, run_clips
+from acr.commands.listen.clips import RunClip, run_clips
 from acr.commands.listen.design import BROWSER
 from acr.commands.listen.page import CSS
 from acr.core.metrics import KEY_METRICS, LABELS, format_value
 from acr.core.plotting import pyplot, save_figure
-from acr.core.runs import ANALYSIS, write_atomic
+from acr.core.runs import ANALYSIS, LISTENING, write_atomic
 
 SHOWN = KEY_METRICS + ["clap_score"]
 N_FFT, HOP = 1024, 256

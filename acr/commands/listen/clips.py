@@ -1,5 +1,5 @@
 """The clips of a run that a listening test can use: audio under RUN/samples/ (else anywhere in
-RUN but its listening tests, analysis and trackers' copies), grouped as `acr analyze` groups them
+RUN but its listening tests, analysis and trackers' copies: NOT_CLIPS), grouped as `acr analyze` groups them
 (acr.core.clips): the setting, and the block (the prompt within its prompt set); a folder without
 sidecars is one setting, each file its own block."""
 from __future__ import annotations
@@ -7,17 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from acr.core.clips import discover
+from acr.core.clips import NOT_CLIPS, discover
 from acr.core.errors import UsageError
-from acr.core.runs import ANALYSIS, LISTENING
-from acr.core.tracking import TRACKER_FOLDERS
 
 
 @dataclass(frozen=True)
 class RunClip:
     rel: str  # path relative to the run folder (metrics.csv's `path`)
     setting: str
-    block: str  # the repeated-measures block: the prompt (within its prompt set)
+    block: str  # the repeated-measures block: the prompt within its prompt set, else the
+    # image a prompt was described from, else the prompt, else the file
     prompt: str | None
     sample_index: int
     prompt_set: str | None
@@ -31,8 +30,7 @@ def run_clips(run_dir: Path) -> list[RunClip]:
         raise UsageError(f"{run_dir}: no such folder; give a run folder of acr experiment or "
                          "acr generate")
     root = run_dir / "samples" if (run_dir / "samples").is_dir() else run_dir
-    found = discover(root, skip_tops=(LISTENING, ANALYSIS, *TRACKER_FOLDERS),
-                     relative_to=run_dir)
+    found = discover(root, skip_tops=NOT_CLIPS, relative_to=run_dir)
     if not found:
         raise UsageError(f"{run_dir}: no audio clips found (looked in "
                          f"{root.relative_to(run_dir.parent) if root != run_dir else run_dir}); "

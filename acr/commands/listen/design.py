@@ -25,10 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-from acr.commands.listen.clips import LISTENING, RunClip
+from acr.commands.listen.clips import RunClip
 from acr.core import console
 from acr.core.clips import AUDIO_SUFFIXES
 from acr.core.errors import UsageError
+from acr.core.runs import LISTENING
 
 FORMAT = "acr-listening/1"
 DESIGNS = ("mos", "ab", "mushra")
