@@ -1,7 +1,7 @@
 """The clips of a run that a listening test can use: audio under RUN/samples/ (else anywhere in
-RUN but its listening tests, analysis and trackers' copies: NOT_CLIPS), grouped as `acr analyze` groups them
-(acr.core.clips): the setting, and the block (the prompt within its prompt set); a folder without
-sidecars is one setting, each file its own block."""
+RUN but NOT_CLIPS: its listening tests, analysis and trackers' copies), grouped as `acr analyze`
+groups them (acr.core.clips): the setting, and the block (the prompt within its prompt set); a
+folder without sidecars is one setting, each file its own block."""
 from __future__ import annotations
 
 from dataclasses import dataclass
