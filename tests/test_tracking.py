@@ -12,7 +12,9 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 
 from acr.core import child_sink
@@ -527,6 +529,28 @@ def test_tensorboard_sink_purges_from_its_first_step_as_torchs_writer_does(tmp_p
 
 
 @pytest.mark.slow
+def test_after_the_wandb_warm_up_opening_and_logging_import_nothing(tmp_path):
+    """The warm-up (before the command imports torch) imports what wandb.init, the first
+    scalars and the first clip import: none of that (0.15 CPU s) is left for the child to do
+    beside the run's first steps. Fails when a wandb upgrade moves its first-call imports."""
+    script = ("import sys, pathlib, types\n"
+              "from acr.core.tracking import Clip, open_wandb_sink, warm_wandb\n"
+              "warm_wandb()\n"
+              "folder = pathlib.Path(sys.argv[1])\n"
+              "before = set(sys.modules)\n"
+              "options = types.SimpleNamespace(project='p', entity=None, tags=[], mode=None)\n"
+              "sink, first = open_wandb_sink(folder, options, 'abc12345', 'r/a', {'x': 1}, True)\n"
+              "sink.scalars(0, {'loss': 1.0})\n"
+              "sink.clips(1, [Clip('samples/a', folder / 'a.wav', 'a prompt')])\n"
+              "print(' '.join(sorted(set(sys.modules) - before)) or '-')\n"
+              "sink.close()\n")
+    sf.write(tmp_path / "a.wav", np.zeros(3200, np.float32), 32000)
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    assert out == ["-"]
+    assert [row["_step"] for row in wandb_history(tmp_path)] == [0, 1]
+
+
 def test_the_tensorboard_sink_needs_no_torch(tmp_path):
     """Its child process opens it, writes and closes it without importing torch (1.6 s of CPU
     beside the run)."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import importlib
 import json
 import math
 import netrc
@@ -636,12 +637,26 @@ def warm_tensorboard() -> None:
     fast_event_checksums()
 
 
+# what wandb.init and the first clip imports on their first call (wandb 0.31: its public API,
+# launch inputs, YAML for the config file; soundfile for wandb.Audio): about 0.15 CPU s here,
+# which the warm-up spends before the command imports torch instead of beside the run's first
+# steps (a test checks that opening a sink and its first calls import nothing after warm_wandb)
+WANDB_FIRST_CALL_MODULES = ("yaml", "email.parser", "wandb.apis.public",
+                            "wandb.sdk.launch.inputs.internal", "soundfile")
+
+
 def warm_wandb() -> None:
-    """What a W&B sink's child does first to open it: import wandb and start its service
-    (start_trackers)."""
+    """What a W&B sink's child does first to open it: import wandb, start its service
+    (start_trackers) and import what its first calls import (WANDB_FIRST_CALL_MODULES; a
+    module another wandb version lacks is skipped)."""
     import wandb
 
     wandb.setup()
+    for name in WANDB_FIRST_CALL_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
 
 
 def wants_wandb(tracking: Any) -> bool:
