@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
+import soundfile
 import yaml
 
 from acr.core import child_sink
@@ -544,7 +544,7 @@ def test_after_the_wandb_warm_up_opening_and_logging_import_nothing(tmp_path):
               "sink.clips(1, [Clip('samples/a', folder / 'a.wav', 'a prompt')])\n"
               "print(' '.join(sorted(set(sys.modules) - before)) or '-')\n"
               "sink.close()\n")
-    sf.write(tmp_path / "a.wav", np.zeros(3200, np.float32), 32000)
+    soundfile.write(tmp_path / "a.wav", np.zeros(3200, np.float32), 32000)
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True,
                          capture_output=True, text=True).stdout.split()
     assert out == ["-"]
@@ -569,9 +569,6 @@ def test_the_tensorboard_sink_needs_no_torch(tmp_path):
 
 
 def test_tensorboard_audio_takes_a_mono_pcm16_file_as_it_is_and_mixes_the_rest(tmp_path):
-    import numpy as np
-    import soundfile
-
     tone = 0.5 * np.sin(np.linspace(0, 200 * np.pi, 8000))
     soundfile.write(str(tmp_path / "mono.wav"), tone, 8000, subtype="PCM_16")
     audio = tensorboard_audio("a", tmp_path / "mono.wav").value[0].audio
@@ -590,7 +587,6 @@ def test_tensorboard_records_carry_tensorboards_own_checksums_computed_in_c(tmp_
     """The event writer's checksum is google-crc32c's, giving the values of TensorBoard's own
     pure-Python one (its readers check every record with theirs: see the end-to-end tests)."""
     import google_crc32c
-    import numpy as np
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference
     from tensorboard.summary.writer import record_writer
 
