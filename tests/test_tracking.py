@@ -530,9 +530,10 @@ def test_tensorboard_sink_purges_from_its_first_step_as_torchs_writer_does(tmp_p
 
 @pytest.mark.slow
 def test_after_the_wandb_warm_up_opening_and_logging_import_nothing(tmp_path):
-    """The warm-up (before the command imports torch) imports what wandb.init, the first
-    scalars and the first clip import: none of that (0.15 CPU s) is left for the child to do
-    beside the run's first steps. Fails when a wandb upgrade moves its first-call imports."""
+    """The warm-up (before the command imports torch) imports what wandb.init imports, so
+    that opening a sink, and its first scalars and clip, import nothing: none of that (0.15 CPU
+    s) is left for the child to do beside the run's first steps. Fails when a wandb upgrade
+    moves its first-call imports."""
     script = ("import sys, pathlib, types\n"
               "from acr.core.tracking import Clip, open_wandb_sink, warm_wandb\n"
               "warm_wandb()\n"
@@ -551,6 +552,7 @@ def test_after_the_wandb_warm_up_opening_and_logging_import_nothing(tmp_path):
     assert [row["_step"] for row in wandb_history(tmp_path)] == [0, 1]
 
 
+@pytest.mark.slow
 def test_the_tensorboard_sink_needs_no_torch(tmp_path):
     """Its child process opens it, writes and closes it without importing torch (1.6 s of CPU
     beside the run)."""

@@ -637,25 +637,25 @@ def warm_tensorboard() -> None:
     fast_event_checksums()
 
 
-# what wandb.init and the first clip imports on their first call (wandb 0.31: its public API,
-# launch inputs, YAML for the config file; soundfile for wandb.Audio): about 0.15 CPU s here,
-# which the warm-up spends before the command imports torch instead of beside the run's first
-# steps (a test checks that opening a sink and its first calls import nothing after warm_wandb)
+# what wandb.init imports on its first call (wandb 0.31: its public API and launch inputs, YAML
+# for the config file, email.parser to read the installed packages' metadata): about 0.15 CPU s
+# here, which the warm-up spends before the command imports torch instead of beside the run's
+# first steps (a test checks that opening a sink and its first calls import nothing more)
 WANDB_FIRST_CALL_MODULES = ("yaml", "email.parser", "wandb.apis.public",
-                            "wandb.sdk.launch.inputs.internal", "soundfile")
+                            "wandb.sdk.launch.inputs.internal")
 
 
 def warm_wandb() -> None:
     """What a W&B sink's child does first to open it: import wandb, start its service
     (start_trackers) and import what its first calls import (WANDB_FIRST_CALL_MODULES; a
-    module another wandb version lacks is skipped)."""
+    module another wandb version lacks, or that fails to import, is skipped)."""
     import wandb
 
     wandb.setup()
     for name in WANDB_FIRST_CALL_MODULES:
         try:
             importlib.import_module(name)
-        except ImportError:
+        except Exception:
             pass
 
 
