@@ -14,13 +14,14 @@ a thread of the run, which a torch step would wait for: idle_policy). It stays i
 session: Linux's autogroup scheduling shares the CPU between sessions first, so a child in a
 session of its own got as much CPU as the run whatever its niceness (measured here: a
 whole-process experiment's loop 15% longer with TensorBoard's child in its own session, none
-in the run's). W&B starts its service
-in a session of its own. Calls go to it over a socket, in order (a few times a second: the
-SinkWorker thread that sends them gathers them), and are not answered (that thread never waits
-for the child's work); the child answers opening (the step to replay the journal from),
-closing, and a call that failed (reported at the next call or at closing, as a ChildSinkError
-carrying the child's own error). When the run's process dies, the child ends within
-PARENT_CHECK_SECONDS, writing nothing more, as a sink on a thread would have.
+in the run's). W&B starts its service in a session of its own (giving that session's
+autogroup the lowest share, niceness 19, did not shorten a fine-tune's loop: README, Tracking).
+Calls go to it over a socket, in order (a few times a second: the SinkWorker thread that sends
+them gathers them), and are not answered (that thread never waits for the child's work); the
+child answers opening (the step to replay the journal from), closing, and a call that failed
+(reported at the next call or at closing, as a ChildSinkError carrying the child's own error).
+When the run's process dies, the child ends within PARENT_CHECK_SECONDS, writing nothing more,
+as a sink on a thread would have.
 """
 from __future__ import annotations
 
@@ -315,12 +316,11 @@ def idle_policy() -> None:
     latest: closing a sink waits for its work). Measured against SCHED_BATCH (two-minute
     interleaved runs of the tracking benchmark, TensorBoard + W&B): a tiny model's fine-tune
     step 0.6% slower on average over seven runs, against +4.3% and +3.1% in two runs the same
-    hour (README, Tracking). The policy ranks the child
-    within its group (the run's session, or the job's cgroup on a cluster), so other users'
-    work does not starve it; the run's own other processes (data loader workers, an analysis'
-    feature workers) do, until they end. It cannot be left without privileges. Under another
-    policy (a run started with `chrt`) the child keeps it: a real-time run's child should not
-    be made idle by guesswork."""
+    hour (README, Tracking). The policy ranks the child within its group (the run's session,
+    or the job's cgroup on a cluster), so other users' work does not starve it; the run's own
+    other processes (data loader workers, an analysis' feature workers) do, until they end. It
+    cannot be left without privileges. Under another policy (a run started with `chrt`) the
+    child keeps it: a real-time run's child should not be made idle by guesswork."""
     try:
         if os.sched_getscheduler(0) == os.SCHED_OTHER:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
