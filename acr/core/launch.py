@@ -93,11 +93,17 @@ def task_environment() -> Any:
     return submitit.JobEnvironment()
 
 
+# rendezvous ports: below Linux's default range for outgoing connections' ports (32768-60999),
+# where a port can already be taken by any connection the node has open (as Lightning's
+# 15000 + the job id's last four digits)
+MASTER_PORT_BASE, MASTER_PORT_SPAN = 15000, 10000
+
+
 def master_port(job: str) -> int:
-    """A rendezvous port from the job id: one job's ranks agree on it, and two jobs on one
-    node are unlikely to pick the same."""
+    """A rendezvous port from the job id: one job's ranks agree on it, two jobs on one node
+    are unlikely to pick the same, and no outgoing connection holds it (MASTER_PORT_BASE)."""
     digits = "".join(ch for ch in job.split("_")[0] if ch.isdigit()) or "0"
-    return 20000 + int(digits) % 20000
+    return MASTER_PORT_BASE + int(digits) % MASTER_PORT_SPAN
 
 
 def dist_environment(env: Any) -> dict[str, str]:
