@@ -296,6 +296,18 @@ def open_file_recorder(path, fail_on=None, first=0, fail_to_open=None):
     return FileRecorder(path, fail_on), first
 
 
+_KEPT_FOLDERS: list = []
+
+
+def open_recorder_keeping_a_temporary_folder(path):
+    """A child sink's opener that makes a temporary folder for the rest of its process, as
+    wandb does as it is imported (tempfile removes it only in a normal interpreter exit)."""
+    import tempfile
+
+    _KEPT_FOLDERS.append(tempfile.TemporaryDirectory("library-media"))
+    return open_file_recorder(path)
+
+
 def write_pid(path):
     """A child's warm-up (child_sink.start_early): its process id to `path`."""
     import os

@@ -26,8 +26,8 @@ from acr.core.tracking import (Clip, SinkStart, SinkWorker, TensorBoardSink, Tra
                                flat_config, masked_crc32c, open_trackers, read_journal,
                                tensorboard_audio, tensorboard_last_step, wandb_mode)
 from helpers import (fail_to_warm, kill_when, open_disk_full_tensorboard_sink,
-                     open_file_recorder, tensorboard_events, wandb_history, wandb_records,
-                     write_pid)
+                     open_file_recorder, open_recorder_keeping_a_temporary_folder,
+                     tensorboard_events, wandb_history, wandb_records, write_pid)
 
 
 @pytest.fixture(scope="module")
@@ -307,15 +307,19 @@ def test_a_child_sink_ends_with_the_process_that_made_it(tmp_path):
     a process the run forked (an analysis worker) still holds the run's end of the socket."""
     record = tmp_path / "calls.jsonl"
     code = ("import os, signal, sys; sys.path.insert(0, sys.argv[2])\n"
-            "from helpers import open_file_recorder\n"
+            "from helpers import open_recorder_keeping_a_temporary_folder\n"
             "from acr.core.child_sink import ChildSink\n"
-            "sink = ChildSink('recorder', open_file_recorder, sys.argv[1])\n"
+            "sink = ChildSink('recorder', open_recorder_keeping_a_temporary_folder, "
+            "sys.argv[1])\n"
             "sink.scalars(1, {'loss': 1.0})\n"
             "if os.fork() == 0:\n"
             "    os.closerange(0, 3); import time; time.sleep(30); os._exit(0)\n"
             "os.kill(os.getpid(), signal.SIGKILL)\n")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", code, str(record),
-                             str(Path(__file__).parent)], stderr=subprocess.PIPE, text=True)
+                             str(Path(__file__).parent)], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "TMPDIR": str(temporary)})
     assert proc.wait(timeout=60) == -signal.SIGKILL, proc.stderr.read()
     killed = time.monotonic()
     child = int(Path(str(record) + ".pid").read_text())
@@ -327,6 +331,29 @@ def test_a_child_sink_ends_with_the_process_that_made_it(tmp_path):
         time.sleep(0.05)
     assert not alive() and time.monotonic() - killed < 10  # (the fork sleeps 30 s)
     assert "close" not in record.read_text()
+    assert list(temporary.iterdir()) == []  # (the child's temporary files: removed)
+
+
+def test_a_childs_temporary_files_go_when_it_ends(tmp_path, monkeypatch):
+    """What a tracker's library puts in the temporary folder for the life of its process (wandb
+    makes two folders as it is imported, and removes them only in a normal interpreter exit)
+    lands in a folder of the child's own, which goes when the child ends: none is left behind
+    per run."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))  # (the child's; this process keeps its own)
+    try:
+        sink = ChildSink("temporary", open_recorder_keeping_a_temporary_folder,
+                         tmp_path / "calls.jsonl")
+        sink.scalars(1, {"loss": 1.0})
+        [own] = list(temporary.iterdir())
+        assert own.name.startswith("acr-tracker-")
+        assert [p.name.endswith("library-media") for p in own.iterdir()] == [True]
+        sink.close()
+    finally:
+        end_idle_children()  # (waits for the child to end)
+    assert sink.child.process.poll() is not None
+    assert list(temporary.iterdir()) == []
 
 
 def test_calls_are_journaled_at_once_and_reach_a_slow_sink_in_order_by_close(tmp_path):
@@ -691,9 +718,17 @@ def test_finetune_tracks_steps_epochs_samples_and_the_model(acr, in_tmp, demo, m
     started, start = [], child_sink.start_early
     monkeypatch.setattr(child_sink, "start_early",
                         lambda name, warm: started.append(name) or start(name, warm))
+    temporary = in_tmp / "tmp"  # the trackers' processes' temporary folder
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
     result = acr("finetune", path, "--out", "F", "--track", "tensorboard", "--track", "wandb")
     assert result.exit_code == 0, result.stderr
     assert started == ["tensorboard", "wandb"]  # by the command, before it loads the model
+    end_idle_children()  # (as the command's process does at its exit)
+    ended = time.monotonic()  # (W&B's service removes a folder of its own there as it ends,
+    while list(temporary.iterdir()) and time.monotonic() < ended + 20:  # after the child)
+        time.sleep(0.1)
+    assert list(temporary.iterdir()) == []  # (wandb's wandb-media, wandb-artifacts: removed)
     run = in_tmp / "F"
     meta = json.loads((run / "meta.json").read_text())
     with open(run / "history.csv", newline="") as fh:

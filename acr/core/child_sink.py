@@ -27,14 +27,16 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from multiprocessing.connection import Connection
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, NoReturn
 
 CHILD_NICENESS = 10  # added to the child's niceness: a lower scheduling priority than the run
 # and on Linux the idle policy: the child works in the CPU time the run leaves (idle_policy)
@@ -229,12 +231,39 @@ atexit.register(end_idle_children)
 
 # ---- the child ---------------------------------------------------------------------------------
 
+_temporary_folder: str | None = None  # the child's, for its libraries' temporary files (main)
+
+
+def _own_temporary_folder() -> None:
+    """Give the libraries' temporary files (Python's tempfile) a folder of the child's own,
+    removed when the child ends (_remove_temporary_folder). wandb makes two temporary folders
+    as it is imported (wandb-media, wandb-artifacts) and removes them only in a normal
+    interpreter exit, which a child that ends at once (_exit) skips: each tracked run left
+    them in the system's temporary folder."""
+    global _temporary_folder
+    _temporary_folder = tempfile.tempdir = tempfile.mkdtemp(prefix="acr-tracker-")
+    atexit.register(_remove_temporary_folder)  # (a normal exit: its libraries' own clean-up
+    # may run after this one; tempfile's ignores a folder that is gone)
+
+
+def _remove_temporary_folder() -> None:
+    if _temporary_folder is not None:
+        shutil.rmtree(_temporary_folder, ignore_errors=True)
+
+
+def _exit() -> NoReturn:
+    """End the child at once, without the interpreter's teardown (a library's exit handlers
+    could block or write after the run is done), its temporary folder removed."""
+    _remove_temporary_folder()
+    os._exit(0)
+
+
 def _end_with_parent(parent: int) -> None:
     """A thread of the child: end it at once when the run's process is gone (the child is
     then another process's)."""
     while os.getppid() == parent:
         time.sleep(PARENT_CHECK_SECONDS)
-    os._exit(0)
+    _exit()
 
 
 def serve(connection: Connection) -> None:
@@ -248,7 +277,7 @@ def serve(connection: Connection) -> None:
         try:
             kind, *values = connection.recv()
         except (EOFError, OSError):  # (a warm-up still at work included: the run is done)
-            os._exit(0)
+            _exit()
         if kind == "path":  # (where the opener's module is found)
             sys.path[:] = values[0]
             continue
@@ -288,7 +317,7 @@ def _serve_one(connection: Connection, sink: Any) -> bool:
         try:
             kind, *values = connection.recv()
         except (EOFError, OSError):  # the run's process is gone: end as it did
-            os._exit(0)
+            _exit()
         if kind == "close":
             break
         if failed:
@@ -338,6 +367,7 @@ def main() -> None:
     if hasattr(os, "nice"):
         os.nice(CHILD_NICENESS)
     idle_policy()
+    _own_temporary_folder()
     threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
     serve(Connection(int(sys.argv[1])))
 
