@@ -241,7 +241,10 @@ def _own_temporary_folder() -> None:
     interpreter exit, which a child that ends at once (_exit) skips: each tracked run left
     them in the system's temporary folder."""
     global _temporary_folder
-    _temporary_folder = tempfile.tempdir = tempfile.mkdtemp(prefix="acr-tracker-")
+    try:
+        _temporary_folder = tempfile.tempdir = tempfile.mkdtemp(prefix="acr-tracker-")
+    except OSError:  # (no writable temporary folder: the libraries meet that themselves)
+        return
     atexit.register(_remove_temporary_folder)  # (a normal exit: its libraries' own clean-up
     # may run after this one; tempfile's ignores a folder that is gone)
 
