@@ -299,13 +299,14 @@ def open_file_recorder(path, fail_on=None, first=0, fail_to_open=None):
 _KEPT_FOLDERS: list = []
 
 
-def open_recorder_keeping_a_temporary_folder(path):
+def open_recorder_keeping_a_temporary_folder(path, fail_to_open=None):
     """A child sink's opener that makes a temporary folder for the rest of its process, as
-    wandb does as it is imported (tempfile removes it only in a normal interpreter exit)."""
+    wandb does as it is imported (tempfile removes it only in a normal interpreter exit);
+    `fail_to_open`: as open_file_recorder's."""
     import tempfile
 
     _KEPT_FOLDERS.append(tempfile.TemporaryDirectory("library-media"))
-    return open_file_recorder(path)
+    return open_file_recorder(path, fail_to_open=fail_to_open)
 
 
 def write_pid(path):

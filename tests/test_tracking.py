@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -331,29 +332,32 @@ def test_a_child_sink_ends_with_the_process_that_made_it(tmp_path):
         time.sleep(0.05)
     assert not alive() and time.monotonic() - killed < 10  # (the fork sleeps 30 s)
     assert "close" not in record.read_text()
-    assert list(temporary.iterdir()) == []  # (the child's temporary files: removed)
+    assert list(temporary.iterdir()) == []  # (the child's temporary files: removed by it)
 
 
-def test_a_childs_temporary_files_go_when_it_ends(tmp_path, monkeypatch):
+def test_a_childs_temporary_files_go_when_it_ends(tmp_path, capfd):
     """What a tracker's library puts in the temporary folder for the life of its process (wandb
     makes two folders as it is imported, and removes them only in a normal interpreter exit)
-    lands in a folder of the child's own, which goes when the child ends: none is left behind
+    lands in a folder of the child's own, which goes when the child ends: after a clean close,
+    and after a sink that failed to open (the child then exits normally). None is left behind
     per run."""
-    temporary = tmp_path / "tmp"
-    temporary.mkdir()
-    monkeypatch.setenv("TMPDIR", str(temporary))  # (the child's; this process keeps its own)
     try:
         sink = ChildSink("temporary", open_recorder_keeping_a_temporary_folder,
                          tmp_path / "calls.jsonl")
         sink.scalars(1, {"loss": 1.0})
-        [own] = list(temporary.iterdir())
+        own = Path(sink.child.temporary)
         assert own.name.startswith("acr-tracker-")
         assert [p.name.endswith("library-media") for p in own.iterdir()] == [True]
         sink.close()
     finally:
         end_idle_children()  # (waits for the child to end)
-    assert sink.child.process.poll() is not None
-    assert list(temporary.iterdir()) == []
+    assert sink.child.process.poll() is not None and not own.exists()
+    before = set(Path(tempfile.gettempdir()).glob("acr-tracker-*"))
+    with pytest.raises(ChildSinkError, match="ValueError: refused"):
+        ChildSink("temporary", open_recorder_keeping_a_temporary_folder, tmp_path / "b.jsonl",
+                  ValueError("refused"))
+    assert set(Path(tempfile.gettempdir()).glob("acr-tracker-*")) == before
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_calls_are_journaled_at_once_and_reach_a_slow_sink_in_order_by_close(tmp_path):
@@ -718,17 +722,14 @@ def test_finetune_tracks_steps_epochs_samples_and_the_model(acr, in_tmp, demo, m
     started, start = [], child_sink.start_early
     monkeypatch.setattr(child_sink, "start_early",
                         lambda name, warm: started.append(name) or start(name, warm))
-    temporary = in_tmp / "tmp"  # the trackers' processes' temporary folder
-    temporary.mkdir()
-    monkeypatch.setenv("TMPDIR", str(temporary))
     result = acr("finetune", path, "--out", "F", "--track", "tensorboard", "--track", "wandb")
     assert result.exit_code == 0, result.stderr
     assert started == ["tensorboard", "wandb"]  # by the command, before it loads the model
+    wandb_child = child_sink._IDLE["wandb"]  # (waiting for a next run)
+    made = [p.name for p in Path(wandb_child.temporary).iterdir()]
+    assert {name.split("wandb-")[-1] for name in made} == {"media", "artifacts"}, made
     end_idle_children()  # (as the command's process does at its exit)
-    ended = time.monotonic()  # (W&B's service removes a folder of its own there as it ends,
-    while list(temporary.iterdir()) and time.monotonic() < ended + 20:  # after the child)
-        time.sleep(0.1)
-    assert list(temporary.iterdir()) == []  # (wandb's wandb-media, wandb-artifacts: removed)
+    assert not Path(wandb_child.temporary).exists()  # (wandb's folders with it)
     run = in_tmp / "F"
     meta = json.loads((run / "meta.json").read_text())
     with open(run / "history.csv", newline="") as fh:

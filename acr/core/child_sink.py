@@ -59,10 +59,12 @@ def describe(exc: BaseException) -> str:
 
 
 class Child(NamedTuple):
-    """A running child: its socket, its process, and what it started with (_surroundings)."""
+    """A running child: its socket, its process, what it started with (_surroundings), and
+    the temporary folder it was given (_temporary_folder; None: there was none to make)."""
     connection: Connection
     process: subprocess.Popen
     surroundings: tuple
+    temporary: str | None
 
 
 # what a command's imports and model loading set in os.environ for themselves, and no tracker
@@ -81,23 +83,46 @@ def _surroundings() -> tuple:
             tuple(sys.path), os.getcwd())
 
 
+def _temporary_folder() -> str | None:
+    """A folder for a child's temporary files (its tracker library's), removed when the child
+    ends, by the child (_exit) or by _end: wandb makes two temporary folders as it is imported
+    (wandb-media, wandb-artifacts) and removes them only in a normal interpreter exit, which a
+    child that ends at once skips: each tracked run left them in the system's temporary
+    folder. None where no folder can be made (the child then uses the system's)."""
+    try:
+        return tempfile.mkdtemp(prefix="acr-tracker-")
+    except OSError:
+        return None
+
+
 def _start() -> Child:
     ours, theirs = socket.socketpair()
-    process = subprocess.Popen([sys.executable, "-m", "acr.core.child_sink",
-                                str(theirs.fileno())], pass_fds=[theirs.fileno()],
-                               **OWN_PROCESS_GROUP)
-    theirs.close()
-    return Child(Connection(ours.detach()), process, _surroundings())
+    temporary = _temporary_folder()
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "acr.core.child_sink",
+                                    str(theirs.fileno()), *([temporary] if temporary else [])],
+                                   pass_fds=[theirs.fileno()], **OWN_PROCESS_GROUP)
+    except BaseException:
+        ours.close()
+        if temporary is not None:
+            shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    finally:
+        theirs.close()
+    return Child(Connection(ours.detach()), process, _surroundings(), temporary)
 
 
 def _end(child: Child) -> None:
-    """End a child: its socket closed (it ends at once), killed if it does not."""
+    """End a child: its socket closed (it ends at once), killed if it does not; then its
+    temporary folder removed."""
     child.connection.close()
     try:
         child.process.wait(timeout=END_WAIT_SECONDS)
     except subprocess.TimeoutExpired:
         child.process.kill()
         child.process.wait()
+    if child.temporary is not None:
+        shutil.rmtree(child.temporary, ignore_errors=True)
 
 
 _IDLE: dict[str, Child] = {}  # a sink's name -> its child, between two sinks of that name
@@ -231,33 +256,12 @@ atexit.register(end_idle_children)
 
 # ---- the child ---------------------------------------------------------------------------------
 
-_temporary_folder: str | None = None  # the child's, for its libraries' temporary files (main)
-
-
-def _own_temporary_folder() -> None:
-    """Give the libraries' temporary files (Python's tempfile) a folder of the child's own,
-    removed when the child ends (_remove_temporary_folder). wandb makes two temporary folders
-    as it is imported (wandb-media, wandb-artifacts) and removes them only in a normal
-    interpreter exit, which a child that ends at once (_exit) skips: each tracked run left
-    them in the system's temporary folder."""
-    global _temporary_folder
-    try:
-        _temporary_folder = tempfile.tempdir = tempfile.mkdtemp(prefix="acr-tracker-")
-    except OSError:  # (no writable temporary folder: the libraries meet that themselves)
-        return
-    atexit.register(_remove_temporary_folder)  # (a normal exit: its libraries' own clean-up
-    # may run after this one; tempfile's ignores a folder that is gone)
-
-
-def _remove_temporary_folder() -> None:
-    if _temporary_folder is not None:
-        shutil.rmtree(_temporary_folder, ignore_errors=True)
-
-
 def _exit() -> NoReturn:
     """End the child at once, without the interpreter's teardown (a library's exit handlers
-    could block or write after the run is done), its temporary folder removed."""
-    _remove_temporary_folder()
+    could block or write after the run is done), its temporary folder removed (the run's
+    process may be gone: _end would not)."""
+    for folder in sys.argv[2:]:  # (the temporary folder it was given, if any: main)
+        shutil.rmtree(folder, ignore_errors=True)
     os._exit(0)
 
 
@@ -361,7 +365,8 @@ def idle_policy() -> None:
 
 
 def main() -> None:
-    """`python -m acr.core.child_sink FD`: serve the socket FD that the run's process passed."""
+    """`python -m acr.core.child_sink FD [FOLDER]`: serve the socket FD that the run's process
+    passed, with FOLDER for temporary files."""
     parent = os.getppid()
     if os.getpgid(0) != os.getpid():
         os.setpgid(0, 0)
@@ -370,7 +375,8 @@ def main() -> None:
     if hasattr(os, "nice"):
         os.nice(CHILD_NICENESS)
     idle_policy()
-    _own_temporary_folder()
+    for folder in sys.argv[2:]:  # its libraries' temporary files go to the folder it was given
+        tempfile.tempdir = folder  # (_temporary_folder)
     threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
     serve(Connection(int(sys.argv[1])))
 
