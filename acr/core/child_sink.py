@@ -5,8 +5,9 @@ Why: a sink on a thread shares the run's Python (one interpreter lock). Measured
 Python-bound loop of a tiny model: W&B starting and logging on a thread made the loop 1.8x as
 long; the same W&B work in a child process left it unchanged.
 
-The child is a new interpreter (`python -m acr.core.child_sink FD`: nothing of the run's state
-is copied, no script of the caller's is run again), in a process group of its own (a Ctrl-C
+The child is a new interpreter (`python -m acr.core.child_sink FD FOLDER`: nothing of the run's
+state is copied, no script of the caller's is run again; FOLDER takes its temporary files and
+goes with it), in a process group of its own (a Ctrl-C
 at the terminal is the run's to handle; SIGINT and SIGTERM sent to the child itself are
 ignored), at a lower scheduling priority than the run (CHILD_NICENESS; on Linux also the
 SCHED_IDLE policy: it works in the CPU time the run leaves, and waking up it does not preempt
