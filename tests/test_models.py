@@ -1,4 +1,6 @@
 """Model resolution and the tiny models: real AudioCraft release folders, loaded like real ones."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,20 @@ def test_requirements_pin_demucs_and_what_it_imports():
                 for line in (ROOT / "requirements.txt").read_text().splitlines()
                 if "==" in line and not line.startswith("#"))
     assert pins["demucs"] == "4.0.1" and "lameenc" in pins and "openunmix" in pins
+
+
+def test_audiocraft_is_imported_without_wandb_and_wandb_still_imports_after():
+    """flashy (imported by audiocraft) imports wandb for a logger acr never uses; acr's import
+    of audiocraft leaves it out, and an `import wandb` later in the process works. In a fresh
+    interpreter (this one may have imported wandb already)."""
+    code = ("import sys\n"
+            "from acr.core.models import import_audiocraft\n"
+            "import_audiocraft()\n"
+            "import flashy.loggers.wandb as logger\n"
+            "print('audiocraft' in sys.modules, 'wandb' in sys.modules, logger.wandb)\n"
+            "import wandb\n"
+            "print(wandb.__name__, 'wandb' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["True False None", "wandb True"]

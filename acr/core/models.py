@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import difflib
 import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -226,14 +228,35 @@ class LoadedModel:
 _LOADED: dict[tuple[str, str], LoadedModel] = {}
 
 
+@contextmanager
+def _without_wandb():
+    """audiocraft imports flashy, whose loggers import wandb where it is installed (0.2-0.5 s
+    here, and a temporary folder that a killed process leaves behind) for a logger acr never
+    uses: acr's W&B tracker imports wandb in a process of its own. While audiocraft is
+    imported, wandb reads as not installed (flashy's logger then has none); an `import wandb`
+    afterwards, in this process, works as ever. Where wandb is imported already, nothing
+    changes."""
+    if "wandb" in sys.modules:
+        yield
+        return
+    sys.modules["wandb"] = None  # (an import of it raises ModuleNotFoundError)
+    try:
+        yield
+    finally:
+        if "wandb" in sys.modules and sys.modules["wandb"] is None:
+            del sys.modules["wandb"]
+
+
 def import_audiocraft() -> Any:
-    """Import audiocraft quietly (xformers' harmless C++-extension warning) with torch attention."""
+    """Import audiocraft quietly (xformers' harmless C++-extension warning) with torch attention,
+    without wandb (_without_wandb)."""
     import logging
     import warnings
 
     logging.getLogger("xformers").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*weight_norm.*deprecated", category=FutureWarning)
-    import audiocraft.models
+    with _without_wandb():
+        import audiocraft.models
     from audiocraft.modules.transformer import set_efficient_attention_backend
 
     set_efficient_attention_backend("torch")
@@ -338,6 +361,7 @@ def release_paths(spec: ModelSpec) -> list[Path]:
     (a hub model's from the Hugging Face cache, downloaded the way audiocraft does)."""
     if spec.kind != "hub":
         return [Path(spec.source) / f for f in RELEASE_FILES]
+    import_audiocraft()
     import audiocraft
     from huggingface_hub import hf_hub_download
 
@@ -661,6 +685,7 @@ def write_release_folder(folder: Path, cfg: dict, lm_state: dict, compression_st
     import shutil
     import tempfile
 
+    import_audiocraft()
     import audiocraft
     import torch
     from omegaconf import OmegaConf
