@@ -159,16 +159,22 @@ def test_requirements_pin_demucs_and_what_it_imports():
 
 def test_audiocraft_is_imported_without_wandb_and_wandb_still_imports_after():
     """flashy (imported by audiocraft) imports wandb for a logger acr never uses; acr's import
-    of audiocraft leaves it out, and an `import wandb` later in the process works. In a fresh
-    interpreter (this one may have imported wandb already)."""
-    code = ("import sys\n"
-            "from acr.core.models import import_audiocraft\n"
-            "import_audiocraft()\n"
-            "import flashy.loggers.wandb as logger\n"
-            "print('audiocraft' in sys.modules, 'wandb' in sys.modules, logger.wandb)\n"
-            "import wandb\n"
-            "print(wandb.__name__, 'wandb' in sys.modules)\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["True False None", "wandb True"]
+    of audiocraft leaves it out, and an `import wandb` later in the process works; where wandb
+    was imported first, flashy gets it as before. In fresh interpreters (this one may have
+    imported wandb already)."""
+    def run(first: str) -> list[str]:
+        code = (f"import sys\n{first}\n"
+                "from acr.core.models import import_audiocraft\n"
+                "import_audiocraft()\n"
+                "import flashy.loggers.wandb as logger\n"
+                "print('@', 'audiocraft' in sys.modules, 'wandb' in sys.modules,"
+                " getattr(logger.wandb, '__name__', None))\n"
+                "import wandb\n"
+                "print('@', wandb.__name__, 'wandb' in sys.modules)\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=ROOT, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return [line for line in done.stdout.splitlines() if line.startswith("@ ")]
+
+    assert run("") == ["@ True False None", "@ wandb True"]
+    assert run("import wandb") == ["@ True True wandb", "@ wandb True"]
