@@ -7,22 +7,21 @@ long; the same W&B work in a child process left it unchanged.
 
 The child is a new interpreter (`python -m acr.core.child_sink FD FOLDER`: nothing of the run's
 state is copied, no script of the caller's is run again; FOLDER takes its temporary files and
-goes with it), in a process group of its own (a Ctrl-C
-at the terminal is the run's to handle; SIGINT and SIGTERM sent to the child itself are
-ignored), at a lower scheduling priority than the run (CHILD_NICENESS; on Linux also the
-SCHED_IDLE policy: it works in the CPU time the run leaves, and waking up it does not preempt
-a thread of the run, which a torch step would wait for: idle_policy). It stays in the run's
-session: Linux's autogroup scheduling shares the CPU between sessions first, so a child in a
-session of its own got as much CPU as the run whatever its niceness (measured here: a
-whole-process experiment's loop 15% longer with TensorBoard's child in its own session, none
-in the run's). W&B starts its service in a session of its own (giving that session's
-autogroup the lowest share, niceness 19, did not shorten a fine-tune's loop: README, Tracking).
-Calls go to it over a socket, in order (a few times a second: the SinkWorker thread that sends
-them gathers them), and are not answered (that thread never waits for the child's work); the
-child answers opening (the step to replay the journal from), closing, and a call that failed
-(reported at the next call or at closing, as a ChildSinkError carrying the child's own error).
-When the run's process dies, the child ends within PARENT_CHECK_SECONDS, writing nothing more,
-as a sink on a thread would have.
+goes with it), in a process group of its own (a Ctrl-C at the terminal is the run's to handle;
+SIGINT and SIGTERM sent to the child itself are ignored), at a lower scheduling priority than
+the run (CHILD_NICENESS; on Linux also the SCHED_IDLE policy: it works in the CPU time the run
+leaves, and waking up it does not preempt a thread of the run, which a torch step would wait
+for: idle_policy). It stays in the run's session: Linux's autogroup scheduling shares the CPU
+between sessions first, so a child in a session of its own got as much CPU as the run whatever
+its niceness (measured here: a whole-process experiment's loop 15% longer with TensorBoard's
+child in its own session, none in the run's). W&B starts its service in a session of its own
+(giving that session's autogroup the lowest share, niceness 19, did not shorten a fine-tune's
+loop: README, Tracking). Calls go to it over a socket, in order (a few times a second: the
+SinkWorker thread that sends them gathers them), and are not answered (that thread never waits
+for the child's work); the child answers opening (the step to replay the journal from),
+closing, and a call that failed (reported at the next call or at closing, as a ChildSinkError
+carrying the child's own error). When the run's process dies, the child ends within
+PARENT_CHECK_SECONDS, writing nothing more, as a sink on a thread would have.
 """
 from __future__ import annotations
 
@@ -257,11 +256,17 @@ atexit.register(end_idle_children)
 
 # ---- the child ---------------------------------------------------------------------------------
 
+def _given_folder() -> str | None:
+    """The temporary folder the run's process gave this child (_temporary_folder), if any."""
+    return sys.argv[2] if len(sys.argv) > 2 else None
+
+
 def _exit() -> NoReturn:
     """End the child at once, without the interpreter's teardown (a library's exit handlers
     could block or write after the run is done), its temporary folder removed (the run's
     process may be gone: _end would not)."""
-    for folder in sys.argv[2:]:  # (the temporary folder it was given, if any: main)
+    folder = _given_folder()
+    if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
     os._exit(0)
 
@@ -376,8 +381,7 @@ def main() -> None:
     if hasattr(os, "nice"):
         os.nice(CHILD_NICENESS)
     idle_policy()
-    for folder in sys.argv[2:]:  # its libraries' temporary files go to the folder it was given
-        tempfile.tempdir = folder  # (_temporary_folder)
+    tempfile.tempdir = _given_folder()  # its libraries' temporary files (None: the system's)
     threading.Thread(target=_end_with_parent, args=(parent,), daemon=True).start()
     serve(Connection(int(sys.argv[1])))
 
