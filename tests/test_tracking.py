@@ -450,6 +450,70 @@ def test_drain_waits_until_the_sinks_had_every_call(tmp_path):
     assert sink.closed
 
 
+def event_kinds(run: Path) -> list[str]:
+    return [json.loads(line)["event"] for line in (run / "events.jsonl").read_text().splitlines()]
+
+
+def opened_event(run: Path) -> dict:
+    """The run's one `tracking.open` event (Trackers.wait_open, before its loop)."""
+    lines = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    opened = [line for line in lines if line["event"] == "tracking.open"]
+    assert len(opened) == 1, [line["event"] for line in lines]
+    return opened[0]
+
+
+def test_wait_open_waits_for_the_sinks_to_open_and_no_longer_than_it_is_told(tmp_path, capsys):
+    """What a command does right before its loop: the sinks' opening done first (not beside
+    the first steps), but a slow one (W&B online on a slow network) never holds the run for
+    more than the seconds given."""
+    run, gate = new_run(tmp_path), threading.Event()
+
+    def opening_after(seconds, sink):
+        def start():
+            time.sleep(seconds)
+            return sink, 0
+        return start
+
+    def held_open(sink):
+        def start():
+            assert gate.wait(30)
+            return sink, 0
+        return start
+
+    quick, held = Recorder(), Recorder()
+    trackers = Trackers(run, [SinkWorker(SinkStart("quick", opening_after(0.3, quick)), run,
+                                         {"seed": 1}, []),
+                              worker(run, "absent", error=OSError("no such tracker")),
+                              SinkWorker(SinkStart("held", held_open(held)), run, {"seed": 1},
+                                         [])])
+    began = time.monotonic()
+    trackers.wait_open(1.0)
+    waited = time.monotonic() - began
+    assert 1.0 <= waited < 10  # the held sink's second, not its 30
+    event = opened_event(tmp_path)
+    assert event["sinks"] == ["quick"] and event["opening"] == ["held"]
+    assert 1.0 <= event["waited"] <= waited
+    assert quick.calls == [("config", 0, {"seed": 1})]  # opened, its config replayed
+    assert "tracking: held still opening after 1.0 s" in capsys.readouterr().err
+    trackers.scalars(1, "train", {"loss": 1.0})  # queued for the held sink too
+    gate.set()
+    trackers.close()
+    assert held.calls == quick.calls == [("config", 0, {"seed": 1}),
+                                         ("scalars", 1, {"loss": 1.0})]
+
+    (tmp_path / "b").mkdir()
+    run, later = new_run(tmp_path / "b"), Recorder()
+    trackers = Trackers(run, [SinkWorker(SinkStart("later", opening_after(0.3, later)), run,
+                                         {"seed": 1}, [])])
+    began = time.monotonic()
+    trackers.wait_open(30)
+    assert 0.3 <= time.monotonic() - began < 10  # returned once open, not after 30 s
+    assert later.calls == [("config", 0, {"seed": 1})]
+    event = opened_event(tmp_path / "b")
+    assert event["sinks"] == ["later"] and event["opening"] == []
+    trackers.close()
+
+
 def test_a_sink_failing_on_its_thread_costs_one_warning_and_its_later_calls(tmp_path, capsys):
     run = new_run(tmp_path)
     good, bad = Recorder(), Recorder(fail_at=3)
@@ -712,6 +776,12 @@ def test_experiment_tracks_batches_clips_metrics_and_plots(acr, in_tmp):
     assert last["audio/tiny-musicgen/base/0"]["_type"] == "audio-file"
     # the trackers' copies are not analysed as clips
     assert summary["analysed"]["clips"] == 12
+    # the run waited for its sinks to open before its first batch (Trackers.wait_open; how
+    # long their opening takes in this test process is its business)
+    opened = opened_event(run)
+    assert sorted(opened["sinks"] + opened["opening"]) == ["tensorboard", "wandb"]
+    kinds = event_kinds(run)
+    assert kinds.index("tracking.open") < kinds.index("batch.start")
 
 
 @pytest.mark.slow
@@ -758,6 +828,11 @@ def test_finetune_tracks_steps_epochs_samples_and_the_model(acr, in_tmp, demo, m
     summaries = {i.key: json.loads(i.value_json) for r in wandb_records(run)
                  if r.WhichOneof("record_type") == "summary" for i in r.summary.update}
     assert summaries["model"] == str(run / "model")
+    # the run waited for its sinks to open before its first step (as the experiment)
+    opened = opened_event(run)
+    assert sorted(opened["sinks"] + opened["opening"]) == ["tensorboard", "wandb"]
+    kinds = event_kinds(run)
+    assert kinds.index("tracking.open") < kinds.index("epoch.end")
 
 
 # ---- kill + resume: the same tracked run, no gap, no duplicate -----------------------------------

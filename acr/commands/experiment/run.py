@@ -93,6 +93,7 @@ def _run(run: Run, cfg: ExperimentConfig, samples: list[Sample], runner: Any,
                      + (f"; {dist_info.world} ranks" if dist_info.world > 1 else ""))
 
     # the loop: this rank's missing batches
+    trackers.wait_open()  # their opening done before the first batch, not beside it
     start = time.perf_counter()
     new_samples, new_audio = 0, 0.0
     with _world_progress(run, samples, mine, dist_info) as update:

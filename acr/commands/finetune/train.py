@@ -148,6 +148,7 @@ def run_finetune(cfg: FinetuneConfig | None, out: Path | None = None, resume: Pa
 
         # ---- the loop
         model, stage = None, None
+        trackers.wait_open()  # their opening done before the first step, not beside it
         loop_started = time.perf_counter()  # meta.json's wall_seconds: this process's loop
         while state["epoch"] < cfg.epochs and not stopped(state, cfg):
             epoch = state["epoch"]
