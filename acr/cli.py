@@ -186,16 +186,29 @@ def _slurm_options(options: Optional[list[str]]) -> list:
     return out
 
 
+def _recorded_config(schema: type, resume: Optional[Path]) -> Any:
+    """The config of a --resume given no CONFIG and no flag: the run's own config.yaml, read
+    before torch is imported; None where RESUME is no run of this command (its recipe then
+    says what is wrong with the folder, rather than the schema errors of another command's
+    config)."""
+    from acr.core.config.loader import load_config
+    from acr.core.config.schema import KINDS
+
+    if resume is None or not (Path(resume) / "config.yaml").is_file():
+        return None
+    try:
+        meta = json.loads((Path(resume) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or KINDS.get(meta.get("command")) is not schema:
+        return None
+    return load_config(schema, Path(resume) / "config.yaml")
+
+
 def _launcher_kind(schema: type, cfg: Any, resume: Optional[Path]) -> str:
     """The launcher a command runs with: the config's, else (a resume without flags) the run's."""
-    if cfg is not None:
-        return cfg.launcher.kind
-    recorded = Path(resume) / "config.yaml" if resume is not None else None
-    if recorded is None or not recorded.is_file():
-        return "none"  # the recipe says what is wrong with the folder
-    from acr.core.config.loader import load_config
-
-    return load_config(schema, recorded).launcher.kind
+    recorded = cfg if cfg is not None else _recorded_config(schema, resume)
+    return recorded.launcher.kind if recorded is not None else "none"
 
 
 @app.command()
@@ -422,7 +435,7 @@ def experiment_run(
         if _launcher_kind(ExperimentConfig, cfg, resume) != "none":
             _launch_experiment(cfg, out, resume, wait)
             return
-        _start_trackers(cfg)
+        _start_trackers(cfg, ExperimentConfig, resume)
         from acr.commands.experiment import run_experiment
 
         run_dir = run_experiment(cfg, out=out, resume=resume)
@@ -558,7 +571,7 @@ def finetune(
         if _launcher_kind(FinetuneConfig, cfg, resume) != "none":
             _launch_finetune(cfg, out, resume, wait)
             return
-        _start_trackers(cfg)
+        _start_trackers(cfg, FinetuneConfig, resume)
         from acr.commands.finetune import run_finetune
 
         run_dir = run_finetune(cfg, out=out, resume=resume)
@@ -569,10 +582,15 @@ def finetune(
     _guarded(work)
 
 
-def _start_trackers(cfg: Any) -> None:
+def _start_trackers(cfg: Any, schema: type, resume: Optional[Path]) -> None:
     """The trackers' child processes started before the command imports torch (rank 0 only:
-    the other ranks do not track); a resume without a config leaves it to the run."""
-    if cfg is not None and launched_as_main():
+    the other ranks do not track); a plain --resume (no CONFIG, no flag) starts those the
+    run's own config asks for."""
+    if not launched_as_main():
+        return
+    if cfg is None:
+        cfg = _recorded_config(schema, resume)
+    if cfg is not None:
         from acr.core.tracking import start_trackers
 
         start_trackers(cfg.tracking)

@@ -276,6 +276,28 @@ def test_a_command_starts_each_trackers_process_once(in_tmp, demo, command):
         "generation/seconds" if command == "experiment" else "train/loss")
 
 
+def test_a_plain_resume_starts_the_trackers_its_run_asks_for_early(acr, in_tmp, monkeypatch):
+    """`--resume RUN` with no CONFIG and no flag: the command starts the trackers of the run's
+    own config before it imports torch, as with a CONFIG (else the run's wait for their opening,
+    before its loop, would wait for W&B's import)."""
+    path = write(in_tmp, GRID + "tracking: {tensorboard: true}\n", "grid.yaml")
+    assert acr("experiment", path, "--out", "R").exit_code == 0
+    started, start = [], child_sink.start_early
+    monkeypatch.setattr(child_sink, "start_early",
+                        lambda name, warm: started.append(name) or start(name, warm))
+    try:
+        result = acr("experiment", "--resume", str(in_tmp / "R"))
+        assert result.exit_code == 0, result.stderr
+        assert started == ["tensorboard"]
+        # another command's run: the command's own error, not its config's schema errors
+        result = acr("finetune", "--resume", str(in_tmp / "R"))
+        assert result.exit_code == 2
+        assert "a run of `acr experiment`, not `acr finetune`" in result.stderr, result.stderr
+        assert started == ["tensorboard"]
+    finally:
+        end_idle_children()
+
+
 def test_a_child_sink_reports_its_failures_with_the_childs_error(tmp_path):
     with pytest.raises(ChildSinkError, match="ModuleNotFoundError: No module named 'tracker'"):
         ChildSink("absent", open_file_recorder, tmp_path / "a.jsonl", None, 0, True)
