@@ -10,10 +10,11 @@ runs, one right after the other, which goes first alternating), and time two spa
 
 - process: the whole `python -m acr experiment|finetune CONFIG` command, as a user runs it:
   everything tracking costs is inside (importing wandb and TensorBoard, starting W&B's service,
-  closing both), and so is what both sides pay (Python, torch, the model). The trackers'
-  children that this process's own tracked runs left waiting are ended first (W&B's service
-  ends with its child: seen in `ps`): a user's command does not run beside a benchmark's
-  leftover tracker processes, and they slowed the tracked commands alone (below, Leftovers).
+  closing both), and so is what both sides pay (Python, torch, the model). These commands run
+  first, from this process while it is as small as a shell (no torch imported, no run in it,
+  no tracker's process left by one): a user's command does not run beside a benchmark's
+  leftover tracker processes, nor below a process that holds torch, and both slowed the
+  tracked commands alone (below, Leftovers and Parent).
 - in-process: `run_experiment` / `run_finetune` called again in one process that already ran
   a tracked run (wandb imported, its service up): what tracking adds to a run beyond the
   once-per-process costs.
@@ -45,6 +46,19 @@ TensorBoard + W&B), with a TensorBoard child, a W&B child and W&B's service left
 process's in-process runs, the tracked command's loop was longer in 10 of 10 pairs, median +30%;
 with them ended, +5.4% (the pairs from -16% to +37%), as from a plain shell. Before this, the
 process way's figures carried that (24 pairs: fine-tune loop +50.8%, experiment +11.3%).
+
+Parent: measured on 2026-12-05 (the same machine), whole 4-epoch fine-tunes started by a
+Python process that had imported torch and run one untracked fine-tune itself (as this
+benchmark's process had before its process way, until this change) and by a small one that had
+not, in alternating blocks of 3 or 4 pairs, 20 pairs each: from the large parent the loop took
+0.54 s untracked and 0.70 s tracked (medians; median over the pairs +27.3%, 16 pairs of 20
+longer tracked), and the trackers' processes worked 0.01-0.04 CPU s inside 19 tracked loops of
+20; from the small parent 0.47 s either way (+1.8%, 10 of 20 longer), the trackers' processes
+idle in 18 loops of 20. The large parent itself used 0.001-0.003 CPU s a command; neither its
+environment (what torch's import and a run set) nor a large process run and ended before a
+small parent made the difference (6 pairs: 0.41-0.60 s, trackers idle). Cause not found.
+Through this benchmark from the large parent, the process way's fine-tune loop measured
++18.2% and +27.2% (10 and 8 pairs, just before).
 
 `--scale` (repeatable) makes the runs longer; every scale is timed the first two ways. Each
 figure is the median of each side and the overhead is the median over the pairs of (tracked /
@@ -107,6 +121,7 @@ device: cpu
 """
 
 TRACKING = "tracking: {tensorboard: true, wandb: {mode: offline}}\n"
+COMMANDS = ("experiment", "finetune")
 
 
 @dataclasses.dataclass
@@ -307,58 +322,73 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "
           f"(1 min) at the start")
 
-    from acr.commands.experiment import run_experiment
-    from acr.commands.finetune import make_demo_data, run_finetune
-    from acr.core.child_sink import end_idle_children
-    from acr.core.config.loader import load_config
-    from acr.core.config.schema import ExperimentConfig, FinetuneConfig
-
     # a child starts W&B's service of its own, as a user's command does (wandb keeps this
     # process's service in WANDB_SERVICE once a run started here)
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        make_demo_data(tmp / "data", files_per_class=3, seconds=4.0)
+        subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                        "from acr.commands.finetune import make_demo_data; "
+                        "make_demo_data(Path(sys.argv[1]), files_per_class=3, seconds=4.0)",
+                        str(tmp / "data")], check=True, env=env)
         counter = iter(range(10 ** 6))
-
+        paths: dict[tuple[int, str, bool], Path] = {}  # (scale, command, tracked): its config
         for scale in scales:
             texts = {"experiment": GRID.format(samples=4 * scale),
                      "finetune": FINETUNE.format(data=tmp / "data", epochs=4 * scale,
                                                  sample_every=2, patience=3)}
             for command, text in texts.items():
-                paths = {}
                 for tracked in (False, True):
-                    paths[tracked] = tmp / f"{command}-{scale}-{'on' if tracked else 'off'}.yaml"
-                    paths[tracked].write_text(text + (TRACKING if tracked else ""))
-                schema = ExperimentConfig if command == "experiment" else FinetuneConfig
-                run = run_experiment if command == "experiment" else run_finetune
-                configs = {t: load_config(schema, p) for t, p in paths.items()}
+                    path = tmp / f"{command}-{scale}-{'on' if tracked else 'off'}.yaml"
+                    path.write_text(text + (TRACKING if tracked else ""))
+                    paths[scale, command, tracked] = path
 
-                def in_process(tracked: bool) -> Timing:
-                    out, start = tmp / f"run-{next(counter)}", time.perf_counter()
-                    run(configs[tracked], out=out)
-                    return timed_run(out, start)
+        # the process way first, while this process is small (no torch, no run: Parent)
+        if "process" in ways:
+            for scale in scales:
+                for command in COMMANDS:
+                    def process(tracked: bool) -> Timing:
+                        out, start = tmp / f"run-{next(counter)}", time.perf_counter()
+                        subprocess.run([sys.executable, "-m", "acr", command,
+                                        str(paths[scale, command, tracked]), "--out", str(out)],
+                                       check=True, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, env=env)
+                        return timed_run(out, start)
 
-                def process(tracked: bool) -> Timing:
-                    out, start = tmp / f"run-{next(counter)}", time.perf_counter()
-                    subprocess.run([sys.executable, "-m", "acr", command, str(paths[tracked]),
-                                    "--out", str(out)], check=True,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-                    return timed_run(out, start)
+                    process(False)  # untimed: the tiny model built, the fine-tune's codes cached
+                    whole, loop = pairs(args.repeats, process)
+                    figures.append(Figure(command, scale, "process", whole[False], whole[True]))
+                    figures.append(Figure(command, scale, "process, loop", loop[False],
+                                          loop[True]))
 
-                # untimed: the tiny model built, the fine-tune's codes cached
-                in_process(False)
-                for way in [w for w in ways if w != "interleaved"]:
-                    if way == "process":  # none of this process's trackers left running
-                        end_idle_children()  # beside a user's command (Leftovers)
-                    else:  # wandb loaded, the trackers' children started and waiting
-                        in_process(True)
-                    whole, loop = pairs(args.repeats, process if way == "process" else in_process)
-                    figures.append(Figure(command, scale, way, whole[False], whole[True]))
-                    figures.append(Figure(command, scale, f"{way}, loop", loop[False], loop[True]))
+        if "in-process" in ways:
+            from acr.commands.experiment import run_experiment
+            from acr.commands.finetune import run_finetune
+            from acr.core.config.loader import load_config
+            from acr.core.config.schema import ExperimentConfig, FinetuneConfig
+
+            for scale in scales:
+                for command in COMMANDS:
+                    schema = ExperimentConfig if command == "experiment" else FinetuneConfig
+                    run = run_experiment if command == "experiment" else run_finetune
+                    configs = {t: load_config(schema, paths[scale, command, t])
+                               for t in (False, True)}
+
+                    def in_process(tracked: bool) -> Timing:
+                        out, start = tmp / f"run-{next(counter)}", time.perf_counter()
+                        run(configs[tracked], out=out)
+                        return timed_run(out, start)
+
+                    in_process(False)  # untimed: the model built, the codes cached
+                    in_process(True)  # wandb loaded, the trackers' children started, waiting
+                    whole, loop = pairs(args.repeats, in_process)
+                    figures.append(Figure(command, scale, "in-process", whole[False],
+                                          whole[True]))
+                    figures.append(Figure(command, scale, "in-process, loop", loop[False],
+                                          loop[True]))
         if "interleaved" in ways:
-            for command in ("experiment", "finetune"):
+            for command in COMMANDS:
                 figures.append(interleaved(command, tmp, next(counter), scales[-1],
                                            args.interleaved_seconds))
 
