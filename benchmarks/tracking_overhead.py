@@ -13,8 +13,9 @@ runs, one right after the other, which goes first alternating), and time two spa
   closing both), and so is what both sides pay (Python, torch, the model). These commands run
   first, from this process while it is as small as a shell (no torch imported, no run in it,
   no tracker's process left by one): a user's command does not run beside a benchmark's
-  leftover tracker processes, nor below a process that holds torch, and both slowed the
-  tracked commands alone (below, Leftovers and Parent).
+  leftover tracker processes, nor below a process that holds torch; the first slowed the
+  tracked commands alone, and the second did in some measurements (below, Leftovers and
+  Parent).
 - in-process: `run_experiment` / `run_finetune` called again in one process that already ran
   a tracked run (wandb imported, its service up): what tracking adds to a run beyond the
   once-per-process costs.
@@ -58,7 +59,9 @@ idle in 18 loops of 20. The large parent itself used 0.001-0.003 CPU s a command
 environment (what torch's import and a run set) nor a large process run and ended before a
 small parent made the difference (6 pairs: 0.41-0.60 s, trackers idle). Cause not found.
 Through this benchmark from the large parent, the process way's fine-tune loop measured
-+18.2% and +27.2% (10 and 8 pairs, just before).
++18.2% and +27.2% (10 and 8 pairs, just before); from the small parent, +0.5% (16 pairs,
+right after this change) and then +33.3% (30 pairs, half an hour later): the parent may
+explain part of the overhead, or none of it (this machine's state moves it more).
 
 `--scale` (repeatable) makes the runs longer; every scale is timed the first two ways. Each
 figure is the median of each side and the overhead is the median over the pairs of (tracked /
