@@ -5,6 +5,7 @@ import functools
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -503,20 +504,20 @@ def test_wait_open_waits_for_the_sinks_to_open_and_no_longer_than_it_is_told(tmp
         return start
 
     quick, held = Recorder(), Recorder()
+    began = time.monotonic()
     trackers = Trackers(run, [SinkWorker(SinkStart("quick", opening_after(0.3, quick)), run,
                                          {"seed": 1}, []),
                               worker(run, "absent", error=OSError("no such tracker")),
                               SinkWorker(SinkStart("held", held_open(held)), run, {"seed": 1},
                                          [])])
-    began = time.monotonic()
     trackers.wait_open(1.0)
     waited = time.monotonic() - began
     assert 1.0 <= waited < 10  # the held sink's second, not its 30
     event = opened_event(tmp_path)
     assert event["sinks"] == ["quick"] and event["opening"] == ["held"]
-    assert 1.0 <= event["waited"] <= waited
+    assert 1.0 <= event["waited"] <= waited + 0.001  # (rounded to the millisecond)
     assert quick.calls == [("config", 0, {"seed": 1})]  # opened, its config replayed
-    assert "tracking: held still opening after 1.0 s" in capsys.readouterr().err
+    assert re.search(r"tracking: held not ready after \d+\.\d s", capsys.readouterr().err)
     trackers.scalars(1, "train", {"loss": 1.0})  # queued for the held sink too
     gate.set()
     trackers.close()
@@ -525,9 +526,9 @@ def test_wait_open_waits_for_the_sinks_to_open_and_no_longer_than_it_is_told(tmp
 
     (tmp_path / "b").mkdir()
     run, later = new_run(tmp_path / "b"), Recorder()
+    began = time.monotonic()
     trackers = Trackers(run, [SinkWorker(SinkStart("later", opening_after(0.3, later)), run,
                                          {"seed": 1}, [])])
-    began = time.monotonic()
     trackers.wait_open(30)
     assert 0.3 <= time.monotonic() - began < 10  # returned once open, not after 30 s
     assert later.calls == [("config", 0, {"seed": 1})]

@@ -566,8 +566,9 @@ class Trackers:
             reached.wait()
 
     def wait_open(self, seconds: float = OPEN_WAIT_SECONDS) -> None:
-        """Wait until every sink has opened, at most `seconds`, and record it (a
-        `tracking.open` event: the sinks open, those still opening, the seconds waited). A
+        """Wait until every sink has opened (and replayed what a resumed run's journal has and
+        its files lack), at most `seconds`, and record it (a `tracking.open` event: the sinks
+        ready, those not yet, the seconds waited). A
         command calls this right before its loop, so that the sinks' opening does not run
         beside the loop's first steps: in a 4-epoch fine-tune of the tiny model (a 0.5 s loop;
         TensorBoard + W&B offline; benchmarks/tracking-overhead.md) the trackers' processes
@@ -584,11 +585,15 @@ class Trackers:
         done = [(worker, reached.is_set()) for worker, reached in marks]  # (one reading)
         opening = [worker.name for worker, is_done in done if not is_done]
         if opening:
-            console.info(f"tracking: {', '.join(opening)} still opening after {waited:.1f} s; "
-                         "the run goes on, and the tracker gets every call once open")
-        self.run.event("tracking.open", opening=opening, waited=waited,
-                       sinks=[worker.name for worker, is_done in done
-                              if is_done and worker.started])
+            console.info(f"tracking: {', '.join(opening)} not ready after {waited:.1f} s "
+                         "(opening, or replaying a resumed run's journal); the run goes on, "
+                         "and the tracker gets every call once ready")
+        try:
+            self.run.event("tracking.open", opening=opening, waited=waited,
+                           sinks=[worker.name for worker, is_done in done
+                                  if is_done and worker.started and worker.alive])
+        except OSError:
+            pass  # (a full disk: tracking never fails the run)
 
     def close(self) -> None:
         """Every queued call sent, every sink closed (all at once), the record in meta.json."""
