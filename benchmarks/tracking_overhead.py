@@ -319,6 +319,10 @@ def main() -> None:
     if args.repeats < 1:
         parser.error("--repeats: at least 1")
     scales, ways = sorted(set(args.scale or [1])), args.ways.split(",")
+    unknown = [way for way in ways if way not in ("process", "in-process", "interleaved")]
+    if unknown:
+        parser.error(f"--ways: {', '.join(unknown)}: not a way; use process, in-process, "
+                     "interleaved")
     os.environ["WANDB_MODE"] = "offline"
     os.environ["WANDB_SILENT"] = "true"
     os.environ.pop("WANDB_API_KEY", None)
@@ -366,15 +370,11 @@ def main() -> None:
                                           loop[True]))
 
         if "in-process" in ways:
-            from acr.commands.experiment import run_experiment
-            from acr.commands.finetune import run_finetune
             from acr.core.config.loader import load_config
-            from acr.core.config.schema import ExperimentConfig, FinetuneConfig
 
             for scale in scales:
                 for command in COMMANDS:
-                    schema = ExperimentConfig if command == "experiment" else FinetuneConfig
-                    run = run_experiment if command == "experiment" else run_finetune
+                    schema, run = in_process_runner(command)
                     configs = {t: load_config(schema, paths[scale, command, t])
                                for t in (False, True)}
 
@@ -391,6 +391,12 @@ def main() -> None:
                     figures.append(Figure(command, scale, "in-process, loop", loop[False],
                                           loop[True]))
         if "interleaved" in ways:
+            if "in-process" not in ways:  # untimed, in this process: its first run's costs
+                from acr.core.config.loader import load_config
+                for command in COMMANDS:
+                    schema, run = in_process_runner(command)
+                    run(load_config(schema, paths[scales[-1], command, False]),
+                        out=tmp / f"run-{next(counter)}")
             for command in COMMANDS:
                 figures.append(interleaved(command, tmp, next(counter), scales[-1],
                                            args.interleaved_seconds))
@@ -426,6 +432,17 @@ def main() -> None:
                          f"the promised {args.max_overhead:g}%")
     print(f"tracking slows the loop by at most {worst:.1f}% at scale {scales[-1]} (promised: "
           f"at most {args.max_overhead:g}%)")
+
+
+def in_process_runner(command: str) -> tuple[type, Callable]:
+    """(config schema, run function) of a command, imported here (torch with it)."""
+    if command == "experiment":
+        from acr.commands.experiment import run_experiment
+        from acr.core.config.schema import ExperimentConfig
+        return ExperimentConfig, run_experiment
+    from acr.commands.finetune import run_finetune
+    from acr.core.config.schema import FinetuneConfig
+    return FinetuneConfig, run_finetune
 
 
 def interleaved(command: str, tmp: Path, number: int, scale: int, seconds: float) -> Figure:
