@@ -82,11 +82,20 @@ def _resumed_config(schema: type, run_dir: Optional[Path], overrides: list,
                     force: bool = False) -> Any:
     """With --resume and no CONFIG: the run's own config with the flags and --set values
     applied (the recipe's resume check then refuses any that would change the results), or
-    None when there are none (or it is not a run folder: the recipe says so)."""
+    None when there are none (`force`: the run's own config even so). None too where RUN is
+    no run of this command: its recipe then says what is wrong with the folder, rather than
+    the schema errors of another command's config read as this one's."""
     from acr.core.config.loader import load_config
+    from acr.core.config.schema import KINDS
 
     if run_dir is None or not (overrides or force) or \
             not (Path(run_dir) / "config.yaml").is_file():
+        return None
+    try:
+        meta = json.loads((Path(run_dir) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or KINDS.get(meta.get("command")) is not schema:
         return None
     return load_config(schema, Path(run_dir) / "config.yaml", overrides)
 
@@ -186,28 +195,9 @@ def _slurm_options(options: Optional[list[str]]) -> list:
     return out
 
 
-def _recorded_config(schema: type, resume: Optional[Path]) -> Any:
-    """The config of a --resume given no CONFIG and no flag: the run's own config.yaml, read
-    before torch is imported; None where RESUME is no run of this command (its recipe then
-    says what is wrong with the folder, rather than the schema errors of another command's
-    config)."""
-    from acr.core.config.loader import load_config
-    from acr.core.config.schema import KINDS
-
-    if resume is None or not (Path(resume) / "config.yaml").is_file():
-        return None
-    try:
-        meta = json.loads((Path(resume) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or KINDS.get(meta.get("command")) is not schema:
-        return None
-    return load_config(schema, Path(resume) / "config.yaml")
-
-
 def _launcher_kind(schema: type, cfg: Any, resume: Optional[Path]) -> str:
     """The launcher a command runs with: the config's, else (a resume without flags) the run's."""
-    recorded = cfg if cfg is not None else _recorded_config(schema, resume)
+    recorded = cfg if cfg is not None else _resumed_config(schema, resume, [], force=True)
     return recorded.launcher.kind if recorded is not None else "none"
 
 
@@ -589,7 +579,7 @@ def _start_trackers(cfg: Any, schema: type, resume: Optional[Path]) -> None:
     if not launched_as_main():
         return
     if cfg is None:
-        cfg = _recorded_config(schema, resume)
+        cfg = _resumed_config(schema, resume, [], force=True)
     if cfg is not None:
         from acr.core.tracking import start_trackers
 

@@ -291,9 +291,11 @@ def test_a_plain_resume_starts_the_trackers_its_run_asks_for_early(acr, in_tmp, 
         assert result.exit_code == 0, result.stderr
         assert started == ["tensorboard"]
         # another command's run: the command's own error, not its config's schema errors
-        result = acr("finetune", "--resume", str(in_tmp / "R"))
-        assert result.exit_code == 2
-        assert "a run of `acr experiment`, not `acr finetune`" in result.stderr, result.stderr
+        for flags in ([], ["--device", "cpu"], ["--track", "wandb"]):
+            result = acr("finetune", "--resume", str(in_tmp / "R"), *flags)
+            assert result.exit_code == 2
+            assert "a run of `acr experiment`, not `acr finetune`" in result.stderr, \
+                (flags, result.stderr)
         assert started == ["tensorboard"]
     finally:
         end_idle_children()
