@@ -448,20 +448,16 @@ def in_process_runner(command: str) -> tuple[type, Callable]:
 def interleaved(command: str, tmp: Path, number: int, scale: int, seconds: float) -> Figure:
     """The interleaved way (module docstring): one tracked run of about `seconds` of loop,
     in this process, its steps timed with tracking on and off in turns."""
-    from acr.commands.experiment import run_experiment
-    from acr.commands.finetune import run_finetune
     from acr.core.config.loader import load_config
-    from acr.core.config.schema import ExperimentConfig, FinetuneConfig
 
     # lengths from the scale-1 runs' loops on this machine: about 1.5 s for 40 clips, 0.1 s
     # an epoch without samples
+    schema, run = in_process_runner(command)
     if command == "experiment":
-        text, schema, run = GRID.format(samples=max(4, round(4 * seconds / 1.5))), \
-            ExperimentConfig, run_experiment
+        text = GRID.format(samples=max(4, round(4 * seconds / 1.5)))
     else:
-        text, schema, run = FINETUNE.format(data=tmp / "data", epochs=max(4, round(seconds / 0.1)),
-                                            sample_every=0, patience=0), FinetuneConfig, \
-            run_finetune  # (patience 0: every epoch runs)
+        text = FINETUNE.format(data=tmp / "data", epochs=max(4, round(seconds / 0.1)),
+                               sample_every=0, patience=0)  # (patience 0: every epoch runs)
     path = tmp / f"{command}-interleaved.yaml"
     path.write_text(text + TRACKING)
     alternation = Alternation()
