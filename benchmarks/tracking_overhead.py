@@ -25,7 +25,12 @@ runs, one right after the other, which goes first alternating), and time two spa
   samples every `sample_every`, checkpoints, the per-step and per-epoch tracking calls). This
   is what "tracking slows generation or training" means; the rest of a run's time is setup and
   close (opening the trackers, loading the model, the end-of-run clips, closing the trackers),
-  which the other spans include.
+  which the other spans include. On Linux both ways also read the kernel's scheduler
+  statistics at the loop's start and end (helpers/loop_probe.py; the process way runs each
+  command through it, as `python -m acr` would): where the run's main thread spent the loop,
+  on a CPU, runnable but waiting for one, or asleep, and the other processes' CPU time
+  (Contention). A tracker's processes can take CPUs from the loop, which shows as waiting;
+  this machine running slower shows as more time on a CPU.
 - interleaved: one long tracked `run_experiment` / `run_finetune` (`--interleaved-seconds` of
   loop; the fine-tune without sample rounds) in one process, tracking switched on and off every
   ALTERNATE_SECONDS (Trackers.active reads False while off: the run makes no tracking call,
@@ -92,6 +97,10 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+
+from helpers.loop_probe import READS_SCHEDULER, install, loop_share
+
+LOOP_PROBE = Path(__file__).parent / "helpers" / "loop_probe.py"
 
 GRID = """\
 name: bench
@@ -279,28 +288,74 @@ def alternating(alternation: Alternation):
 
 @dataclasses.dataclass
 class Timing:
-    """One run: its whole span as timed here, and its loop as it recorded it."""
+    """One run: its whole span as timed here, its loop as it recorded it, and who had the
+    CPUs in the loop (loop_probe.loop_share; None where it could not be read)."""
 
     whole: float
     loop: float
+    share: dict[str, float] | None = None
 
 
-def timed_run(out: Path, start: float) -> Timing:
-    """The Timing of the run that just wrote `out`, started at perf_counter `start`."""
+def timed_run(out: Path, start: float, readings: list[dict] | None = None) -> Timing:
+    """The Timing of the run that just wrote `out`, started at perf_counter `start`, with the
+    loop's scheduler `readings` (loop_probe) if there are two."""
     whole = time.perf_counter() - start
-    return Timing(whole, json.loads((out / "meta.json").read_text())["wall_seconds"])
+    share = loop_share(*readings) if readings and len(readings) == 2 else None
+    return Timing(whole, json.loads((out / "meta.json").read_text())["wall_seconds"], share)
 
 
-def pairs(repeats: int, timed: Callable[[bool], Timing]
-          ) -> tuple[dict[bool, list[float]], dict[bool, list[float]]]:
-    """The whole spans and the loops of `repeats` pairs of runs `timed(tracked)`, untracked
-    and tracked one right after the other, alternating which goes first: {tracked: seconds}."""
+@dataclasses.dataclass
+class Contention:
+    """Where the main thread of a command's loops spent them, pair by pair (loop_probe): on a
+    CPU, runnable but waiting for one (another process had it: what a tracker's processes
+    take from the loop shows here), asleep (waiting for torch's other threads, the
+    interpreter lock, the disk); and the other processes' CPU time. Read from the kernel, so a
+    change of this machine's speed shows as time on a CPU, not as waiting."""
+
+    command: str
+    scale: int
+    way: str
+    off: list[Timing]
+    on: list[Timing]
+
+    PARTS = {"on a CPU": lambda t: t.share["main_cpu"],
+             "waiting for a CPU": lambda t: t.share["main_waiting"],
+             "asleep": lambda t: t.loop - t.share["main_cpu"] - t.share["main_waiting"],
+             "other processes' CPU": lambda t: t.share["others_cpu"]}
+
+    def report(self) -> str:
+        """One line: for each part, the medians untracked -> tracked (ms) and the median over
+        the pairs of the difference, in percent of the untracked loop."""
+        parts = []
+        for name, part in self.PARTS.items():
+            off, on = (statistics.median(map(part, side)) for side in (self.off, self.on))
+            added = statistics.median(100 * (part(b) - part(a)) / a.loop
+                                      for a, b in zip(self.off, self.on))
+            parts.append(f"{name} {1000 * off:.0f} -> {1000 * on:.0f} ms ({added:+.1f}%)")
+        return (f"acr {self.command:10s} scale {self.scale} {self.way + ', loop':16s}: the run's "
+                f"main thread {', '.join(parts[:3])}; {parts[3]} (medians untracked -> "
+                "tracked; in brackets the median over the pairs, of the untracked loop)")
+
+
+def pairs(repeats: int, timed: Callable[[bool], Timing]) -> dict[bool, list[Timing]]:
+    """`repeats` pairs of runs `timed(tracked)`, untracked and tracked one right after the
+    other, alternating which goes first: {tracked: timings}."""
     times: dict[bool, list[Timing]] = {False: [], True: []}
     for repeat in range(repeats):
         for tracked in (False, True) if repeat % 2 == 0 else (True, False):
             times[tracked].append(timed(tracked))
-    return ({k: [t.whole for t in v] for k, v in times.items()},
-            {k: [t.loop for t in v] for k, v in times.items()})
+    return times
+
+
+def add_figures(figures: list, command: str, scale: int, way: str,
+                times: dict[bool, list[Timing]]) -> None:
+    """The Figures of one way's pairs (the whole span, the loop) and, where every run was
+    read, its Contention."""
+    for span, name in (("whole", way), ("loop", f"{way}, loop")):
+        figures.append(Figure(command, scale, name, [getattr(t, span) for t in times[False]],
+                              [getattr(t, span) for t in times[True]]))
+    if all(t.share is not None for side in times.values() for t in side):
+        figures.append(Contention(command, scale, way, times[False], times[True]))
 
 
 def main() -> None:
@@ -332,7 +387,7 @@ def main() -> None:
     # a child starts W&B's service of its own, as a user's command does (wandb keeps this
     # process's service in WANDB_SERVICE once a run started here)
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
-    figures: list[Figure] = []
+    figures: list[Figure | Contention] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
@@ -357,17 +412,17 @@ def main() -> None:
                 for command in COMMANDS:
                     def process(tracked: bool) -> Timing:
                         out, start = tmp / f"run-{next(counter)}", time.perf_counter()
-                        subprocess.run([sys.executable, "-m", "acr", command,
+                        probe = out.with_suffix(".json")  # (`acr COMMAND` as `-m acr` runs it)
+                        subprocess.run([sys.executable, str(LOOP_PROBE), str(probe), command,
                                         str(paths[scale, command, tracked]), "--out", str(out)],
                                        check=True, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, env=env)
-                        return timed_run(out, start)
+                        return timed_run(out, start, json.loads(probe.read_text())
+                                         if READS_SCHEDULER else None)
 
                     process(False)  # untimed: the tiny model built, the fine-tune's codes cached
-                    whole, loop = pairs(args.repeats, process)
-                    figures.append(Figure(command, scale, "process", whole[False], whole[True]))
-                    figures.append(Figure(command, scale, "process, loop", loop[False],
-                                          loop[True]))
+                    add_figures(figures, command, scale, "process",
+                                pairs(args.repeats, process))
 
         if "in-process" in ways:
             from acr.core.config.loader import load_config
@@ -380,16 +435,19 @@ def main() -> None:
 
                     def in_process(tracked: bool) -> Timing:
                         out, start = tmp / f"run-{next(counter)}", time.perf_counter()
-                        run(configs[tracked], out=out)
-                        return timed_run(out, start)
+                        readings: list[dict] = []
+                        remove = install(readings) if READS_SCHEDULER else None
+                        try:
+                            run(configs[tracked], out=out)
+                        finally:
+                            if remove is not None:
+                                remove()
+                        return timed_run(out, start, readings)
 
                     in_process(False)  # untimed: the model built, the codes cached
                     in_process(True)  # wandb loaded, the trackers' children started, waiting
-                    whole, loop = pairs(args.repeats, in_process)
-                    figures.append(Figure(command, scale, "in-process", whole[False],
-                                          whole[True]))
-                    figures.append(Figure(command, scale, "in-process, loop", loop[False],
-                                          loop[True]))
+                    add_figures(figures, command, scale, "in-process",
+                                pairs(args.repeats, in_process))
         if "interleaved" in ways:
             if "in-process" not in ways:  # untimed, in this process: its first run's costs
                 from acr.core.config.loader import load_config
@@ -410,6 +468,9 @@ def main() -> None:
     print("loop       = the run's generation or training loop (meta.json's wall_seconds), "
           "timed by the run itself in either way")
     for f in figures:
+        if isinstance(f, Contention):
+            print(f.report())
+            continue
         if f.way == "interleaved":
             off, on = statistics.median(f.off) * 1000, statistics.median(f.on) * 1000
             unit = "batch" if f.command == "experiment" else "step"
@@ -425,8 +486,8 @@ def main() -> None:
               f"{f.overhead:+.1f}% over the pairs ({f.interval()}; "
               f"range {min(f.on):.2f}-{max(f.on):.2f} s with, {min(f.off):.2f}-{max(f.off):.2f} s "
               "without)")
-    worst = max(f.overhead for f in figures if f.scale == scales[-1] and
-                (f.way.endswith("loop") or f.way == "interleaved"))
+    worst = max(f.overhead for f in figures if isinstance(f, Figure) and
+                f.scale == scales[-1] and (f.way.endswith("loop") or f.way == "interleaved"))
     if worst > args.max_overhead:
         raise SystemExit(f"tracking slows the loop by {worst:.1f}% at scale {scales[-1]}, above "
                          f"the promised {args.max_overhead:g}%")

@@ -1,0 +1,128 @@
+"""Who had the CPUs during an acr run's loop (Linux): `python benchmarks/helpers/loop_probe.py OUT.json
+COMMAND ARGS...` runs `acr COMMAND ARGS...` in this process, as `python -m acr` would, and
+writes to OUT.json two readings of the kernel's scheduler statistics, one right before the
+run's loop (when the run's wait for its trackers returns) and one right after it (the first
+call after the loop: an experiment's manifest, a fine-tune's adapter merge):
+
+- `run`: for every thread of the run's process, [nanoseconds on a CPU, nanoseconds waiting
+  for one while runnable] (/proc/self/task/*/schedstat), and `pid` (its main thread's id);
+- `others`: for every other process, the nanoseconds its threads were on a CPU;
+- `steal`: the jiffies the hypervisor ran something else on this machine's virtual CPUs.
+
+So the main thread's loop splits into time on a CPU, time runnable without one (other
+processes had the CPUs: the trackers' children, W&B's service, anything else), and time asleep
+(waiting for torch's other threads, the interpreter lock, the disk). tracking_overhead.py
+runs its process way through this; `install` gives the same readings to an in-process run.
+The hooks are functions of acr: an AttributeError here means they were renamed.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+# the kernel keeps scheduler statistics per thread (Linux with schedstat); elsewhere the
+# command runs without readings
+READS_SCHEDULER = os.path.exists("/proc/self/schedstat")
+
+
+def _task_times(pid: str) -> dict[str, list[int]]:
+    """{thread id: [ns on a CPU, ns waiting for one]} of process `pid`'s threads (none if it
+    ended)."""
+    times = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return times
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as handle:
+                on_cpu, waiting, _ = map(int, handle.read().split())
+        except (OSError, ValueError):
+            continue
+        times[tid] = [on_cpu, waiting]
+    return times
+
+
+def reading() -> dict:
+    """One reading of the scheduler's statistics (module docstring)."""
+    me = str(os.getpid())
+    others = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and pid != me:
+            others[pid] = sum(on_cpu for on_cpu, _ in _task_times(pid).values())
+    with open("/proc/stat") as handle:
+        steal = int(handle.readline().split()[8])
+    return {"pid": me, "run": _task_times(me), "others": others, "steal": steal}
+
+
+def loop_share(before: dict, after: dict) -> dict[str, float]:
+    """Seconds over a loop: the run's main thread (the one that runs Python and hands torch's
+    other threads their work) on a CPU (`main_cpu`) and runnable but waiting for one
+    (`main_waiting`); the other processes on a CPU (`others_cpu`: those alive at the second
+    reading, from zero for the ones started in between); the hypervisor's `steal`."""
+    main = str(after["pid"])
+    return {"main_cpu": (after["run"][main][0] - before["run"][main][0]) / 1e9,
+            "main_waiting": (after["run"][main][1] - before["run"][main][1]) / 1e9,
+            "others_cpu": sum(ns - before["others"].get(pid, 0)
+                              for pid, ns in after["others"].items()) / 1e9,
+            "steal": (after["steal"] - before["steal"]) / os.sysconf("SC_CLK_TCK")}
+
+
+def install(readings: list[dict]) -> Callable[[], None]:
+    """Take a reading into `readings` at every run loop's start and end in this process;
+    returns the function that removes the hooks."""
+    from acr.core import tracking
+
+    wait_open = tracking.Trackers.wait_open
+    undo: list[Callable[[], None]] = []
+
+    def at_end(module: object, name: str) -> None:
+        original = getattr(module, name)
+
+        def hooked(*args, **kwargs):
+            if len(readings) % 2 == 1:  # (a loop's start was read, not yet its end)
+                readings.append(reading())
+            return original(*args, **kwargs)
+        setattr(module, name, hooked)
+        undo.append(lambda: setattr(module, name, original))
+
+    def hooked_wait_open(self, *args, **kwargs):
+        wait_open(self, *args, **kwargs)
+        if not undo:  # the commands' modules are imported by now (the CLI imports them late)
+            experiment = sys.modules.get("acr.commands.experiment.run")
+            finetune = sys.modules.get("acr.commands.finetune.train")
+            if experiment is not None:
+                at_end(experiment, "write_manifest")
+            if finetune is not None:
+                at_end(finetune.adapters, "merge_lora")
+        readings.append(reading())
+
+    tracking.Trackers.wait_open = hooked_wait_open
+
+    def remove() -> None:
+        tracking.Trackers.wait_open = wait_open
+        for step in undo:
+            step()
+        undo.clear()
+    return remove
+
+
+def main() -> None:
+    out, args = Path(sys.argv[1]), sys.argv[2:]
+    readings: list[dict] = []
+    if READS_SCHEDULER:
+        install(readings)
+    # at exit: acr's own exit runs the exit handlers, then may skip Python's teardown
+    atexit.register(lambda: out.write_text(json.dumps(readings)))
+    sys.argv = ["acr", *args]
+    from acr.__main__ import main as acr_main
+
+    acr_main()
+
+
+if __name__ == "__main__":
+    main()
