@@ -486,13 +486,17 @@ def main() -> None:
               f"{f.overhead:+.1f}% over the pairs ({f.interval()}; "
               f"range {min(f.on):.2f}-{max(f.on):.2f} s with, {min(f.off):.2f}-{max(f.off):.2f} s "
               "without)")
-    worst = max(f.overhead for f in figures if isinstance(f, Figure) and
-                f.scale == scales[-1] and (f.way.endswith("loop") or f.way == "interleaved"))
-    if worst > args.max_overhead:
-        raise SystemExit(f"tracking slows the loop by {worst:.1f}% at scale {scales[-1]}, above "
-                         f"the promised {args.max_overhead:g}%")
-    print(f"tracking slows the loop by at most {worst:.1f}% at scale {scales[-1]} (promised: "
-          f"at most {args.max_overhead:g}%)")
+    judged = [f for f in figures if isinstance(f, Figure) and f.scale == scales[-1] and
+              (f.way.endswith("loop") or f.way == "interleaved")]
+    worst = max(judged, key=lambda f: f.overhead)
+    which = (f"acr {worst.command} {worst.way} at scale {worst.scale}: {worst.overhead:+.1f}%, "
+             f"{worst.interval()}")
+    if worst.overhead > args.max_overhead:
+        raise SystemExit(f"the largest median overhead of a loop or step is above the promised "
+                         f"{args.max_overhead:g}% ({which}; an interval that holds "
+                         f"{args.max_overhead:g}% cannot tell on which side the overhead lies)")
+    print(f"the largest median overhead of a loop or step is within the promised "
+          f"{args.max_overhead:g}% ({which})")
 
 
 def in_process_runner(command: str) -> tuple[type, Callable]:
