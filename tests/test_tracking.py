@@ -27,7 +27,7 @@ from acr.core.runs import Run
 from acr.core.tracking import (Clip, SinkStart, SinkWorker, TensorBoardSink, Trackers,
                                flat_config, masked_crc32c, open_trackers, read_journal,
                                tensorboard_audio, tensorboard_last_step, wandb_mode)
-from helpers import (fail_to_warm, kill_when, open_disk_full_tensorboard_sink,
+from helpers import (ROOT, fail_to_warm, kill_when, open_disk_full_tensorboard_sink,
                      open_file_recorder, open_recorder_keeping_a_temporary_folder,
                      tensorboard_events, wandb_history, wandb_records, write_pid)
 
@@ -275,6 +275,35 @@ def test_a_command_starts_each_trackers_process_once(in_tmp, demo, command):
     assert "children started: 1" in done.stdout, done.stdout
     assert tensorboard_events(in_tmp / "R" / "tensorboard").Scalars(
         "generation/seconds" if command == "experiment" else "train/loss")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["experiment", "finetune"])
+def test_the_tracking_benchmarks_loop_probe_reads_the_loop_it_runs(in_tmp, demo, command):
+    """benchmarks/helpers/loop_probe.py runs a command as `python -m acr` would, with two
+    readings of the scheduler's statistics: at its loop's start and end (its hooks are acr's
+    own functions: renamed or no longer called after the loop, they would read less or
+    nothing). The main thread's time on a CPU and waiting for one fit in the loop's span."""
+    sys.path.insert(0, str(ROOT / "benchmarks" / "helpers"))
+    try:
+        from loop_probe import loop_share
+    finally:
+        sys.path.pop(0)
+    text = GRID if command == "experiment" else \
+        FINETUNE.replace("data: demo", f"data: {demo}").replace("epochs: 3", "epochs: 2")
+    path, readings = write(in_tmp, text, f"{command}.yaml"), in_tmp / "readings.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "helpers" / "loop_probe.py"),
+                           str(readings), command, str(path), "--out", "R",
+                           "--track", "tensorboard"],
+                          capture_output=True, text=True, env=own_service_env(), timeout=600)
+    assert done.returncode == 0, done.stderr
+    start, end = json.loads(readings.read_text())
+    loop = json.loads((in_tmp / "R" / "meta.json").read_text())["wall_seconds"]
+    share = loop_share(start, end)
+    assert 0.2 * loop < share["main_cpu"] <= share["main_cpu"] + share["main_waiting"] \
+        <= loop + 0.1
+    assert share["others_cpu"] >= 0 and share["steal"] >= 0
+    assert start["pid"] == end["pid"] != str(os.getpid())
 
 
 def test_a_plain_resume_starts_the_trackers_its_run_asks_for_early(acr, in_tmp, monkeypatch):

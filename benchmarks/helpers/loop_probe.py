@@ -2,7 +2,7 @@
 COMMAND ARGS...` runs `acr COMMAND ARGS...` in this process, as `python -m acr` would, and
 writes to OUT.json two readings of the kernel's scheduler statistics, one right before the
 run's loop (when the run's wait for its trackers returns) and one right after it (the first
-call after the loop: an experiment's manifest, a fine-tune's adapter merge):
+call after the loop: an experiment's manifest, a fine-tune's best weights or adapter merge):
 
 - `run`: for every thread of the run's process, [nanoseconds on a CPU, nanoseconds waiting
   for one while runnable] (/proc/self/task/*/schedstat), and `pid` (its main thread's id);
@@ -47,16 +47,20 @@ def _task_times(pid: str) -> dict[str, list[int]]:
     return times
 
 
-def reading() -> dict:
-    """One reading of the scheduler's statistics (module docstring)."""
+def reading(at_start: bool) -> dict:
+    """One reading of the scheduler's statistics (module docstring). The run's own threads are
+    read nearest the loop: last at its start, first at its end (reading the other processes
+    takes a few milliseconds of the main thread)."""
     me = str(os.getpid())
+    run = None if at_start else _task_times(me)
     others = {}
     for pid in os.listdir("/proc"):
         if pid.isdigit() and pid != me:
             others[pid] = sum(on_cpu for on_cpu, _ in _task_times(pid).values())
     with open("/proc/stat") as handle:
         steal = int(handle.readline().split()[8])
-    return {"pid": me, "run": _task_times(me), "others": others, "steal": steal}
+    return {"pid": me, "run": _task_times(me) if at_start else run, "others": others,
+            "steal": steal}
 
 
 def loop_share(before: dict, after: dict) -> dict[str, float]:
@@ -85,7 +89,7 @@ def install(readings: list[dict]) -> Callable[[], None]:
 
         def hooked(*args, **kwargs):
             if len(readings) % 2 == 1:  # (a loop's start was read, not yet its end)
-                readings.append(reading())
+                readings.append(reading(at_start=False))
             return original(*args, **kwargs)
         setattr(module, name, hooked)
         undo.append(lambda: setattr(module, name, original))
@@ -97,9 +101,10 @@ def install(readings: list[dict]) -> Callable[[], None]:
             finetune = sys.modules.get("acr.commands.finetune.train")
             if experiment is not None:
                 at_end(experiment, "write_manifest")
-            if finetune is not None:
+            if finetune is not None:  # (the best epoch's weights, if saved, are read first)
+                at_end(finetune, "read_checkpoint_weights")
                 at_end(finetune.adapters, "merge_lora")
-        readings.append(reading())
+        readings.append(reading(at_start=True))
 
     tracking.Trackers.wait_open = hooked_wait_open
 
