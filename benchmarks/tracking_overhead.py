@@ -98,7 +98,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from helpers.loop_probe import READS_SCHEDULER, install, loop_share
+from helpers.loop_probe import READS_SCHEDULER, install, loop_share  # (benchmarks/helpers)
 
 LOOP_PROBE = Path(__file__).parent / "helpers" / "loop_probe.py"
 
@@ -308,9 +308,9 @@ def timed_run(out: Path, start: float, readings: list[dict] | None = None) -> Ti
 class Contention:
     """Where the main thread of a command's loops spent them, pair by pair (loop_probe): on a
     CPU, runnable but waiting for one (another process had it: what a tracker's processes
-    take from the loop shows here), asleep (waiting for torch's other threads, the
-    interpreter lock, the disk); and the other processes' CPU time. Read from the kernel, so a
-    change of this machine's speed shows as time on a CPU, not as waiting."""
+    take from the loop shows here), and the rest of the loop asleep (waiting for torch's other
+    threads, the interpreter lock, the disk); and the other processes' CPU time. Read from the
+    kernel, so a change of this machine's speed shows as time on a CPU, not as waiting."""
 
     command: str
     scale: int
@@ -332,9 +332,18 @@ class Contention:
             added = statistics.median(100 * (part(b) - part(a)) / a.loop
                                       for a, b in zip(self.off, self.on))
             parts.append(f"{name} {1000 * off:.0f} -> {1000 * on:.0f} ms ({added:+.1f}%)")
-        return (f"acr {self.command:10s} scale {self.scale} {self.way + ', loop':16s}: the run's "
-                f"main thread {', '.join(parts[:3])}; {parts[3]} (medians untracked -> "
-                "tracked; in brackets the median over the pairs, of the untracked loop)")
+        steal = [statistics.median(t.share["steal"] for t in side) * 1000
+                 for side in (self.off, self.on)]
+        return (f"{label(self.command, self.scale)} {self.way + ', loop':16s}: the run's main "
+                f"thread {', '.join(parts[:3])}; {parts[3]}; steal {steal[0]:.0f} -> "
+                f"{steal[1]:.0f} ms (medians untracked -> tracked; in brackets the median over "
+                "the pairs, of the untracked loop; asleep: the rest of the loop)")
+
+
+def label(command: str, scale: int) -> str:
+    """A figure's command and run length, as every line of the report starts."""
+    samples = f"{40 * scale} clips" if command == "experiment" else f"{4 * scale} epochs"
+    return f"acr {command:10s} scale {scale} ({samples:9s})"
 
 
 def pairs(repeats: int, timed: Callable[[bool], Timing]) -> dict[bool, list[Timing]]:
@@ -478,10 +487,8 @@ def main() -> None:
                   f"{unit} without tracking, {on:6.2f} ms with TensorBoard + W&B (offline): "
                   f"{f.overhead:+.1f}% over the pairs ({f.interval()})")
             continue
-        samples = f"{40 * f.scale} clips" if f.command == "experiment" else \
-            f"{4 * f.scale} epochs"
         off, on = statistics.median(f.off), statistics.median(f.on)
-        print(f"acr {f.command:10s} scale {f.scale} ({samples:9s}) {f.way:16s}: {off:6.2f} s "
+        print(f"{label(f.command, f.scale)} {f.way:16s}: {off:6.2f} s "
               f"without tracking, {on:6.2f} s with TensorBoard + W&B (offline): "
               f"{f.overhead:+.1f}% over the pairs ({f.interval()}; "
               f"range {min(f.on):.2f}-{max(f.on):.2f} s with, {min(f.off):.2f}-{max(f.off):.2f} s "

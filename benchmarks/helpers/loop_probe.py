@@ -1,17 +1,19 @@
-"""Who had the CPUs during an acr run's loop (Linux): `python benchmarks/helpers/loop_probe.py OUT.json
-COMMAND ARGS...` runs `acr COMMAND ARGS...` in this process, as `python -m acr` would, and
-writes to OUT.json two readings of the kernel's scheduler statistics, one right before the
+"""Who had the CPUs during an acr run's loop (Linux):
+`python benchmarks/helpers/loop_probe.py OUT.json COMMAND ARGS...` runs `acr COMMAND ARGS...`
+in this process through acr's own entry function (that of `python -m acr`; only sys.path
+differs: this folder instead of the working one), and writes to OUT.json two readings of the kernel's scheduler statistics, one right before the
 run's loop (when the run's wait for its trackers returns) and one right after it (the first
 call after the loop: an experiment's manifest, a fine-tune's best weights or adapter merge):
 
-- `run`: for every thread of the run's process, [nanoseconds on a CPU, nanoseconds waiting
-  for one while runnable] (/proc/self/task/*/schedstat), and `pid` (its main thread's id);
+- `main`: the run's main thread's [nanoseconds on a CPU, nanoseconds runnable but waiting for
+  one] (/proc/PID/task/PID/schedstat);
 - `others`: for every other process, the nanoseconds its threads were on a CPU;
 - `steal`: the jiffies the hypervisor ran something else on this machine's virtual CPUs.
 
 So the main thread's loop splits into time on a CPU, time runnable without one (other
-processes had the CPUs: the trackers' children, W&B's service, anything else), and time asleep
-(waiting for torch's other threads, the interpreter lock, the disk). tracking_overhead.py
+processes had the CPUs: the trackers' children, W&B's service, anything else), and the rest,
+time asleep (waiting for torch's other threads, the interpreter lock, the disk). Each reading
+takes a few milliseconds (more with more processes), outside the loop. tracking_overhead.py
 runs its process way through this; `install` gives the same readings to an in-process run.
 The hooks are functions of acr: an AttributeError here means they were renamed.
 """
@@ -29,38 +31,41 @@ from typing import Callable
 READS_SCHEDULER = os.path.exists("/proc/self/schedstat")
 
 
-def _task_times(pid: str) -> dict[str, list[int]]:
-    """{thread id: [ns on a CPU, ns waiting for one]} of process `pid`'s threads (none if it
-    ended)."""
-    times = {}
+def _on_cpu(pid: str) -> int:
+    """The nanoseconds process `pid`'s threads were on a CPU (0 if it ended)."""
+    total = 0
     try:
         tids = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return times
+        return total
     for tid in tids:
         try:
             with open(f"/proc/{pid}/task/{tid}/schedstat") as handle:
-                on_cpu, waiting, _ = map(int, handle.read().split())
-        except (OSError, ValueError):
+                total += int(handle.read().split()[0])
+        except (OSError, ValueError, IndexError):
             continue
-        times[tid] = [on_cpu, waiting]
-    return times
+    return total
+
+
+def _main_thread(pid: str) -> list[int]:
+    """[ns on a CPU, ns runnable but waiting for one] of process `pid`'s main thread."""
+    with open(f"/proc/{pid}/task/{pid}/schedstat") as handle:
+        return [int(field) for field in handle.read().split()[:2]]
 
 
 def reading(at_start: bool) -> dict:
-    """One reading of the scheduler's statistics (module docstring). The run's own threads are
+    """One reading of the scheduler's statistics (module docstring). The run's main thread is
     read nearest the loop: last at its start, first at its end (reading the other processes
-    takes a few milliseconds of the main thread)."""
+    takes a few milliseconds of it)."""
     me = str(os.getpid())
-    run = None if at_start else _task_times(me)
-    others = {}
-    for pid in os.listdir("/proc"):
-        if pid.isdigit() and pid != me:
-            others[pid] = sum(on_cpu for on_cpu, _ in _task_times(pid).values())
+    if not at_start:
+        main = _main_thread(me)
+    others = {pid: _on_cpu(pid) for pid in os.listdir("/proc") if pid.isdigit() and pid != me}
     with open("/proc/stat") as handle:
         steal = int(handle.readline().split()[8])
-    return {"pid": me, "run": _task_times(me) if at_start else run, "others": others,
-            "steal": steal}
+    if at_start:
+        main = _main_thread(me)
+    return {"main": main, "others": others, "steal": steal}
 
 
 def loop_share(before: dict, after: dict) -> dict[str, float]:
@@ -68,9 +73,8 @@ def loop_share(before: dict, after: dict) -> dict[str, float]:
     other threads their work) on a CPU (`main_cpu`) and runnable but waiting for one
     (`main_waiting`); the other processes on a CPU (`others_cpu`: those alive at the second
     reading, from zero for the ones started in between); the hypervisor's `steal`."""
-    main = str(after["pid"])
-    return {"main_cpu": (after["run"][main][0] - before["run"][main][0]) / 1e9,
-            "main_waiting": (after["run"][main][1] - before["run"][main][1]) / 1e9,
+    return {"main_cpu": (after["main"][0] - before["main"][0]) / 1e9,
+            "main_waiting": (after["main"][1] - before["main"][1]) / 1e9,
             "others_cpu": sum(ns - before["others"].get(pid, 0)
                               for pid, ns in after["others"].items()) / 1e9,
             "steal": (after["steal"] - before["steal"]) / os.sysconf("SC_CLK_TCK")}
