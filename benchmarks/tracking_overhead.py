@@ -27,10 +27,11 @@ runs, one right after the other, which goes first alternating), and time two spa
   close (opening the trackers, loading the model, the end-of-run clips, closing the trackers),
   which the other spans include. On Linux both ways also read the kernel's scheduler
   statistics at the loop's start and end (helpers/loop_probe.py; the process way runs each
-  command through it, as `python -m acr` would): where the run's main thread spent the loop,
-  on a CPU, runnable but waiting for one, or asleep, and the other processes' CPU time
-  (Contention). A tracker's processes can take CPUs from the loop, which shows as waiting;
-  this machine running slower shows as more time on a CPU.
+  command through it, by acr's own entry function): where the run's main thread spent the
+  loop, on a CPU, runnable but waiting for one, and the rest asleep, and the other
+  processes' CPU time (Contention). A CPU a tracker's process takes from the loop shows as
+  waiting and as that process's CPU time; what the loop loses beyond it (torch's threads
+  waiting for each other, this machine running slower) as time asleep or on a CPU.
 - interleaved: one long tracked `run_experiment` / `run_finetune` (`--interleaved-seconds` of
   loop; the fine-tune without sample rounds) in one process, tracking switched on and off every
   ALTERNATE_SECONDS (Trackers.active reads False while off: the run makes no tracking call,
