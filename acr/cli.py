@@ -87,13 +87,14 @@ def _resumed_config(schema: type, run_dir: Optional[Path], overrides: list,
     the schema errors of another command's config read as this one's."""
     from acr.core.config.loader import load_config
     from acr.core.config.schema import KINDS
+    from acr.core.safe_load import read_json
 
     if run_dir is None or not (overrides or force) or \
             not (Path(run_dir) / "config.yaml").is_file():
         return None
     try:
-        meta = json.loads((Path(run_dir) / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = read_json(Path(run_dir) / "meta.json")
+    except (OSError, UsageError):  # (unreadable or unsafe: the recipe says so)
         return None
     if not isinstance(meta, dict) or KINDS.get(meta.get("command")) is not schema:
         return None
