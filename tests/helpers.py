@@ -251,16 +251,22 @@ def wandb_history(run_dir: Path) -> list[dict]:
 
 class FileRecorder:
     """A tracking sink that appends each call to a JSON-lines file (for sinks in a child
-    process, whose calls the test cannot see otherwise); `fail_on`: the call kind that raises."""
+    process, whose calls the test cannot see otherwise); `fail_on`: the call kind that raises;
+    `hang_on`: the call kind that never returns (as wandb.finish() on a stalled network),
+    after it wrote its process id to PATH.hung."""
 
-    def __init__(self, path: Path, fail_on: str | None = None):
-        self.path, self.fail_on = Path(path), fail_on
+    def __init__(self, path: Path, fail_on: str | None = None, hang_on: str | None = None):
+        self.path, self.fail_on, self.hang_on = Path(path), fail_on, hang_on
 
     def _record(self, *entry) -> None:
         import json
+        import os
 
         if entry[0] == self.fail_on:
             raise ValueError(f"{entry[0]} refused")
+        if entry[0] == self.hang_on:
+            Path(str(self.path) + ".hung").write_text(str(os.getpid()))
+            time.sleep(3600)
         with open(self.path, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
 
@@ -283,17 +289,20 @@ class FileRecorder:
         self._record("close")
 
 
-def open_file_recorder(path, fail_on=None, first=0, fail_to_open=None):
+def open_file_recorder(path, fail_on=None, first=0, fail_to_open=None, hang_on=None):
     """A child sink's opener: a FileRecorder and the step to replay from (`fail_to_open`: the
-    error to raise instead; True: as if its library were not installed)."""
+    error to raise instead; True: as if its library were not installed; `hang_on`: the
+    recorder's, "open" included: the opening never returns)."""
     import os
 
     Path(str(path) + ".pid").write_text(str(os.getpid()))
+    if hang_on == "open":
+        FileRecorder(path, hang_on="open")._record("open")
     if fail_to_open is True:
         raise ModuleNotFoundError("No module named 'tracker'")
     if fail_to_open:
         raise fail_to_open
-    return FileRecorder(path, fail_on), first
+    return FileRecorder(path, fail_on, hang_on), first
 
 
 _KEPT_FOLDERS: list = []

@@ -20,7 +20,7 @@ import pytest
 import soundfile
 import yaml
 
-from acr.core import child_sink
+from acr.core import child_sink, tracking
 from acr.core.child_sink import (CHILD_NICENESS, ChildSink, ChildSinkError, end_idle_children,
                                   start_early)
 from acr.core.config.schema import TrackingOptions
@@ -575,6 +575,68 @@ def test_wait_open_waits_for_the_sinks_to_open_and_no_longer_than_it_is_told(tmp
     trackers.close()
 
 
+def child_worker(run: Run, name: str, record: Path, hang_on: str | None = None) -> SinkWorker:
+    """A worker whose sink is a FileRecorder in a child process, as acr's trackers are."""
+    def start():
+        sink = ChildSink(name, functools.partial(open_file_recorder, hang_on=hang_on), record)
+        return sink, sink.first
+    return SinkWorker(SinkStart(name, start), run, {"seed": 1}, [])
+
+
+def ended(pid: int, within: float = 20.0) -> bool:
+    """Whether process `pid` is gone (or a zombie) within `within` seconds."""
+    status, until = Path(f"/proc/{pid}/status"), time.monotonic() + within
+    while status.exists() and "zombie" not in status.read_text().lower():
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("hang_on", ["open", "scalars", "close"])
+def test_a_tracker_that_hangs_holds_the_run_a_bounded_time_and_costs_one_warning(
+        tmp_path, capsys, monkeypatch, hang_on):
+    """wandb.finish() can wait forever on a stalled network (wandb's issues 4929, 5601, 6803):
+    a tracker that has not taken its calls (drain, before an experiment's analysis) or closed
+    (close, at the run's end) within CLOSE_WAIT_SECONDS is left, with one warning and a
+    `tracking.failed` event, and its process ended (one still opening ends with the run's
+    process); the run goes on, and a healthy tracker beside it gets every call and closes."""
+    monkeypatch.setattr(tracking, "CLOSE_WAIT_SECONDS", 1.0)
+    run = new_run(tmp_path)
+    stuck, healthy = tmp_path / "stuck.jsonl", tmp_path / "healthy.jsonl"
+    trackers = Trackers(run, [child_worker(run, "stuck", stuck, hang_on),
+                              child_worker(run, "healthy", healthy)])
+    trackers.wait_open(5 if hang_on != "open" else 0.5)
+    trackers.scalars(1, "train", {"loss": 1.0})
+    began = time.monotonic()
+    trackers.drain()
+    # a call is handed on unanswered: a child stuck in it holds its next call, the close
+    assert (time.monotonic() - began >= 1.0) == (hang_on == "open")
+    assert trackers.workers[0].alive == (hang_on != "open") and trackers.workers[1].alive
+    trackers.scalars(2, "train", {"loss": 0.5})
+    trackers.close()
+    assert 1.0 <= time.monotonic() - began < 15  # not the hour the stuck call sleeps
+    hung = int(Path(str(stuck) + ".hung").read_text())
+    if hang_on == "open":  # (this process is the run's, and lives on: end it here)
+        os.kill(hung, signal.SIGKILL)
+    assert ended(hung)  # ended, not left behind
+    assert [json.loads(line) for line in healthy.read_text().splitlines()] == [
+        ["config", {"seed": 1}], ["scalars", 1, {"loss": 1.0}], ["scalars", 2, {"loss": 0.5}],
+        ["close"]]
+    warnings = [line for line in capsys.readouterr().err.splitlines()
+                if line.startswith("warning")]
+    assert warnings == ["warning: tracking: stuck did not finish within 1 s (stuck on its "
+                        "network or disk?); it is off, and the run goes on without it"]
+    failed = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()
+              if '"tracking.failed"' in line]
+    assert [(e["sink"], e["error"]) for e in failed] == [
+        ("stuck", "TimeoutError: did not finish within 1 s")]
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["tracking"]["sinks"] == (["healthy"] if hang_on == "open" else
+                                         ["stuck", "healthy"])  # (the ones that started)
+    end_idle_children()
+
+
 def test_a_sink_failing_on_its_thread_costs_one_warning_and_its_later_calls(tmp_path, capsys):
     run = new_run(tmp_path)
     good, bad = Recorder(), Recorder(fail_at=3)
@@ -993,8 +1055,6 @@ def test_finetune_killed_and_resumed_tracks_every_step_once(acr, in_tmp, demo):
 @pytest.mark.slow
 def test_failing_trackers_cost_a_warning_and_the_run_completes(acr, in_tmp, monkeypatch):
     """wandb cannot be imported, and TensorBoard's disk fills up after its first batch."""
-    from acr.core import tracking
-
     # W&B runs in a child process, which takes this process's sys.path: a `wandb` first on it
     # that cannot be imported
     fake = in_tmp / "fake-packages/wandb"
@@ -1027,8 +1087,6 @@ def test_failing_trackers_cost_a_warning_and_the_run_completes(acr, in_tmp, monk
 @pytest.mark.slow
 def test_an_unwritable_tensorboard_folder_costs_a_warning(acr, in_tmp, monkeypatch):
     """A finetune whose RUN/tensorboard cannot be created (a file is in the way)."""
-    from acr.core import tracking
-
     blocker = in_tmp / "blocker"
     blocker.write_text("not a folder")
     monkeypatch.setattr(tracking, "TENSORBOARD_DIR", str(blocker / "tensorboard"))

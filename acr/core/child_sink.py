@@ -194,6 +194,16 @@ class ChildSink:
     def text(self, step: int, values: dict[str, str]) -> None:
         self._send("text", step, values)
 
+    def kill(self) -> None:
+        """End the child at once, whatever it is doing (a call stuck in its library): what this
+        side waits on from it then fails, and close() then ends it here (its socket, its
+        temporary folder)."""
+        self.failed = True
+        try:
+            self.child.process.kill()
+        except OSError:
+            pass
+
     def close(self) -> None:
         """Every call sent handled and the sink closed in the child (after a failure too, as
         far as it can be); a child that closed cleanly waits for the next sink of its name,

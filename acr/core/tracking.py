@@ -11,7 +11,8 @@ run's calls in order from a queue, a few at a time (SinkWorker._next: woken at e
 threads and the sinks' processes slowed a tiny model's fine-tune step by 9%). The run waits
 for the opening before its loop (Trackers.wait_open, bounded). A call costs the run one
 journal line and a queue entry; `close()` waits until every sink has had every call, then
-closes them all at once. Both sinks work in child
+closes them all at once; a sink that hangs holds the run at most CLOSE_WAIT_SECONDS, then is
+ended (SinkWorker.abandon). Both sinks work in child
 processes of their own (child_sink.py): on a thread, a sink's Python work takes the run's
 interpreter whenever the run's thread wants it back, which slowed a Python-bound tiny model by
 up to 1.8x while W&B worked, and by a few percent with TensorBoard's writer (building and
@@ -360,6 +361,8 @@ class SinkStart:
 _CLOSE = object()  # the last entry of a worker's queue
 GATHER_SECONDS = 0.5  # how long a sink's thread collects calls before it sends them together
 OPEN_WAIT_SECONDS = 2.0  # how long a run waits for its sinks to open before its loop (wait_open)
+CLOSE_WAIT_SECONDS = 120.0  # how long a run waits for its sinks to take every call (drain) and
+# to close (close): one that has not by then is ended (SinkWorker.abandon)
 
 
 class SinkWorker:
@@ -368,11 +371,12 @@ class SinkWorker:
     leaving the writing to disk to the sink's own schedule (a resume replays whatever a kill
     lost: module docstring). A sink that fails, at its start or later, costs one
     warning and a `tracking.failed` event; the lines after are dropped. `close()` waits for every
-    line queued before it, then closes the sink."""
+    line queued before it, then closes the sink. One that hangs is ended by `abandon()`."""
 
     def __init__(self, start: SinkStart, run: Run, config: dict, journal: list[dict]):
         self.name, self.run = start.name, run
-        self.alive, self.started = True, False
+        self.alive, self.started, self.abandoned = True, False, False
+        self.sink: Any = None  # once open
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.gathered: collections.deque = collections.deque()  # taken from the queue: _next
         self.hurry = threading.Event()  # mark() or close() waits: send what is queued now
@@ -397,8 +401,33 @@ class SinkWorker:
         self.queue.put(_CLOSE)
         self.hurry.set()
 
-    def join(self) -> None:
-        self.thread.join()
+    def join(self, seconds: Optional[float] = None) -> bool:
+        """Wait for the thread to end, at most `seconds`; whether it has."""
+        self.thread.join(seconds)
+        return not self.thread.is_alive()
+
+    def abandon(self, seconds: float) -> bool:
+        """Stop waiting for a sink that has not taken its calls or closed within `seconds` (its
+        library stuck on the network or a disk: wandb.finish() can wait forever): one warning
+        and a `tracking.failed` event, the sink off and its child process ended. The call the
+        thread waits on then fails, quietly, and the thread goes on serving the queue (so
+        drain() and close() never wait for it again). A sink still opening has no process here
+        to end: it ends with the run's process (child_sink.PARENT_CHECK_SECONDS). Whether a
+        process was ended."""
+        if self.abandoned:
+            return False
+        self.alive, self.abandoned = False, True
+        console.warn(f"tracking: {self.name} did not finish within {seconds:g} s (stuck on its "
+                     "network or disk?); it is off, and the run goes on without it")
+        try:
+            self.run.event("tracking.failed", sink=self.name,
+                           error=f"TimeoutError: did not finish within {seconds:g} s")
+        except OSError:
+            pass  # (a full disk: the warning has said it)
+        if isinstance(self.sink, ChildSink):
+            self.sink.kill()
+            return True
+        return False
 
     def _work(self, start: SinkStart, config: dict, journal: list[dict]) -> None:
         """The thread: serve the sink; if even its failure handling fails (an event that cannot
@@ -421,10 +450,11 @@ class SinkWorker:
             sink, first = start.open()
         except Exception as exc:
             self.alive = False
-            warn_unavailable(self.run, self.name, exc)
+            if not self.abandoned:  # (an abandoned one's end was said: abandon)
+                warn_unavailable(self.run, self.name, exc)
             sink = None
         else:
-            self.started = True
+            self.started, self.sink = True, sink
             self._replay(sink, first, config, journal)
         while True:
             line = self._next()
@@ -435,8 +465,8 @@ class SinkWorker:
                 line.set()
             elif self.alive:
                 self._send(sink, line)
-        if self.alive:
-            try:
+        if self.alive or (self.abandoned and sink is not None):  # (abandoned: its process's
+            try:  # end is waited for, its socket and temporary folder removed)
                 sink.close()
             except Exception as exc:
                 self._fail(sink, exc)
@@ -484,8 +514,15 @@ class SinkWorker:
             self._fail(sink, exc)
 
     def _fail(self, sink: Any, exc: BaseException) -> None:
-        """Warn once about the sink, record it in events.jsonl and close it."""
+        """Warn once about the sink, record it in events.jsonl and close it (an abandoned
+        sink's failure, its process ended, was said by abandon())."""
         self.alive = False
+        if self.abandoned:
+            try:
+                sink.close()
+            except Exception:
+                pass
+            return
         console.warn(f"tracking: {self.name} failed ({describe(exc)}); it is off "
                      "for the rest of this run (the run folder is complete without it)")
         try:
@@ -559,11 +596,14 @@ class Trackers:
             return str(path)
 
     def drain(self) -> None:
-        """Wait until every sink has started and had every call so far. Before the process
-        forks (the analysis's worker pool): a fork copies only the calling thread, and a sink's
-        thread caught mid-work (importing wandb, holding a lock) would leave the child stuck."""
-        for reached in [worker.mark() for worker in self.workers]:
-            reached.wait()
+        """Wait until every sink has started and had every call so far, at most
+        CLOSE_WAIT_SECONDS in all (then a sink not there yet is ended: SinkWorker.abandon).
+        Before the process forks (the analysis's worker pool): a fork copies only the calling
+        thread, and a sink's thread caught mid-work would leave the fork with its locks."""
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        for worker, reached in [(worker, worker.mark()) for worker in self.workers]:
+            if not reached.wait(max(0.0, deadline - time.monotonic())):
+                worker.abandon(CLOSE_WAIT_SECONDS)
 
     def wait_open(self, seconds: float = OPEN_WAIT_SECONDS) -> None:
         """Wait until every sink has opened (and replayed what a resumed run's journal has and
@@ -596,11 +636,15 @@ class Trackers:
             pass  # (a full disk: tracking never fails the run)
 
     def close(self) -> None:
-        """Every queued call sent, every sink closed (all at once), the record in meta.json."""
+        """Every queued call sent, every sink closed (all at once), the record in meta.json.
+        A sink that has not closed within CLOSE_WAIT_SECONDS is ended (SinkWorker.abandon)."""
         for worker in self.workers:
             worker.close()
-        for worker in self.workers:
-            worker.join()
+        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        for worker in self.workers:  # (one abandoned before, by drain(), is not waited for)
+            seconds = 0.0 if worker.abandoned else max(0.0, deadline - time.monotonic())
+            if not worker.join(seconds) and worker.abandon(CLOSE_WAIT_SECONDS):
+                worker.join(child_sink.END_WAIT_SECONDS)  # (its thread then ends at once)
         started = [worker.name for worker in self.workers if worker.started]
         self.workers = []
         if self.journal is not None:
