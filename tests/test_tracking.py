@@ -1,5 +1,6 @@
 """Tracking sinks (TensorBoard, W&B offline) for experiment and finetune, read back with
 TensorBoard's own EventAccumulator and wandb's own protobuf records; kill + resume; failures."""
+import contextlib
 import csv
 import functools
 import importlib.util
@@ -593,48 +594,78 @@ def ended(pid: int, within: float = 20.0) -> bool:
     return True
 
 
+def appears(path: Path, within: float = 30.0) -> bool:
+    """Whether file `path` exists within `within` seconds."""
+    until = time.monotonic() + within
+    while not path.exists():
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 @pytest.mark.parametrize("hang_on", ["open", "scalars", "close"])
 def test_a_tracker_that_hangs_holds_the_run_a_bounded_time_and_costs_one_warning(
         tmp_path, capsys, monkeypatch, hang_on):
     """wandb.finish() can wait forever on a stalled network (wandb's issues 4929, 5601, 6803):
     a tracker that has not taken its calls (drain, before an experiment's analysis) or closed
-    (close, at the run's end) within CLOSE_WAIT_SECONDS is left, with one warning and a
-    `tracking.failed` event, and its process ended (one still opening ends with the run's
-    process); the run goes on, and a healthy tracker beside it gets every call and closes."""
-    monkeypatch.setattr(tracking, "CLOSE_WAIT_SECONDS", 1.0)
+    (close, at the run's end) within CLOSE_WAIT_SECONDS is off, with one warning and a
+    `tracking.failed` event, and its process is ended with its temporary folder (one still
+    opening is left to its opening: it ends with the run's process); the run goes on, and a
+    healthy tracker beside it gets every call and closes."""
+    monkeypatch.setattr(tracking, "CLOSE_WAIT_SECONDS", 3.0)
     run = new_run(tmp_path)
     stuck, healthy = tmp_path / "stuck.jsonl", tmp_path / "healthy.jsonl"
+    hung = Path(str(stuck) + ".hung")  # (its process id, once it hangs)
     trackers = Trackers(run, [child_worker(run, "stuck", stuck, hang_on),
                               child_worker(run, "healthy", healthy)])
-    trackers.wait_open(5 if hang_on != "open" else 0.5)
-    trackers.scalars(1, "train", {"loss": 1.0})
-    began = time.monotonic()
-    trackers.drain()
-    # a call is handed on unanswered: a child stuck in it holds its next call, the close
-    assert (time.monotonic() - began >= 1.0) == (hang_on == "open")
-    assert trackers.workers[0].alive == (hang_on != "open") and trackers.workers[1].alive
-    trackers.scalars(2, "train", {"loss": 0.5})
-    trackers.close()
-    assert 1.0 <= time.monotonic() - began < 15  # not the hour the stuck call sleeps
-    hung = int(Path(str(stuck) + ".hung").read_text())
-    if hang_on == "open":  # (this process is the run's, and lives on: end it here)
-        os.kill(hung, signal.SIGKILL)
-    assert ended(hung)  # ended, not left behind
-    assert [json.loads(line) for line in healthy.read_text().splitlines()] == [
-        ["config", {"seed": 1}], ["scalars", 1, {"loss": 1.0}], ["scalars", 2, {"loss": 0.5}],
-        ["close"]]
-    warnings = [line for line in capsys.readouterr().err.splitlines()
-                if line.startswith("warning")]
-    assert warnings == ["warning: tracking: stuck did not finish within 1 s (stuck on its "
-                        "network or disk?); it is off, and the run goes on without it"]
-    failed = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()
-              if '"tracking.failed"' in line]
-    assert [(e["sink"], e["error"]) for e in failed] == [
-        ("stuck", "TimeoutError: did not finish within 1 s")]
-    meta = json.loads((tmp_path / "meta.json").read_text())
-    assert meta["tracking"]["sinks"] == (["healthy"] if hang_on == "open" else
-                                         ["stuck", "healthy"])  # (the ones that started)
-    end_idle_children()
+    stuck_worker, healthy_worker = trackers.workers
+    try:
+        assert healthy_worker.mark().wait(30)  # (the healthy one open, before any timing)
+        assert hang_on != "open" or appears(hung)
+        trackers.scalars(1, "train", {"loss": 1.0})
+        drained, closed = [], []
+
+        def end_of_run():  # (on a thread: without the bounds, the test fails, not hangs)
+            began = time.monotonic()
+            trackers.drain()
+            drained.append(time.monotonic() - began)
+            # a call is handed on unanswered: a child stuck in it holds its next, the close
+            assert hang_on != "scalars" or appears(hung)
+            trackers.scalars(2, "train", {"loss": 0.5})
+            trackers.close()
+            closed.append(time.monotonic() - began)
+        ending = threading.Thread(target=end_of_run, daemon=True)
+        ending.start()
+        ending.join(60)
+        assert not ending.is_alive() and closed, "drain() or close() waited for the hung sink"
+        assert (drained[0] >= 3.0) == (hang_on == "open")  # (only an opening holds drain)
+        assert 3.0 <= closed[0] < 30  # not the hour the stuck call sleeps
+        assert [json.loads(line) for line in healthy.read_text().splitlines()] == [
+            ["config", {"seed": 1}], ["scalars", 1, {"loss": 1.0}],
+            ["scalars", 2, {"loss": 0.5}], ["close"]]
+        warnings = [line for line in capsys.readouterr().err.splitlines()
+                    if line.startswith("warning")]
+        assert warnings == ["warning: tracking: stuck did not finish within 3 s (stuck on its "
+                            "network or disk?); it is off, and the run goes on without it"]
+        failed = [json.loads(line) for line in
+                  (tmp_path / "events.jsonl").read_text().splitlines()
+                  if '"tracking.failed"' in line]
+        assert [(e["sink"], e["error"]) for e in failed] == [
+            ("stuck", "TimeoutError: did not finish within 3 s")]
+        meta = json.loads((tmp_path / "meta.json").read_text())
+        assert meta["tracking"]["sinks"] == (["healthy"] if hang_on == "open" else
+                                             ["stuck", "healthy"])  # (those that started)
+        pid = int(hung.read_text())
+        if hang_on == "open":  # left to its opening, which the run cannot end
+            assert stuck_worker.sink is None and not ended(pid, within=0.5)
+        else:  # ended, with its temporary folder
+            assert ended(pid) and not Path(stuck_worker.sink.child.temporary).exists()
+    finally:
+        if hung.exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(hung.read_text()), signal.SIGKILL)
+        end_idle_children()
 
 
 def test_a_sink_failing_on_its_thread_costs_one_warning_and_its_later_calls(tmp_path, capsys):

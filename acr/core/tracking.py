@@ -376,7 +376,8 @@ class SinkWorker:
     def __init__(self, start: SinkStart, run: Run, config: dict, journal: list[dict]):
         self.name, self.run = start.name, run
         self.alive, self.started, self.abandoned = True, False, False
-        self.sink: Any = None  # once open
+        self.sink: Any = None  # once open (and not abandoned while opening)
+        self.said = threading.Lock()  # held by the one report of the sink's end (_say)
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.gathered: collections.deque = collections.deque()  # taken from the queue: _next
         self.hurry = threading.Event()  # mark() or close() waits: send what is queued now
@@ -406,26 +407,34 @@ class SinkWorker:
         self.thread.join(seconds)
         return not self.thread.is_alive()
 
+    def _say(self) -> bool:
+        """Whether the caller is the first to report this sink's end (a failure, or abandon()
+        from the run's thread): each sink's end costs one warning and one event."""
+        return self.said.acquire(blocking=False)
+
     def abandon(self, seconds: float) -> bool:
         """Stop waiting for a sink that has not taken its calls or closed within `seconds` (its
-        library stuck on the network or a disk: wandb.finish() can wait forever): one warning
-        and a `tracking.failed` event, the sink off and its child process ended. The call the
-        thread waits on then fails, quietly, and the thread goes on serving the queue (so
-        drain() and close() never wait for it again). A sink still opening has no process here
-        to end: it ends with the run's process (child_sink.PARENT_CHECK_SECONDS). Whether a
-        process was ended."""
+        library stuck on the network or a disk: wandb.finish() can wait forever): the sink off,
+        its child process ended, and (unless its end was said already) one warning and a
+        `tracking.failed` event. The call the thread waits on then fails, quietly, and the
+        thread goes on serving the queue (so drain() and close() never wait for it again). A
+        sink still opening has no process here to end yet: the thread ends it once its opening
+        returns (_serve); until then it waits in the child (wandb.init gives up after its
+        init_timeout), or ends with the run's process. Whether a process was ended."""
         if self.abandoned:
             return False
         self.alive, self.abandoned = False, True
-        console.warn(f"tracking: {self.name} did not finish within {seconds:g} s (stuck on its "
-                     "network or disk?); it is off, and the run goes on without it")
-        try:
-            self.run.event("tracking.failed", sink=self.name,
-                           error=f"TimeoutError: did not finish within {seconds:g} s")
-        except OSError:
-            pass  # (a full disk: the warning has said it)
-        if isinstance(self.sink, ChildSink):
-            self.sink.kill()
+        if self._say():
+            console.warn(f"tracking: {self.name} did not finish within {seconds:g} s (stuck on "
+                         "its network or disk?); it is off, and the run goes on without it")
+            try:
+                self.run.event("tracking.failed", sink=self.name,
+                               error=f"TimeoutError: did not finish within {seconds:g} s")
+            except OSError:
+                pass  # (a full disk: the warning has said it)
+        sink = self.sink
+        if isinstance(sink, ChildSink):
+            sink.kill()
             return True
         return False
 
@@ -450,12 +459,17 @@ class SinkWorker:
             sink, first = start.open()
         except Exception as exc:
             self.alive = False
-            if not self.abandoned:  # (an abandoned one's end was said: abandon)
+            if self._say():
                 warn_unavailable(self.run, self.name, exc)
             sink = None
         else:
-            self.started, self.sink = True, sink
-            self._replay(sink, first, config, journal)
+            self.sink = sink
+            if self.abandoned:  # (while it opened: end it now, unused)
+                if isinstance(sink, ChildSink):
+                    sink.kill()
+            else:
+                self.started = True
+                self._replay(sink, first, config, journal)
         while True:
             line = self._next()
             if line is _CLOSE:
@@ -514,10 +528,10 @@ class SinkWorker:
             self._fail(sink, exc)
 
     def _fail(self, sink: Any, exc: BaseException) -> None:
-        """Warn once about the sink, record it in events.jsonl and close it (an abandoned
-        sink's failure, its process ended, was said by abandon())."""
+        """Warn once about the sink, record it in events.jsonl and close it (quietly where its
+        end was said already: abandon() ended its process)."""
         self.alive = False
-        if self.abandoned:
+        if not self._say():
             try:
                 sink.close()
             except Exception:
@@ -597,13 +611,16 @@ class Trackers:
 
     def drain(self) -> None:
         """Wait until every sink has started and had every call so far, at most
-        CLOSE_WAIT_SECONDS in all (then a sink not there yet is ended: SinkWorker.abandon).
-        Before the process forks (the analysis's worker pool): a fork copies only the calling
-        thread, and a sink's thread caught mid-work would leave the fork with its locks."""
+        CLOSE_WAIT_SECONDS in all (then a sink not there yet is ended, SinkWorker.abandon, and
+        its thread's cleanup waited for). Before the process forks (the analysis's worker
+        pool): a fork copies only the calling thread, and a sink's thread caught mid-work
+        would leave the fork with its locks (one abandoned while still opening stays in its
+        opening's wait on the child's socket, holding none)."""
         deadline = time.monotonic() + CLOSE_WAIT_SECONDS
         for worker, reached in [(worker, worker.mark()) for worker in self.workers]:
-            if not reached.wait(max(0.0, deadline - time.monotonic())):
-                worker.abandon(CLOSE_WAIT_SECONDS)
+            if not reached.wait(max(0.0, deadline - time.monotonic())) and \
+                    worker.abandon(CLOSE_WAIT_SECONDS):  # (its thread, done with the ended
+                reached.wait(child_sink.END_WAIT_SECONDS)  # process, reaches the mark)
 
     def wait_open(self, seconds: float = OPEN_WAIT_SECONDS) -> None:
         """Wait until every sink has opened (and replayed what a resumed run's journal has and
