@@ -376,7 +376,7 @@ class SinkWorker:
     def __init__(self, start: SinkStart, run: Run, config: dict, journal: list[dict]):
         self.name, self.run = start.name, run
         self.alive, self.started, self.abandoned = True, False, False
-        self.sink: Any = None  # once open (and not abandoned while opening)
+        self.sink: Any = None  # once open
         self.said = threading.Lock()  # held by the one report of the sink's end (_say)
         self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self.gathered: collections.deque = collections.deque()  # taken from the queue: _next
@@ -409,8 +409,17 @@ class SinkWorker:
 
     def _say(self) -> bool:
         """Whether the caller is the first to report this sink's end (a failure, or abandon()
-        from the run's thread): each sink's end costs one warning and one event."""
+        from the run's thread): each sink's end costs one warning and one event (_report)."""
         return self.said.acquire(blocking=False)
+
+    def _report(self, what: str, error: str) -> None:
+        """The report of this sink's end: the warning "tracking: NAME WHAT" and a
+        `tracking.failed` event with `error`."""
+        console.warn(f"tracking: {self.name} {what}")
+        try:
+            self.run.event("tracking.failed", sink=self.name, error=error)
+        except OSError:
+            pass  # (a full disk: the warning has said it)
 
     def abandon(self, seconds: float) -> bool:
         """Stop waiting for a sink that has not taken its calls or closed within `seconds` (its
@@ -425,13 +434,9 @@ class SinkWorker:
             return False
         self.alive, self.abandoned = False, True
         if self._say():
-            console.warn(f"tracking: {self.name} did not finish within {seconds:g} s (stuck on "
-                         "its network or disk?); it is off, and the run goes on without it")
-            try:
-                self.run.event("tracking.failed", sink=self.name,
-                               error=f"TimeoutError: did not finish within {seconds:g} s")
-            except OSError:
-                pass  # (a full disk: the warning has said it)
+            self._report(f"did not finish within {seconds:g} s (stuck on its network or "
+                         "disk?); it is off, and the run goes on without it",
+                         f"TimeoutError: did not finish within {seconds:g} s")
         sink = self.sink
         if isinstance(sink, ChildSink):
             sink.kill()
@@ -460,7 +465,8 @@ class SinkWorker:
         except Exception as exc:
             self.alive = False
             if self._say():
-                warn_unavailable(self.run, self.name, exc)
+                self._report(f"is unavailable ({describe(exc)}); the run goes on without it",
+                             describe(exc))
             sink = None
         else:
             self.sink = sink
@@ -531,18 +537,9 @@ class SinkWorker:
         """Warn once about the sink, record it in events.jsonl and close it (quietly where its
         end was said already: abandon() ended its process)."""
         self.alive = False
-        if not self._say():
-            try:
-                sink.close()
-            except Exception:
-                pass
-            return
-        console.warn(f"tracking: {self.name} failed ({describe(exc)}); it is off "
-                     "for the rest of this run (the run folder is complete without it)")
-        try:
-            self.run.event("tracking.failed", sink=self.name, error=describe(exc))
-        except OSError:
-            pass  # (a full disk: the warning has said it)
+        if self._say():
+            self._report(f"failed ({describe(exc)}); it is off for the rest of this run (the "
+                         "run folder is complete without it)", describe(exc))
         try:
             sink.close()
         except Exception:
@@ -805,13 +802,3 @@ def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> T
     run.update_meta(tracking=record)
     return Trackers(run, [SinkWorker(start, run, config, journal) for start in starts],
                     done_step, done_groups)
-
-
-def warn_unavailable(run: Run, name: str, exc: BaseException) -> None:
-    """The warning and event of a sink that could not start."""
-    console.warn(f"tracking: {name} is unavailable ({describe(exc)}); the run goes "
-                 "on without it")
-    try:
-        run.event("tracking.failed", sink=name, error=describe(exc))
-    except OSError:
-        pass  # (a full disk: the warning has said it)
