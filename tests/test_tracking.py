@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -365,6 +366,27 @@ def test_a_child_sink_reports_its_failures_with_the_childs_error(tmp_path):
     assert [(e["sink"], e["error"]) for e in failed] == [("refusing", "ValueError: text refused")]
 
 
+def soon(condition: Callable[[], bool], within: float) -> bool:
+    """Whether `condition()` holds within `within` seconds (looked at every 50 ms)."""
+    until = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def ended(pid: int, within: float = 20.0) -> bool:
+    """Whether process `pid` is gone (or a zombie) within `within` seconds."""
+    status = Path(f"/proc/{pid}/status")
+    return soon(lambda: not status.exists() or "zombie" in status.read_text().lower(), within)
+
+
+def appears(path: Path, within: float = 30.0) -> bool:
+    """Whether file `path` exists within `within` seconds."""
+    return soon(path.exists, within)
+
+
 def test_a_child_sink_ends_with_the_process_that_made_it(tmp_path):
     """A kill of the run leaves no tracker process behind (nor one that writes on), even while
     a process the run forked (an analysis worker) still holds the run's end of the socket."""
@@ -386,13 +408,7 @@ def test_a_child_sink_ends_with_the_process_that_made_it(tmp_path):
     assert proc.wait(timeout=60) == -signal.SIGKILL, proc.stderr.read()
     killed = time.monotonic()
     child = int(Path(str(record) + ".pid").read_text())
-
-    def alive() -> bool:
-        status = Path(f"/proc/{child}/status")
-        return status.exists() and "zombie" not in status.read_text().lower()
-    while alive() and time.monotonic() < killed + 20:
-        time.sleep(0.05)
-    assert not alive() and time.monotonic() - killed < 10  # (the fork sleeps 30 s)
+    assert ended(child) and time.monotonic() - killed < 10  # (the fork sleeps 30 s)
     assert "close" not in record.read_text()
     assert list(temporary.iterdir()) == []  # (the child's temporary files: removed by it)
 
@@ -582,26 +598,6 @@ def child_worker(run: Run, name: str, record: Path, hang_on: str | None = None) 
         sink = ChildSink(name, functools.partial(open_file_recorder, hang_on=hang_on), record)
         return sink, sink.first
     return SinkWorker(SinkStart(name, start), run, {"seed": 1}, [])
-
-
-def ended(pid: int, within: float = 20.0) -> bool:
-    """Whether process `pid` is gone (or a zombie) within `within` seconds."""
-    status, until = Path(f"/proc/{pid}/status"), time.monotonic() + within
-    while status.exists() and "zombie" not in status.read_text().lower():
-        if time.monotonic() > until:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def appears(path: Path, within: float = 30.0) -> bool:
-    """Whether file `path` exists within `within` seconds."""
-    until = time.monotonic() + within
-    while not path.exists():
-        if time.monotonic() > until:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 @pytest.mark.parametrize("hang_on", ["open", "scalars", "close"])
