@@ -388,7 +388,7 @@ def main() -> None:
     if unknown:
         parser.error(f"--ways: {', '.join(unknown)}: not a way; use process, in-process, "
                      "interleaved")
-    os.environ["WANDB_MODE"] = "offline"
+    os.environ.pop("WANDB_MODE", None)  # (the runs' configs say offline, as a user's would)
     os.environ["WANDB_SILENT"] = "true"
     os.environ.pop("WANDB_API_KEY", None)
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} "

@@ -3,6 +3,7 @@ TensorBoard's own EventAccumulator and wandb's own protobuf records; kill + resu
 import contextlib
 import csv
 import functools
+import http.server
 import importlib.util
 import json
 import math
@@ -44,10 +45,12 @@ def wandb_home(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def wandb_offline(monkeypatch, wandb_home):
-    """wandb never reaches for the network here: no API key, no netrc, offline, silent."""
+    """wandb never reaches for the network here: no API key and no netrc, so acr's default mode
+    is offline; no WANDB_MODE (which would hide what a user's environment, without it, gets
+    from wandb); silent."""
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(wandb_home / "no-netrc"))
-    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(wandb_home / "config"))
 
@@ -773,12 +776,43 @@ def test_tensorboard_sink_purges_from_its_first_step_as_torchs_writer_does(tmp_p
     assert tensorboard_last_step(tmp_path) == 6
 
 
+class RecordingServer(http.server.ThreadingHTTPServer):
+    """A local HTTP server standing in for W&B's (WANDB_BASE_URL): it answers every request
+    404 and keeps each one's method and path in `requests`."""
+
+    def __init__(self):
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _note(self):
+                server.requests.append(f"{self.command} {self.path}")
+                self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = _note
+
+            def log_message(self, *_):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
 @pytest.mark.slow
-def test_after_the_wandb_warm_up_opening_and_logging_import_nothing(tmp_path):
-    """The warm-up (before the command imports torch) imports what wandb.init imports, so
-    that opening a sink, and its first scalars and clip, import nothing: none of that (0.15 CPU
-    s) is left for the child to do beside the run's first steps. Fails when a wandb upgrade
-    moves its first-call imports."""
+def test_a_default_wandb_sink_imports_nothing_after_its_warm_up_and_sends_nothing(
+        tmp_path, monkeypatch):
+    """As a user runs it (no API key, no WANDB_MODE: acr's default, offline), after the
+    warm-up (before the command imports torch) opening a sink and its first scalars and clip
+    import nothing (none of the warm-up's 0.15 CPU s is left for the child to do beside the
+    run's first steps), and nothing reaches W&B's server, not even at the process's normal
+    exit, where wandb's handlers flush what they hold. wandb 0.31 builds its telemetry
+    exporter (OpenTelemetry, 40 ms of imports at the first log, two threads, a POST to the
+    server every minute and at exit) from its process-wide mode, which an offline run left
+    online. Fails when a wandb upgrade moves its first-call imports."""
+    server = RecordingServer()
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
     script = ("import sys, pathlib, types\n"
               "from acr.core.tracking import Clip, open_wandb_sink, warm_wandb\n"
               "warm_wandb()\n"
@@ -791,9 +825,13 @@ def test_after_the_wandb_warm_up_opening_and_logging_import_nothing(tmp_path):
               "print(' '.join(sorted(set(sys.modules) - before)) or '-')\n"
               "sink.close()\n")
     soundfile.write(tmp_path / "a.wav", np.zeros(3200, np.float32), 32000)
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True,
-                         capture_output=True, text=True).stdout.split()
+    try:
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True,
+                             capture_output=True, text=True, timeout=120).stdout.split()
+    finally:
+        server.shutdown()
     assert out == ["-"]
+    assert server.requests == []
     assert [row["_step"] for row in wandb_history(tmp_path)] == [0, 1]
 
 

@@ -307,9 +307,15 @@ class WandbSink:
 
         self.wandb = wandb
         (run_dir / WANDB_DIR).mkdir(exist_ok=True)
+        mode = wandb_mode(options.mode)
+        # the mode for this process too, not only for this run: wandb 0.31 builds its telemetry
+        # exporter from the process's mode (online unless WANDB_MODE says otherwise), which an
+        # offline run leaves alone: it then imported requests and OpenTelemetry (about 40 ms at
+        # the first log), started two threads, and sent to W&B's server every minute and at exit
+        wandb.setup(settings=wandb.Settings(mode=mode))
         self.run = wandb.init(  # an absolute dir: wandb's service has a working folder of its own
             dir=str(Path(run_dir).resolve()), project=options.project, entity=options.entity,
-            tags=list(options.tags) or None, mode=wandb_mode(options.mode), id=run_id,
+            tags=list(options.tags) or None, mode=mode, id=run_id,
             name=label, resume="allow", config=config,
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True,
                                     x_disable_meta=True, save_code=False))
