@@ -836,20 +836,34 @@ def test_a_default_wandb_sink_imports_nothing_after_its_warm_up_and_sends_nothin
 
 
 @pytest.mark.slow
-def test_the_tensorboard_sink_needs_no_torch(tmp_path):
-    """Its child process opens it, writes and closes it without importing torch (1.6 s of CPU
-    beside the run)."""
+def test_after_its_warm_up_the_tensorboard_sink_imports_nothing_and_never_torch(tmp_path):
+    """Its child process opens it, writes every kind of call and closes it without importing
+    torch (1.6 s of CPU beside the run), and after the warm-up (before the command imports
+    torch) without importing anything: the first sample round's clips imported soundfile
+    inside a fine-tune's loop."""
+    import matplotlib.image
+
     script = ("import sys, pathlib\n"
-              "from acr.core.tracking import open_tensorboard_sink\n"
-              "sink, first = open_tensorboard_sink(pathlib.Path(sys.argv[1]))\n"
+              "from acr.core.tracking import Clip, open_tensorboard_sink, warm_tensorboard\n"
+              "warm_tensorboard()\n"
+              "folder = pathlib.Path(sys.argv[1])\n"
+              "before = set(sys.modules)\n"
+              "sink, first = open_tensorboard_sink(folder / 'tb')\n"
               "sink.config({'seed': 1}); sink.scalars(1, {'x': 1.0})\n"
-              "sink.text(1, {'model': 'M'}); sink.close()\n"
-              "print(first, 'torch' in sys.modules)\n")
-    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "tb")], check=True,
+              "sink.clips(2, [Clip('samples/a', folder / 'a.wav', 'a prompt')])\n"
+              "sink.images(2, {'plot': folder / 'plot.png'})\n"
+              "sink.text(2, {'model': 'M'}); sink.close()\n"
+              "print(first, 'torch' in sys.modules, ' '.join(sorted(set(sys.modules) - before))"
+              " or '-')\n")
+    soundfile.write(tmp_path / "a.wav", np.zeros(3200, np.float32), 32000, subtype="PCM_16")
+    matplotlib.image.imsave(tmp_path / "plot.png", np.zeros((4, 6, 3)))
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True,
                          capture_output=True, text=True).stdout.split()
-    assert out == ["0", "False"]
+    assert out == ["0", "False", "-"]
     tb = tensorboard_events(tmp_path / "tb")
     assert [(e.step, e.value) for e in tb.Scalars("x")] == [(1, 1.0)]
+    assert tb.Audio("samples/a")[0].encoded_audio_string == (tmp_path / "a.wav").read_bytes()
+    assert (tb.Images("plot")[0].height, tb.Images("plot")[0].width) == (4, 6)
     assert tb.Tensors("model/text_summary")[0].tensor_proto.string_val == [b"M"]
 
 

@@ -725,8 +725,11 @@ def wandb_last_step(run_dir: Path, run_id: str) -> int:
 
 
 def warm_tensorboard() -> None:
-    """What a TensorBoard sink's child imports to open it (start_trackers): the modules of
-    tensorboard_last_step, TensorBoardSink and its config call, then the optional checksum."""
+    """What a TensorBoard sink's child imports to open it and log (start_trackers): the modules
+    of tensorboard_last_step, TensorBoardSink and its config call, the optional checksum, and
+    soundfile, which its first clips import (about 4 ms of a fine-tune's loop, where its
+    first sample round's clips come)."""
+    import soundfile  # noqa: F401
     from tensorboard.backend.event_processing.event_file_loader import (  # noqa: F401
         LegacyEventFileLoader)
     from tensorboard.plugins.hparams.summary_v2 import hparams_pb  # noqa: F401
