@@ -127,10 +127,22 @@ def test_track_flag_refuses_an_unknown_tracker(acr, in_tmp):
     assert not (in_tmp / "experiments").exists()
 
 
-def test_tracking_config_errors_name_the_key(acr, in_tmp):
-    path = write(in_tmp, GRID + "tracking: {wandb: {mode: sometimes}}\n", "grid.yaml")
+@pytest.mark.parametrize("tracking, key", [("{wandb: {mode: sometimes}}", "tracking.wandb.mode"),
+                                           ("{close_wait_seconds: 0}",
+                                            "tracking.close_wait_seconds")])
+def test_tracking_config_errors_name_the_key(acr, in_tmp, tracking, key):
+    path = write(in_tmp, GRID + f"tracking: {tracking}\n", "grid.yaml")
     result = acr("validate", path)
-    assert result.exit_code == 2 and "tracking.wandb.mode" in result.stderr
+    assert result.exit_code == 2 and key in result.stderr
+
+
+def test_the_configs_close_wait_bounds_the_runs_waits_for_its_trackers(tmp_path):
+    run = new_run(tmp_path)
+    trackers = open_trackers(run, TrackingOptions(tensorboard=True, close_wait_seconds=2.5), {})
+    try:
+        assert trackers.close_wait == 2.5
+    finally:
+        trackers.close()
 
 
 # ---- the sink workers: off the run's path, in order, nothing lost -------------------------------
@@ -605,19 +617,19 @@ def child_worker(run: Run, name: str, record: Path, hang_on: str | None = None) 
 
 @pytest.mark.parametrize("hang_on", ["open", "scalars", "close"])
 def test_a_tracker_that_hangs_holds_the_run_a_bounded_time_and_costs_one_warning(
-        tmp_path, capsys, monkeypatch, hang_on):
+        tmp_path, capsys, hang_on):
     """wandb.finish() can wait forever on a stalled network (wandb's issues 4929, 5601, 6803):
     a tracker that has not taken its calls (drain, before an experiment's analysis) or closed
-    (close, at the run's end) within CLOSE_WAIT_SECONDS is off, with one warning and a
+    (close, at the run's end) within `close_wait` seconds (the config's
+    tracking.close_wait_seconds) is off, with one warning and a
     `tracking.failed` event, and its process is ended with its temporary folder (one still
     opening is left to its opening: it ends with the run's process); the run goes on, and a
     healthy tracker beside it gets every call and closes."""
-    monkeypatch.setattr(tracking, "CLOSE_WAIT_SECONDS", 3.0)
     run = new_run(tmp_path)
     stuck, healthy = tmp_path / "stuck.jsonl", tmp_path / "healthy.jsonl"
     hung = Path(str(stuck) + ".hung")  # (its process id, once it hangs)
     trackers = Trackers(run, [child_worker(run, "stuck", stuck, hang_on),
-                              child_worker(run, "healthy", healthy)])
+                              child_worker(run, "healthy", healthy)], close_wait=3.0)
     stuck_worker, healthy_worker = trackers.workers
     try:
         assert healthy_worker.mark().wait(30)  # (the healthy one open, before any timing)
@@ -646,7 +658,8 @@ def test_a_tracker_that_hangs_holds_the_run_a_bounded_time_and_costs_one_warning
         warnings = [line for line in capsys.readouterr().err.splitlines()
                     if line.startswith("warning")]
         assert warnings == ["warning: tracking: stuck did not finish within 3 s (stuck on its "
-                            "network or disk?); it is off, and the run goes on without it"]
+                            "network or disk?); it is off, and the run goes on without it "
+                            "(tracking.close_wait_seconds sets how long a run waits)"]
         failed = [json.loads(line) for line in
                   (tmp_path / "events.jsonl").read_text().splitlines()
                   if '"tracking.failed"' in line]

@@ -11,7 +11,8 @@ run's calls in order from a queue, a few at a time (SinkWorker._next: woken at e
 threads and the sinks' processes slowed a tiny model's fine-tune step by 9%). The run waits
 for the opening before its loop (Trackers.wait_open, bounded). A call costs the run one
 journal line and a queue entry; `close()` waits until every sink has had every call, then
-closes them all at once; a sink that hangs holds the run at most CLOSE_WAIT_SECONDS, then is
+closes them all at once; a sink that hangs holds the run at most `tracking.close_wait_seconds`
+(the config's; 120 s unless it says otherwise), then is
 ended (SinkWorker.abandon). Both sinks work in child
 processes of their own (child_sink.py): on a thread, a sink's Python work takes the run's
 interpreter whenever the run's thread wants it back, which slowed a Python-bound tiny model by
@@ -48,6 +49,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from acr.core import child_sink, console
 from acr.core.child_sink import ChildSink, describe
+from acr.core.config.schema import TrackingOptions
 from acr.core.runs import Run
 
 JOURNAL = "tracking.jsonl"
@@ -367,8 +369,6 @@ class SinkStart:
 _CLOSE = object()  # the last entry of a worker's queue
 GATHER_SECONDS = 0.5  # how long a sink's thread collects calls before it sends them together
 OPEN_WAIT_SECONDS = 2.0  # how long a run waits for its sinks to open before its loop (wait_open)
-CLOSE_WAIT_SECONDS = 120.0  # how long a run waits for its sinks to take every call (drain) and
-# to close (close): one that has not by then is ended (SinkWorker.abandon)
 
 
 class SinkWorker:
@@ -441,7 +441,8 @@ class SinkWorker:
         self.alive, self.abandoned = False, True
         if self._say():
             self._report(f"did not finish within {seconds:g} s (stuck on its network or "
-                         "disk?); it is off, and the run goes on without it",
+                         "disk?); it is off, and the run goes on without it (tracking."
+                         "close_wait_seconds sets how long a run waits)",
                          f"TimeoutError: did not finish within {seconds:g} s")
         sink = self.sink
         if isinstance(sink, ChildSink):
@@ -560,11 +561,13 @@ class Trackers:
     run repeating work the run already tracked). Otherwise it is appended to the journal, then
     queued for every sink still on. A call never waits for a sink; the run waits for them only
     before its loop (`wait_open`, at most OPEN_WAIT_SECONDS), before it forks (`drain`) and at
-    `close()`."""
+    `close()`, each of the last two at most `close_wait` seconds (the config's
+    tracking.close_wait_seconds)."""
 
     def __init__(self, run: Optional[Run], workers: list[SinkWorker], done_step: int = -1,
-                 done_groups: Iterable[str] = ()):
-        self.run, self.workers = run, workers
+                 done_groups: Iterable[str] = (),
+                 close_wait: float = TrackingOptions.close_wait_seconds):
+        self.run, self.workers, self.close_wait = run, workers, close_wait
         self.step, self.groups = done_step, set(done_groups)
         self.journal = open(run.dir / JOURNAL, "a", encoding="utf-8") \
             if run is not None and workers else None
@@ -614,15 +617,15 @@ class Trackers:
 
     def drain(self) -> None:
         """Wait until every sink has started and had every call so far, at most
-        CLOSE_WAIT_SECONDS in all (then a sink not there yet is ended, SinkWorker.abandon, and
+        `close_wait` seconds in all (then a sink not there yet is ended, SinkWorker.abandon, and
         its thread's cleanup waited for). Before the process forks (the analysis's worker
         pool): a fork copies only the calling thread, and a sink's thread caught mid-work
         would leave the fork with its locks (one abandoned while still opening stays in its
         opening's wait on the child's socket, holding none)."""
-        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        deadline = time.monotonic() + self.close_wait
         for worker, reached in [(worker, worker.mark()) for worker in self.workers]:
             if not reached.wait(max(0.0, deadline - time.monotonic())) and \
-                    worker.abandon(CLOSE_WAIT_SECONDS):  # (its thread, done with the ended
+                    worker.abandon(self.close_wait):  # (its thread, done with the ended
                 reached.wait(child_sink.END_WAIT_SECONDS)  # process, reaches the mark)
 
     def wait_open(self, seconds: float = OPEN_WAIT_SECONDS) -> None:
@@ -657,13 +660,13 @@ class Trackers:
 
     def close(self) -> None:
         """Every queued call sent, every sink closed (all at once), the record in meta.json.
-        A sink that has not closed within CLOSE_WAIT_SECONDS is ended (SinkWorker.abandon)."""
+        A sink that has not closed within `close_wait` seconds is ended (SinkWorker.abandon)."""
         for worker in self.workers:
             worker.close()
-        deadline = time.monotonic() + CLOSE_WAIT_SECONDS
+        deadline = time.monotonic() + self.close_wait
         for worker in self.workers:  # (one abandoned before, by drain(), is not waited for)
             seconds = 0.0 if worker.abandoned else max(0.0, deadline - time.monotonic())
-            if not worker.join(seconds) and worker.abandon(CLOSE_WAIT_SECONDS):
+            if not worker.join(seconds) and worker.abandon(self.close_wait):
                 worker.join(child_sink.END_WAIT_SECONDS)  # (its thread then ends at once)
         started = [worker.name for worker in self.workers if worker.started]
         self.workers = []
@@ -810,4 +813,4 @@ def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> T
     record.update({"step": done_step, "groups": sorted(done_groups)})
     run.update_meta(tracking=record)
     return Trackers(run, [SinkWorker(start, run, config, journal) for start in starts],
-                    done_step, done_groups)
+                    done_step, done_groups, tracking.close_wait_seconds)

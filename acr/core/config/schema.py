@@ -340,6 +340,12 @@ class TrackingOptions:
     audio_clips: int = opt(3, "Clips logged as audio per setting (experiment) or sample "
                            "round (finetune: every sample prompt up to this many).", ge=0,
                            le=1000)
+    close_wait_seconds: float = opt(120.0, "How long the run waits at its end (and before an "
+                                    "experiment's analysis) for a tracker to take every call "
+                                    "and close; one that has not by then (stuck on its network "
+                                    "or disk) is switched off and its process ended, with a "
+                                    "warning. Raise it for large uploads over a slow network.",
+                                    gt=0, le=86400)
 
 
 def tracking_field() -> Any:
