@@ -453,6 +453,45 @@ def test_a_childs_temporary_files_go_when_it_ends(tmp_path, capfd):
     assert "Traceback" not in capfd.readouterr().err
 
 
+def test_a_child_stuck_after_its_sink_failed_is_killed_when_the_sink_closes(tmp_path,
+                                                                           monkeypatch):
+    """A sink that failed is closed as far as it can be in its child, and the child then ends;
+    one stuck in that closing (its library waiting on the network) does not read its closed
+    socket, and is killed after END_WAIT_SECONDS, its temporary folder removed: closing the
+    run's side never waits longer."""
+    monkeypatch.setattr(child_sink, "END_WAIT_SECONDS", 1.0)
+    record = tmp_path / "calls.jsonl"
+    sink = ChildSink("stuck", open_file_recorder, record, "scalars", 0, None, "close")
+    sink.scalars(1, {"loss": 1.0})  # (refused in the child: it says so at the next call)
+    assert soon(sink.child.connection.poll, 30)
+    with pytest.raises(ChildSinkError, match="ValueError: scalars refused"):
+        sink.scalars(2, {"loss": 0.5})
+    temporary = Path(sink.child.temporary)
+    began = time.monotonic()
+    sink.close()
+    assert time.monotonic() - began < 10  # (1 s for its answer, 1 s for it to end, then killed)
+    pid = int(Path(str(record) + ".hung").read_text())  # (it was stuck in the closing)
+    assert sink.child.process.returncode == -signal.SIGKILL and ended(pid, within=1)
+    assert not temporary.exists()
+
+
+def test_a_child_works_without_a_temporary_folder_of_its_own(tmp_path, monkeypatch):
+    """Where no folder can be made for a child's temporary files, it uses the system's."""
+    def no_folder(*_, **__):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(child_sink.tempfile, "mkdtemp", no_folder)
+    record = tmp_path / "calls.jsonl"
+    sink = ChildSink("without", open_file_recorder, record)
+    try:
+        assert sink.child.temporary is None
+        sink.scalars(1, {"loss": 1.0})
+        sink.close()
+    finally:
+        end_idle_children()
+    assert [json.loads(line) for line in record.read_text().splitlines()] == [
+        ["scalars", 1, {"loss": 1.0}], ["close"]]
+
+
 def test_calls_are_journaled_at_once_and_reach_a_slow_sink_in_order_by_close(tmp_path):
     run, gate = new_run(tmp_path), threading.Event()
     sink = Recorder(gate=gate)
