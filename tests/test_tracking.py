@@ -26,7 +26,7 @@ import yaml
 from acr.core import child_sink, tracking
 from acr.core.child_sink import (CHILD_NICENESS, ChildSink, ChildSinkError, end_idle_children,
                                   start_early)
-from acr.core.config.schema import TrackingOptions
+from acr.core.config.schema import TrackingOptions, WandbOptions
 from acr.core.runs import Run
 from acr.core.tracking import (Clip, SinkStart, SinkWorker, TensorBoardSink, Trackers,
                                flat_config, masked_crc32c, open_trackers, read_journal,
@@ -888,6 +888,25 @@ def test_a_default_wandb_sink_imports_nothing_after_its_warm_up_and_sends_nothin
 
 
 @pytest.mark.slow
+@pytest.mark.slow
+def test_an_offline_wandb_sink_never_takes_the_process_of_an_online_one(tmp_path):
+    """wandb keeps the telemetry exporter an online run built for the rest of its process: an
+    offline run in it would send telemetry. A process started for an online run (here by the
+    early start, as a command does) is left to online runs."""
+    run = new_run(tmp_path)
+    try:
+        tracking.start_trackers(TrackingOptions(wandb=WandbOptions(mode="online")))
+        online = child_sink._IDLE["wandb-online"]
+        trackers = open_trackers(run, TrackingOptions(wandb=WandbOptions(mode="offline")), {})
+        trackers.scalars(1, "train", {"loss": 1.0})
+        trackers.close()
+        assert child_sink._IDLE["wandb-online"] is online  # still waiting, untaken
+        assert child_sink._IDLE["wandb-offline"].process.pid != online.process.pid
+    finally:
+        end_idle_children()
+    assert [row["_step"] for row in wandb_history(tmp_path)] == [1]
+
+
 def test_after_its_warm_up_the_tensorboard_sink_imports_nothing_and_never_torch(tmp_path):
     """Its child process opens it, writes every kind of call and closes it without importing
     torch (1.6 s of CPU beside the run), and after the warm-up (before the command imports
@@ -1048,8 +1067,8 @@ def test_finetune_tracks_steps_epochs_samples_and_the_model(acr, in_tmp, demo, m
                         lambda name, warm: started.append(name) or start(name, warm))
     result = acr("finetune", path, "--out", "F", "--track", "tensorboard", "--track", "wandb")
     assert result.exit_code == 0, result.stderr
-    assert started == ["tensorboard", "wandb"]  # by the command, before it loads the model
-    wandb_child = child_sink._IDLE["wandb"]  # (waiting for a next run)
+    assert started == ["tensorboard", "wandb-offline"]  # by the command, before its model
+    wandb_child = child_sink._IDLE["wandb-offline"]  # (waiting for a next run)
     made = [p.name for p in Path(wandb_child.temporary).iterdir()]
     assert {name.split("wandb-")[-1] for name in made} == {"media", "artifacts"}, made
     end_idle_children()  # (as the command's process does at its exit)

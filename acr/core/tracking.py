@@ -763,6 +763,13 @@ def warm_wandb() -> None:
             pass
 
 
+def wandb_child(options: Any) -> str:
+    """The name of the child process a W&B sink of these WandbOptions takes (child_sink): one
+    per mode. wandb keeps its telemetry exporter for the life of a process once a run built it
+    (WandbSink): an offline run in a child that served an online one would send telemetry."""
+    return f"wandb-{wandb_mode(options.mode)}"
+
+
 def wants_wandb(tracking: Any) -> bool:
     """Whether the TrackingOptions ask for a W&B run (a section whose mode is not disabled)."""
     return tracking.wandb is not None and tracking.wandb.mode != "disabled"
@@ -779,7 +786,7 @@ def start_trackers(tracking: Any) -> None:
     if tracking.tensorboard:
         child_sink.start_early("tensorboard", warm_tensorboard)
     if wants_wandb(tracking):
-        child_sink.start_early("wandb", warm_wandb)
+        child_sink.start_early(wandb_child(tracking.wandb), warm_wandb)
 
 
 def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> Trackers:
@@ -806,7 +813,8 @@ def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> T
         run_id = record.setdefault("wandb_id", secrets.token_hex(4))
 
         def open_wandb() -> tuple[Any, int]:  # in a child process: see child_sink.py
-            sink = ChildSink("wandb", open_wandb_sink, run.dir, tracking.wandb, run_id,
+            sink = ChildSink(wandb_child(tracking.wandb), open_wandb_sink, run.dir,
+                             tracking.wandb, run_id,
                              f"{run.dir.parent.name}/{run.dir.name}", config, fresh)
             return sink, sink.first
         starts.append(SinkStart("wandb", open_wandb))
