@@ -44,7 +44,7 @@ def wandb_home(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def wandb_offline(monkeypatch, wandb_home):
+def wandb_without_a_key(monkeypatch, wandb_home):
     """wandb never reaches for the network here: no API key and no netrc, so acr's default mode
     is offline; no WANDB_MODE (which would hide what a user's environment, without it, gets
     from wandb); silent."""
@@ -115,6 +115,22 @@ def test_wandb_is_offline_without_an_api_key_and_online_with_one(monkeypatch, tm
     assert wandb_mode("disabled") == "disabled" and wandb_mode("offline") == "offline"
 
 
+def test_wandb_mode_in_the_environment_decides_where_the_config_does_not(monkeypatch):
+    """WANDB_MODE, as wandb reads it (a cluster's nodes without a network, an API key in the
+    shared home's ~/.netrc): it wins over the key, and the config's mode wins over it."""
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
+    for environment, mode in [("offline", "offline"), ("dryrun", "offline"), ("run", "online"),
+                              ("online", "online"), ("disabled", "disabled"),
+                              ("sometimes", "online")]:  # (not a mode: as if unset)
+        monkeypatch.setenv("WANDB_MODE", environment)
+        assert wandb_mode(None) == mode, environment
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_mode("online") == "online"
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert not tracking.wants_wandb(TrackingOptions(wandb=WandbOptions()))  # (no process)
+    assert tracking.wants_wandb(TrackingOptions(wandb=WandbOptions(mode="offline")))
+
+
 def test_flat_config_keeps_scalars_and_writes_the_rest_as_text():
     assert flat_config({"a": {"b": 1, "c": None}, "d": [1, {"e": 2}], "f": "x", "g": True}) == \
         {"a.b": 1, "a.c": "null", "d": '[1, {"e": 2}]', "f": "x", "g": True}
@@ -136,7 +152,8 @@ def test_tracking_config_errors_name_the_key(acr, in_tmp, tracking, key):
     assert result.exit_code == 2 and key in result.stderr
 
 
-def test_the_configs_close_wait_bounds_the_runs_waits_for_its_trackers(tmp_path):
+def test_open_trackers_takes_the_configs_close_wait(tmp_path):
+    """(The hang test shows what the bound does.)"""
     run = new_run(tmp_path)
     trackers = open_trackers(run, TrackingOptions(tensorboard=True, close_wait_seconds=2.5), {})
     try:
@@ -866,8 +883,8 @@ def test_a_default_wandb_sink_imports_nothing_after_its_warm_up_and_sends_nothin
     server = RecordingServer()
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
     script = ("import sys, pathlib, types\n"
-              "from acr.core.tracking import Clip, open_wandb_sink, warm_wandb\n"
-              "warm_wandb()\n"
+              "from acr.core.tracking import Clip, open_wandb_sink, warm_wandb, wandb_mode\n"
+              "warm_wandb(wandb_mode(None))\n"  # (as start_trackers has it)
               "folder = pathlib.Path(sys.argv[1])\n"
               "before = set(sys.modules)\n"
               "options = types.SimpleNamespace(project='p', entity=None, tags=[], mode=None)\n"
@@ -888,7 +905,6 @@ def test_a_default_wandb_sink_imports_nothing_after_its_warm_up_and_sends_nothin
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_an_offline_wandb_sink_never_takes_the_process_of_an_online_one(tmp_path):
     """wandb keeps the telemetry exporter an online run built for the rest of its process: an
     offline run in it would send telemetry. A process started for an online run (here by the
@@ -907,6 +923,7 @@ def test_an_offline_wandb_sink_never_takes_the_process_of_an_online_one(tmp_path
     assert [row["_step"] for row in wandb_history(tmp_path)] == [1]
 
 
+@pytest.mark.slow
 def test_after_its_warm_up_the_tensorboard_sink_imports_nothing_and_never_torch(tmp_path):
     """Its child process opens it, writes every kind of call and closes it without importing
     torch (1.6 s of CPU beside the run), and after the warm-up (before the command imports

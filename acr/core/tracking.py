@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -100,11 +101,21 @@ def wandb_api_key_configured() -> bool:
         return False
 
 
+# WANDB_MODE's values, as wandb reads them -> the mode acr gives a run
+WANDB_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+               "disabled": "disabled"}
+
+
 def wandb_mode(asked: Optional[str]) -> str:
-    """online | offline | disabled: as asked, else offline unless an API key is configured
-    (so that nothing ever waits on the network for a login)."""
+    """online | offline | disabled: as asked, else as WANDB_MODE says (wandb's own variable: a
+    cluster's nodes without a network, with an API key in the shared home), else offline
+    unless an API key is configured (so that nothing ever waits on the network for a login).
+    A WANDB_MODE that is no mode is left to wandb, as if unset here."""
     if asked:
         return asked
+    environment = WANDB_MODES.get(os.environ.get("WANDB_MODE", "").strip().lower())
+    if environment is not None:
+        return environment
     return "online" if wandb_api_key_configured() else "offline"
 
 
@@ -749,13 +760,14 @@ WANDB_FIRST_CALL_MODULES = ("yaml", "email.parser", "wandb.apis.public",
                             "wandb.sdk.launch.inputs.internal")
 
 
-def warm_wandb() -> None:
-    """What a W&B sink's child does first to open it: import wandb, start its service
-    (start_trackers) and import what its first calls import (WANDB_FIRST_CALL_MODULES; a
-    module another wandb version lacks, or that fails to import, is skipped)."""
+def warm_wandb(mode: str) -> None:
+    """What a W&B sink's child does first to open it: import wandb, set the process's `mode`
+    (WandbSink) and start its service (start_trackers), and import what its first calls import
+    (WANDB_FIRST_CALL_MODULES; a module another wandb version lacks, or that fails to import,
+    is skipped)."""
     import wandb
 
-    wandb.setup()
+    wandb.setup(settings=wandb.Settings(mode=mode))
     for name in WANDB_FIRST_CALL_MODULES:
         try:
             importlib.import_module(name)
@@ -771,8 +783,9 @@ def wandb_child(options: Any) -> str:
 
 
 def wants_wandb(tracking: Any) -> bool:
-    """Whether the TrackingOptions ask for a W&B run (a section whose mode is not disabled)."""
-    return tracking.wandb is not None and tracking.wandb.mode != "disabled"
+    """Whether the TrackingOptions ask for a W&B run (a section whose mode, or WANDB_MODE where
+    it has none, is not disabled)."""
+    return tracking.wandb is not None and wandb_mode(tracking.wandb.mode) != "disabled"
 
 
 def start_trackers(tracking: Any) -> None:
@@ -786,7 +799,8 @@ def start_trackers(tracking: Any) -> None:
     if tracking.tensorboard:
         child_sink.start_early("tensorboard", warm_tensorboard)
     if wants_wandb(tracking):
-        child_sink.start_early(wandb_child(tracking.wandb), warm_wandb)
+        child_sink.start_early(wandb_child(tracking.wandb),
+                               functools.partial(warm_wandb, wandb_mode(tracking.wandb.mode)))
 
 
 def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> Trackers:

@@ -322,9 +322,9 @@ class WandbOptions:
     entity: Optional[str] = opt(None, "W&B entity (user or team); null = your default.")
     tags: list[str] = opt([], "Tags of the W&B run.", items={"validate": nonempty})
     mode: Optional[Literal["online", "offline", "disabled"]] = opt(
-        None, "online | offline | disabled; null = offline unless an API key is configured "
-        "(WANDB_API_KEY or a ~/.netrc entry for api.wandb.ai), so nothing waits on the "
-        "network. Sync an offline run later with `wandb sync RUN/wandb`.")
+        None, "online | offline | disabled; null = as WANDB_MODE says, else offline unless an "
+        "API key is configured (WANDB_API_KEY or a ~/.netrc entry for api.wandb.ai), so "
+        "nothing waits on the network. Sync an offline run later with `wandb sync RUN/wandb`.")
 
 
 @dataclass
