@@ -50,7 +50,6 @@ from typing import Any, Callable, Iterable, Optional
 
 from acr.core import child_sink, console
 from acr.core.child_sink import ChildSink, describe
-from acr.core.config.schema import TrackingOptions
 from acr.core.runs import Run
 
 JOURNAL = "tracking.jsonl"
@@ -576,8 +575,10 @@ class Trackers:
     tracking.close_wait_seconds)."""
 
     def __init__(self, run: Optional[Run], workers: list[SinkWorker], done_step: int = -1,
-                 done_groups: Iterable[str] = (),
-                 close_wait: float = TrackingOptions.close_wait_seconds):
+                 done_groups: Iterable[str] = (), close_wait: Optional[float] = None):
+        if close_wait is None:  # the config's default (imported here, not with this module,
+            from acr.core.config.schema import TrackingOptions  # which the trackers' child
+            close_wait = TrackingOptions.close_wait_seconds  # processes import: 25 ms each)
         self.run, self.workers, self.close_wait = run, workers, close_wait
         self.step, self.groups = done_step, set(done_groups)
         self.journal = open(run.dir / JOURNAL, "a", encoding="utf-8") \
