@@ -899,6 +899,7 @@ def test_a_default_wandb_sink_imports_nothing_after_its_warm_up_and_sends_nothin
                              capture_output=True, text=True, timeout=120).stdout.split()
     finally:
         server.shutdown()
+        server.server_close()
     assert out == ["-"]
     assert server.requests == []
     assert [row["_step"] for row in wandb_history(tmp_path)] == [0, 1]

@@ -12,12 +12,11 @@ threads and the sinks' processes slowed a tiny model's fine-tune step by 9%). Th
 for the opening before its loop (Trackers.wait_open, bounded). A call costs the run one
 journal line and a queue entry; `close()` waits until every sink has had every call, then
 closes them all at once; a sink that hangs holds the run at most `tracking.close_wait_seconds`
-(the config's; 120 s unless it says otherwise), then is
-ended (SinkWorker.abandon). Both sinks work in child
-processes of their own (child_sink.py): on a thread, a sink's Python work takes the run's
-interpreter whenever the run's thread wants it back, which slowed a Python-bound tiny model by
-up to 1.8x while W&B worked, and by a few percent with TensorBoard's writer (building and
-serialising its records). TensorBoard's sink is written with TensorBoard's own event writer and
+(120 s unless the config says otherwise), then is ended (SinkWorker.abandon). Both sinks work
+in child processes of their own (child_sink.py): on a thread, a sink's Python work takes the
+run's interpreter whenever the run's thread wants it back, which slowed a Python-bound tiny
+model by up to 1.8x while W&B worked, and by a few percent with TensorBoard's writer (building
+and serialising its records). TensorBoard's sink is written with TensorBoard's own event writer and
 summary records, so its child imports no torch.
 
 Resume without gaps or duplicates: every call is first appended to RUN/tracking.jsonl (its
