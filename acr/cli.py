@@ -143,7 +143,8 @@ SET_HELP = {"generate": _set_help(GenerateConfig, "params.temperature", "1.2"),
             "validate": "Override a config key as the command would, e.g. --set "
                         "params.top_k=50 (repeatable)."}
 TRACK_HELP = ("Mirror the run in a tracker: tensorboard (RUN/tensorboard/) or wandb (RUN/wandb/; "
-              "offline unless an API key is configured); repeatable. Config: `tracking:`.")
+              "as WANDB_MODE says, else offline unless an API key is configured); repeatable. "
+              "Config: `tracking:`.")
 TRACKERS = ("tensorboard", "wandb")
 
 

@@ -120,12 +120,18 @@ def test_wandb_mode_in_the_environment_decides_where_the_config_does_not(monkeyp
     shared home's ~/.netrc): it wins over the key, and the config's mode wins over it."""
     monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
     for environment, mode in [("offline", "offline"), ("dryrun", "offline"), ("run", "online"),
-                              ("online", "online"), ("disabled", "disabled"),
-                              ("sometimes", "online")]:  # (not a mode: as if unset)
+                              ("online", "online"), ("shared", "online"),
+                              ("disabled", "disabled"), ("sometimes", "online"),
+                              ("OFFLINE", "online")]:  # (no modes to wandb: as if unset)
         monkeypatch.setenv("WANDB_MODE", environment)
         assert wandb_mode(None) == mode, environment
     monkeypatch.setenv("WANDB_MODE", "offline")
     assert wandb_mode("online") == "online"
+    started = []  # the child a command starts early, and the mode its warm-up sets
+    monkeypatch.setattr(child_sink, "start_early",
+                        lambda name, warm: started.append((name, warm.args)))
+    tracking.start_trackers(TrackingOptions(wandb=WandbOptions()))
+    assert started == [("wandb-offline", ("offline",))]
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert not tracking.wants_wandb(TrackingOptions(wandb=WandbOptions()))  # (no process)
     assert tracking.wants_wandb(TrackingOptions(wandb=WandbOptions(mode="offline")))
@@ -927,9 +933,9 @@ def test_an_offline_wandb_sink_never_takes_the_process_of_an_online_one(tmp_path
 @pytest.mark.slow
 def test_after_its_warm_up_the_tensorboard_sink_imports_nothing_and_never_torch(tmp_path):
     """Its child process opens it, writes every kind of call and closes it without importing
-    torch (1.6 s of CPU beside the run) or acr's config schema (25 ms), and after the warm-up (before the command imports
-    torch) without importing anything: the first sample round's clips imported soundfile
-    inside a fine-tune's loop."""
+    torch (1.6 s of CPU beside the run) or acr's config schema (25 ms), and after the warm-up
+    (before the command imports torch) without importing anything: the first sample round's
+    clips imported soundfile inside a fine-tune's loop."""
     import matplotlib.image
 
     script = ("import sys, pathlib\n"

@@ -99,19 +99,21 @@ def wandb_api_key_configured() -> bool:
         return False
 
 
-# WANDB_MODE's values, as wandb reads them -> the mode acr gives a run
-WANDB_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
-               "disabled": "disabled"}
+# WANDB_MODE's values, as wandb 0.31 takes them (exactly) -> the mode acr gives a run ("shared"
+# writes to a run online; acr's run is then a plain online one)
+WANDB_MODES = {"online": "online", "run": "online", "shared": "online", "offline": "offline",
+               "dryrun": "offline", "disabled": "disabled"}
 
 
 def wandb_mode(asked: Optional[str]) -> str:
     """online | offline | disabled: as asked, else as WANDB_MODE says (wandb's own variable: a
     cluster's nodes without a network, with an API key in the shared home), else offline
     unless an API key is configured (so that nothing ever waits on the network for a login).
-    A WANDB_MODE that is no mode is left to wandb, as if unset here."""
+    A WANDB_MODE that is no mode counts as unset here; wandb refuses it as it starts, which
+    costs a warning like any tracker that fails."""
     if asked:
         return asked
-    environment = WANDB_MODES.get(os.environ.get("WANDB_MODE", "").strip().lower())
+    environment = WANDB_MODES.get(os.environ.get("WANDB_MODE", ""))
     if environment is not None:
         return environment
     return "online" if wandb_api_key_configured() else "offline"
@@ -309,7 +311,7 @@ def after_the_newest_file(folder: Path) -> None:
 
 
 class WandbSink:
-    """A W&B run (offline unless an API key is configured) with its files in RUN/wandb/."""
+    """A W&B run (in the mode wandb_mode gives) with its files in RUN/wandb/."""
 
     name = "wandb"
 
@@ -320,7 +322,7 @@ class WandbSink:
         (run_dir / WANDB_DIR).mkdir(exist_ok=True)
         mode = wandb_mode(options.mode)
         # the mode for this process too, not only for this run: wandb 0.31 builds its telemetry
-        # exporter from the process's mode (online unless WANDB_MODE says otherwise), which an
+        # exporter from the process's mode (WANDB_MODE's, else online), which an
         # offline run leaves alone: it then imported requests and OpenTelemetry (about 40 ms at
         # the first log), started two threads, and sent to W&B's server every minute and at exit
         wandb.setup(settings=wandb.Settings(mode=mode))

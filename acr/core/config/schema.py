@@ -335,8 +335,9 @@ class TrackingOptions:
     tensorboard: bool = opt(False, "Write TensorBoard event files to RUN/tensorboard/ "
                             "(`tensorboard --logdir RUN`).")
     wandb: Optional[WandbOptions] = opt(None, "Log to Weights & Biases: {project, entity, "
-                                        "tags, mode} ({} for the defaults: project acr, "
-                                        "offline unless an API key is configured).")
+                                        "tags, mode} ({} for the defaults: project acr, as "
+                                        "WANDB_MODE says, else offline unless an API key is "
+                                        "configured).")
     audio_clips: int = opt(3, "Clips logged as audio per setting (experiment) or sample "
                            "round (finetune: every sample prompt up to this many).", ge=0,
                            le=1000)
