@@ -777,11 +777,11 @@ def warm_wandb(mode: str) -> None:
             pass
 
 
-def wandb_child(options: Any) -> str:
-    """The name of the child process a W&B sink of these WandbOptions takes (child_sink): one
-    per mode. wandb keeps its telemetry exporter for the life of a process once a run built it
-    (WandbSink): an offline run in a child that served an online one would send telemetry."""
-    return f"wandb-{wandb_mode(options.mode)}"
+def wandb_child(mode: str) -> str:
+    """The name of the child process a W&B sink of `mode` (wandb_mode's) takes (child_sink):
+    one per mode. wandb keeps its telemetry exporter for the life of a process once a run built
+    it (WandbSink): an offline run in a child that served an online one would send telemetry."""
+    return f"wandb-{mode}"
 
 
 def wants_wandb(tracking: Any) -> bool:
@@ -801,8 +801,8 @@ def start_trackers(tracking: Any) -> None:
     if tracking.tensorboard:
         child_sink.start_early("tensorboard", warm_tensorboard)
     if wants_wandb(tracking):
-        child_sink.start_early(wandb_child(tracking.wandb),
-                               functools.partial(warm_wandb, wandb_mode(tracking.wandb.mode)))
+        mode = wandb_mode(tracking.wandb.mode)
+        child_sink.start_early(wandb_child(mode), functools.partial(warm_wandb, mode))
 
 
 def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> Trackers:
@@ -829,8 +829,8 @@ def open_trackers(run: Run, tracking: Any, config: dict, main: bool = True) -> T
         run_id = record.setdefault("wandb_id", secrets.token_hex(4))
 
         def open_wandb() -> tuple[Any, int]:  # in a child process: see child_sink.py
-            sink = ChildSink(wandb_child(tracking.wandb), open_wandb_sink, run.dir,
-                             tracking.wandb, run_id,
+            sink = ChildSink(wandb_child(wandb_mode(tracking.wandb.mode)), open_wandb_sink,
+                             run.dir, tracking.wandb, run_id,
                              f"{run.dir.parent.name}/{run.dir.name}", config, fresh)
             return sink, sink.first
         starts.append(SinkStart("wandb", open_wandb))
